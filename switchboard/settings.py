@@ -1,0 +1,129 @@
+"""Switchboard's settings: the only module that reads the environment.
+
+Every other module takes its configuration as constructor arguments, so tests and tools can
+build components without touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SPECIALISTS: tuple[str, ...] = ("backend", "api", "data", "perf", "security")
+
+#: librdkafka keys whose values are secrets: masked whenever settings are printed.
+_SECRET_KAFKA_KEYS = ("password", "secret", "key.pem", "sasl.oauthbearer.config", "token")
+
+
+class Settings(BaseSettings):
+    """Effective configuration, from ``SWITCHBOARD_*`` variables (and a few standard names).
+
+    librdkafka settings pass through as dotted keys: ``SWITCHBOARD_KAFKA__SECURITY__PROTOCOL``
+    is awkward, so pass them as JSON instead: ``SWITCHBOARD_KAFKA_CONFIG='{"security.protocol":
+    "SASL_SSL", "sasl.mechanism": "PLAIN", ...}'``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="An existing cluster; when set, Switchboard starts no broker of its own.",
+    )
+    kafka_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka settings passed to every client (security, tuning).",
+    )
+    topic_prefix: str = "switchboard"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+    dlq_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=60_000)
+    schema_registry_url: str | None = Field(default=None, validation_alias="SCHEMA_REGISTRY_URL")
+
+    # --- local broker --------------------------------------------------------------------
+    state_dir: Path = Path(".switchboard")
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_heap: str = "512m"
+    kafka_start_timeout_s: float = Field(default=60.0, gt=0)
+
+    # --- Anthropic -----------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
+    anthropic_timeout_s: float = Field(default=120.0, gt=0)
+    #: The pipeline owns retries (retry topics); the SDK retries at most this many times.
+    anthropic_max_retries: int = Field(default=0, ge=0, le=2)
+    max_output_tokens: int = Field(default=2048, ge=1, le=16_000)
+    models: dict[str, str] = Field(
+        default_factory=lambda: {
+            "backend": "claude-sonnet-5-5",
+            "api": "claude-sonnet-5-5",
+            "data": "claude-sonnet-5-5",
+            "perf": "claude-sonnet-5-5",
+            "security": "claude-opus-5-5",
+            "triage": "claude-haiku-5-5",
+        }
+    )
+    #: "keyword" (deterministic, default) or "model" (a cheap Claude model classifies free text).
+    triage: str = "keyword"
+
+    # --- pipeline behaviour --------------------------------------------------------------
+    max_prompt_bytes: int = Field(default=32_000, ge=1)
+    max_metadata_entries: int = Field(default=32, ge=0)
+    tenants: frozenset[str] = Field(
+        default_factory=frozenset, description="Known tenants; empty means any tenant."
+    )
+    dedup_window_s: float = Field(default=3600.0, ge=0)
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        unknown = set(self.models) - set(SPECIALISTS) - {"triage"}
+        if unknown:
+            raise ValueError(
+                f"models has unknown keys {sorted(unknown)}; use {', '.join(SPECIALISTS)}, triage"
+            )
+        if self.triage not in ("keyword", "model"):
+            raise ValueError("triage must be 'keyword' or 'model'")
+        if self.triage == "model" and self.anthropic_api_key is None:
+            raise ValueError("triage=model needs ANTHROPIC_API_KEY; set it or use triage=keyword")
+        return self
+
+    @property
+    def kafka_state_dir(self) -> Path:
+        return self.state_dir.resolve() / "kafka"
+
+    @property
+    def offline(self) -> bool:
+        """True when specialists answer from the built-in rulebook, not Claude."""
+        return self.anthropic_api_key is None
+
+    def client_config(self, bootstrap: str) -> dict[str, str]:
+        """Base librdkafka configuration for every client: bootstrap plus passthrough keys."""
+        return {"bootstrap.servers": bootstrap, **self.kafka_config}
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings, safe to print or log: every secret is masked."""
+        data = self.model_dump(mode="json")
+        if self.anthropic_api_key is not None:
+            data["anthropic_api_key"] = "***"
+        data["kafka_config"] = {
+            key: ("***" if any(s in key for s in _SECRET_KAFKA_KEYS) else value)
+            for key, value in self.kafka_config.items()
+        }
+        return data

@@ -1,0 +1,83 @@
+"""Session-scoped Kafka for the whole suite, and uuid-named topics and groups per test.
+
+Where the broker comes from, in order: ``KAFKA_BOOTSTRAP_SERVERS`` (an existing cluster);
+else testcontainers' Apache Kafka when a Docker engine answers; else the local jar broker
+(``switchboard kafka start``), started here and stopped at the end if this session started it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from switchboard.local_kafka import LocalKafka
+
+REPO = Path(__file__).resolve().parents[1]
+STATE_DIR = Path(os.environ.get("SWITCHBOARD_STATE_DIR", REPO / ".switchboard")).resolve()
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # no engine, no socket, no permission: all mean "not here"
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A bootstrap address of a real Apache Kafka broker for the whole session."""
+    if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield env
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = LocalKafka(STATE_DIR / "kafka")
+    bootstrap, started, _note = broker.start()
+    try:
+        yield bootstrap
+    finally:
+        if started:
+            broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_config(kafka_bootstrap: str) -> dict[str, str]:
+    return {"bootstrap.servers": kafka_bootstrap}
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_config: dict[str, str]) -> AdminClient:
+    return AdminClient(kafka_config)
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """A factory of uuid-suffixed names, so tests never share topics or groups."""
+    suffix = uuid.uuid4().hex[:10]
+    return lambda base: f"{base}-{suffix}"
+
+
+@pytest.fixture
+def make_topic(admin: AdminClient, unique: Callable[[str], str]) -> Callable[..., str]:
+    """Create a uuid-named topic and return its name."""
+
+    def create(base: str = "t", partitions: int = 1) -> str:
+        name = unique(base)
+        futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)
+        for future in futures.values():
+            future.result(timeout=30)
+        return name
+
+    return create
