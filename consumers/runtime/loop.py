@@ -1,0 +1,379 @@
+"""The consumer runtime: hundreds of slow handlers in flight, at-least-once, commit in order.
+
+One loop serves every consumer in Switchboard. Its contract:
+
+- records are handled concurrently (asyncio tasks, a global cap), completing in any order;
+- a record's outputs (response, retry or DLQ records) are confirmed delivered before its offset
+  counts as done, and an offset is committed only when every earlier offset of its partition is
+  done (``PartitionTracker``), so a crash redoes work but never loses it;
+- the poll loop never waits on a handler: a partition is paused when its share of the cap is
+  full and resumed when it drains, so slow calls never exceed ``max.poll.interval.ms``;
+- on revoke, in-flight work of those partitions gets ``revoke_timeout_s`` to finish, the rest is
+  abandoned (its outputs are never sent), and the contiguous offsets are committed;
+- on stop, fetching ends, in-flight work drains for ``drain_timeout_s``, offsets are committed.
+
+librdkafka's consumer runs on a dedicated poll thread (it blocks); rebalance callbacks, which
+librdkafka calls on that thread, hand their work to the event loop and wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.runtime.tracker import PartitionTracker
+from switchboard.aio_producer import AsyncProducer, DeliveryError, Outbound
+from switchboard.kafka_clients import consumer_config
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How one consumer group member runs."""
+
+    topics: Sequence[str]
+    group_id: str
+    kafka: dict[str, Any]
+    #: Records handled at once by this process, across all its partitions.
+    concurrency: int = 64
+    #: "unordered": any record may start at any time; "key": records with the same key run in
+    #: the order they were read (different keys still run concurrently).
+    ordering: Literal["unordered", "key"] = "unordered"
+    drain_timeout_s: float = 30.0
+    revoke_timeout_s: float = 10.0
+    batch_size: int = 500
+    poll_timeout_s: float = 0.05
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a handler knows about the partition a record came from."""
+
+    topic: str
+    partition: int
+    assigned_at: float
+    tracker: PartitionTracker = field(default_factory=PartitionTracker)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    paused: bool = False
+    revoked: bool = False
+
+
+@dataclass
+class RunStats:
+    received: int = 0
+    completed: int = 0
+    handler_errors: int = 0
+    delivery_retries: int = 0
+    abandoned: int = 0
+    rebalances: int = 0
+    max_in_flight: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+Handler = Callable[[Message, Context], Awaitable[Sequence[Outbound]]]
+ErrorHandler = Callable[[Message, Context, BaseException], Awaitable[Sequence[Outbound]]]
+
+
+class ConsumerRuntime:
+    """Runs ``handler`` over the records of ``config.topics`` as one member of a group."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        handler: Handler,
+        *,
+        producer: AsyncProducer,
+        on_error: ErrorHandler,
+        on_assign: Callable[[list[TP]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._handler = handler
+        self._on_error = on_error
+        self._on_assign_hook = on_assign
+        self._producer = producer
+        self._parts: dict[TP, Context] = {}
+        self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+        self._stopping = False
+        self._in_flight = 0
+        self.stats = RunStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: Consumer | None = None
+        self._sem = asyncio.Semaphore(config.concurrency)
+        # One thread owns every blocking librdkafka consumer call.
+        self._poll_thread = concurrent.futures.ThreadPoolExecutor(1, "consumer-poll")
+        self._last_activity = time.monotonic()
+
+    # --- public ------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def assignment(self) -> list[TP]:
+        return sorted(self._parts)
+
+    def request_stop(self) -> None:
+        """Stop fetching, drain in-flight work, commit, close (the graceful path)."""
+        self._stopping = True
+
+    async def run(
+        self, *, max_messages: int | None = None, idle_timeout: float | None = None
+    ) -> RunStats:
+        """Consume until stopped, or until ``max_messages`` were handled, or idle that long."""
+        self._loop = asyncio.get_running_loop()
+        conf = consumer_config(
+            self.config.kafka, self.config.group_id, **self.config.consumer_overrides
+        )
+        consumer = Consumer(conf)
+        self._consumer = consumer
+        await self._in_poll_thread(
+            consumer.subscribe,
+            list(self.config.topics),
+            on_assign=self._cb_assign,
+            on_revoke=self._cb_revoke,
+            on_lost=self._cb_lost,
+        )
+        try:
+            while not self._stopping:
+                if max_messages is not None and self.stats.received >= max_messages:
+                    break
+                want = self.config.batch_size
+                if max_messages is not None:
+                    want = min(want, max_messages - self.stats.received)
+                batch = await self._in_poll_thread(
+                    consumer.consume, want, self.config.poll_timeout_s
+                )
+                for msg in batch:
+                    self._dispatch(msg)
+                if batch:
+                    self._last_activity = time.monotonic()
+                elif (
+                    idle_timeout is not None
+                    and self._in_flight == 0
+                    and time.monotonic() - self._last_activity >= idle_timeout
+                ):
+                    break
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    # --- dispatch ----------------------------------------------------------------------
+    def _dispatch(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error: %s", err)
+            return
+        tp = (msg.topic(), msg.partition())
+        ctx = self._parts.get(tp)
+        if ctx is None or ctx.revoked:
+            return  # fetched just before a revoke: the next owner reads it again
+        self.stats.received += 1
+        ctx.tracker.start(msg.offset())
+        task = asyncio.create_task(self._process(msg, ctx))
+        ctx.tasks.add(task)
+        task.add_done_callback(ctx.tasks.discard)
+        if not ctx.paused and ctx.tracker.outstanding >= self._share():
+            self._set_paused(ctx, True)
+
+    def _share(self) -> int:
+        """Each partition's share of the in-flight cap (at least one record)."""
+        return max(1, self.config.concurrency // max(1, len(self._parts)))
+
+    async def _process(self, msg: Message, ctx: Context) -> None:
+        key_tail: asyncio.Future[None] | None = None
+        key = msg.key() if self.config.ordering == "key" else None
+        try:
+            if key is not None:
+                previous = self._key_tails.get(key)
+                key_tail = asyncio.get_running_loop().create_future()
+                self._key_tails[key] = key_tail
+                if previous is not None:
+                    await asyncio.shield(previous)
+            async with self._sem:
+                self._in_flight += 1
+                self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+                try:
+                    outputs = await self._handle(msg, ctx)
+                finally:
+                    self._in_flight -= 1
+            await self._deliver(outputs)
+        finally:
+            if key_tail is not None:
+                key_tail.set_result(None)
+                if self._key_tails.get(key) is key_tail:  # type: ignore[arg-type]
+                    del self._key_tails[key]  # type: ignore[arg-type]
+        self._complete(msg, ctx)
+
+    async def _handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
+        try:
+            return await self._handler(msg, ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.handler_errors += 1
+            delay = 0.5
+            while True:
+                try:
+                    return await self._on_error(msg, ctx, exc)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The error path itself failed (e.g. cannot encode a DLQ record): never
+                    # skip the offset; keep trying, it stays uncommitted if we die.
+                    log.exception("error handler failed for %s", _where(msg))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+    async def _deliver(self, outputs: Sequence[Outbound]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._producer.send_all(outputs)
+                return
+            except DeliveryError as exc:
+                # librdkafka already retried for message.timeout.ms: the cluster is in trouble.
+                # Keep the offset open and try again; nothing is committed past this record.
+                self.stats.delivery_retries += 1
+                log.warning("delivery failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _complete(self, msg: Message, ctx: Context) -> None:
+        ctx.tracker.finish(msg.offset())
+        self.stats.completed += 1
+        offset = ctx.tracker.committable_offset()
+        if offset is not None and not ctx.revoked and self._consumer is not None:
+            # Commit order: this offset's outputs and every earlier offset's are delivered.
+            try:
+                self._consumer.store_offsets(
+                    offsets=[TopicPartition(ctx.topic, ctx.partition, offset)]
+                )
+            except KafkaException as exc:  # revoked under us: the revoke path commits
+                log.debug("store_offsets: %s", exc)
+        if ctx.paused and not ctx.revoked and ctx.tracker.outstanding <= self._share() // 2:
+            self._set_paused(ctx, False)
+
+    def _set_paused(self, ctx: Context, paused: bool) -> None:
+        if self._consumer is None:
+            return
+        tp = [TopicPartition(ctx.topic, ctx.partition)]
+        try:
+            if paused:
+                self._consumer.pause(tp)
+            else:
+                self._consumer.resume(tp)
+            ctx.paused = paused
+        except KafkaException as exc:
+            log.debug("pause/resume %s: %s", tp, exc)
+
+    # --- rebalance (callbacks run on the poll thread) -----------------------------------
+    def _cb_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._assigned, [(p.topic, p.partition) for p in partitions])
+
+    def _assigned(self, tps: list[TP]) -> None:
+        self.stats.rebalances += 1
+        now = time.monotonic()
+        for tp in tps:
+            self._parts[tp] = Context(tp[0], tp[1], assigned_at=now)
+        if self._on_assign_hook is not None:
+            self._on_assign_hook(tps)
+
+    def _cb_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._loop is not None
+        tps = [(p.topic, p.partition) for p in partitions]
+        future = asyncio.run_coroutine_threadsafe(self._revoke(tps, abandon=False), self._loop)
+        try:
+            offsets = future.result(timeout=self.config.revoke_timeout_s + 10)
+        except Exception:
+            log.exception("revoke handling failed; uncommitted work will be redone")
+            return
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit on revoke failed (%s); those records will be redone", exc)
+
+    def _cb_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._loop is not None
+        tps = [(p.topic, p.partition) for p in partitions]
+        future = asyncio.run_coroutine_threadsafe(self._revoke(tps, abandon=True), self._loop)
+        try:
+            future.result(timeout=10)
+        except Exception:
+            log.exception("handling lost partitions failed")
+
+    async def _revoke(self, tps: list[TP], *, abandon: bool) -> list[TopicPartition]:
+        """Finish or abandon the work of revoked partitions; return offsets safe to commit."""
+        self.stats.rebalances += 1
+        contexts = [c for tp in tps if (c := self._parts.get(tp)) is not None]
+        for ctx in contexts:
+            ctx.revoked = True
+        pending = {t for c in contexts for t in c.tasks}
+        if pending and not abandon:
+            _done, pending = await asyncio.wait(pending, timeout=self.config.revoke_timeout_s)
+        await self._cancel(pending)
+        offsets = []
+        for ctx in contexts:
+            del self._parts[(ctx.topic, ctx.partition)]
+            ctx.tracker.committable_offset()
+            if not abandon and ctx.tracker.last_committable is not None:
+                offsets.append(
+                    TopicPartition(ctx.topic, ctx.partition, ctx.tracker.last_committable)
+                )
+        return offsets
+
+    async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Abandon tasks: their outputs are never sent, their offsets never committed."""
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self.stats.abandoned += len(tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- shutdown ----------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        consumer = self._consumer
+        tasks = {t for c in self._parts.values() for t in c.tasks}
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.config.drain_timeout_s)
+            await self._cancel(pending)
+        if consumer is not None:
+            offsets = []
+            for ctx in self._parts.values():
+                ctx.tracker.committable_offset()
+                if ctx.tracker.last_committable is not None:
+                    offsets.append(
+                        TopicPartition(ctx.topic, ctx.partition, ctx.tracker.last_committable)
+                    )
+            if offsets:
+                try:
+                    await self._in_poll_thread(consumer.commit, offsets=offsets, asynchronous=False)
+                except KafkaException as exc:
+                    log.warning("final commit failed (%s); those records will be redone", exc)
+            # close() runs the revoke callback, which waits on this loop: keep it off the loop.
+            await self._in_poll_thread(consumer.close)
+            self._consumer = None
+        self._poll_thread.shutdown(wait=False)
+
+    async def _in_poll_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._poll_thread, lambda: fn(*args, **kwargs))
+
+
+def _where(msg: Message) -> str:
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"

@@ -1,0 +1,54 @@
+"""Small helpers for integration tests: produce and read topics on the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+
+def produce_all(config: dict[str, str], topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = Producer({**config, "linger.ms": 5})
+    count = 0
+    for key, value in records:
+        producer.produce(topic, value, key)
+        producer.poll(0)
+        count += 1
+    assert producer.flush(30) == 0
+    return count
+
+
+def read_topic(
+    config: dict[str, str],
+    topic: str,
+    *,
+    until: Callable[[list[Message]], bool],
+    timeout_s: float = 60.0,
+) -> list[Message]:
+    """Read ``topic`` from the beginning until ``until(messages)`` holds or the timeout passes."""
+    consumer = Consumer(
+        {**config, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not until(out):
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def committed_offsets(config: dict[str, str], group: str, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer({**config, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return [tp.offset for tp in tps]
+    finally:
+        consumer.close()
