@@ -5,6 +5,8 @@ from __future__ import annotations
 REQUEST_ID = "sb-request-id"
 TENANT = "sb-tenant"
 SPECIALIST = "sb-specialist"
+#: The topic the response should go to, so an undecodable request can still be answered.
+REPLY_TO = "sb-reply-to"
 #: W3C trace context, propagated on every hop.
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
     dedup_window_s: float = Field(default=3600.0, ge=0)
     concurrency: int = Field(default=64, ge=1, le=10_000)
+    #: Static group membership (``group.instance.id`` = ``<role>-<instance_id>``): a restarted
+    #: process with the same id takes its partitions back at once, without a rebalance.
+    instance_id: str | None = None
     drain_timeout_s: float = Field(default=30.0, ge=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
 

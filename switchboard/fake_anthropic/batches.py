@@ -36,7 +36,6 @@ class Batch:
             counts["processing"] = len(self.requests)
         else:
             counts.update(Counter(line["result"]["type"] for line in self.results))
-        ended = self.ended_at is not None
         return {
             "id": self.id,
             "type": "message_batch",
@@ -44,12 +43,16 @@ class Batch:
             "request_counts": counts,
             "created_at": rfc3339(self.created_at),
             "expires_at": rfc3339(self.created_at + EXPIRY_S),
-            "ended_at": rfc3339(self.ended_at) if ended else None,
+            "ended_at": rfc3339(self.ended_at) if self.ended_at is not None else None,
             "cancel_initiated_at": (
                 rfc3339(self.cancel_initiated_at) if self.cancel_initiated_at else None
             ),
             "archived_at": None,
-            "results_url": f"{origin}/v1/messages/batches/{self.id}/results" if ended else None,
+            "results_url": (
+                f"{origin}/v1/messages/batches/{self.id}/results"
+                if self.results is not None
+                else None
+            ),
         }
 
 
@@ -96,6 +99,6 @@ class BatchStore:
 
 
 def rfc3339(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )

@@ -105,15 +105,13 @@ def split_prompt(params: dict[str, Any]) -> PromptSplit:
     last = breakpoints[-1]
     prefix = blocks[: last + 1]
     control = blocks[last]["cache_control"]
-    ttl = LONG_CACHE_TTL_S if isinstance(control, dict) and control.get("ttl") == "1h" else (
-        DEFAULT_CACHE_TTL_S
-    )
+    long_ttl = isinstance(control, dict) and control.get("ttl") == "1h"
     rest = "\n".join([text_of(blocks[last + 1 :]), messages_text])
     return PromptSplit(
         cache_key=digest(params.get("model"), tools, prefix),
         cached_tokens=estimate_tokens(tools_text + text_of(prefix)),
         uncached_tokens=estimate_tokens(rest),
-        cache_ttl_s=ttl,
+        cache_ttl_s=LONG_CACHE_TTL_S if long_ttl else DEFAULT_CACHE_TTL_S,
     )
 
 

@@ -64,7 +64,7 @@ class RateLimiter:
         self._buckets.clear()
 
     def admit(self, api_key: str, tokens: int, *, now: float, wall: float) -> Admission:
-        """Take one request and ``tokens`` from ``api_key``'s buckets, or none if either is short."""
+        """Take a request and ``tokens`` from ``api_key``'s buckets, or none if either is short."""
         wanted = [
             (name, limit, amount)
             for name, limit, amount in (("requests", self.rpm, 1), ("tokens", self.tpm, tokens))
@@ -94,4 +94,3 @@ class RateLimiter:
             bucket = self._buckets[api_key, name] = TokenBucket(limit, now)
         bucket.refill(now)
         return bucket
-

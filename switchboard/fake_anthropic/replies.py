@@ -50,10 +50,11 @@ def compose_reply(params: dict[str, Any], *, refusal: bool = False) -> Reply:
         return Reply(REFUSAL_TEXT, "refusal", estimate_tokens(REFUSAL_TEXT))
     ref = digest(params.get("model"), params.get("system"), params.get("messages"))
     gist = " ".join(last_user_text(params.get("messages")).split())[:GIST_CHARS]
-    first, second = (_POINTS[int(ref[i : i + 2], 16) % len(_POINTS)] for i in (0, 2))
+    first = int(ref[0:2], 16) % len(_POINTS)
+    second = (first + 1 + int(ref[2:4], 16) % (len(_POINTS) - 1)) % len(_POINTS)
     text = (
         f"**Answer** (ref `{ref[:12]}`, {params.get('model')})\n\n"
-        f"You asked: {gist}\n\n- {first}\n- {second}\n"
+        f"You asked: {gist}\n\n- {_POINTS[first]}\n- {_POINTS[second]}\n"
     )
     max_tokens = params.get("max_tokens")
     if isinstance(max_tokens, int) and estimate_tokens(text) > max_tokens:
@@ -119,9 +120,8 @@ def stream_events(message: dict[str, Any], *, chunk_chars: int = 48) -> Iterator
         text = block["text"]
         for at in range(0, len(text), chunk_chars):
             delta = {"type": "text_delta", "text": text[at : at + chunk_chars]}
-            yield _frame(
-                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-            )
+            event = {"type": "content_block_delta", "index": index, "delta": delta}
+            yield _frame("content_block_delta", event)
         yield _frame("content_block_stop", {"type": "content_block_stop", "index": index})
     delta = {
         "stop_reason": message["stop_reason"],

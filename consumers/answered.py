@@ -1,0 +1,96 @@
+"""The answered-request index: how a redelivered request is never answered (or billed) twice.
+
+Mechanism: the response topic is the ledger. A request is answered iff a response keyed by its
+request id exists there. Each process follows the response topic (all partitions, from
+``now - window``) into a map of request ids, and before handling a record of a partition it
+waits for a barrier: every response that existed when that partition was assigned has been
+read. A previous owner's responses were delivered before it lost the partition (or before it
+died), so they are in the log by then, and the redelivered request is recognised and skipped.
+
+Trade-offs (vs Kafka transactions): no read_committed needed by clients and no transaction held
+across slow calls; the cost is one tail consumer per process reading response keys (values are
+not decoded), and a dedup horizon of ``window`` (older duplicates are answered again).
+Requests in flight inside this process are deduplicated by ``claim``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from confluent_kafka import Message
+
+from switchboard.tail import TopicTail
+
+
+class AnsweredIndex:
+    """Request ids that already have a terminal response, plus the ones in flight here."""
+
+    def __init__(self, config: dict[str, Any], responses_topic: str, window_s: float) -> None:
+        self._window_ms = int(window_s * 1000)
+        self._answered: dict[str, int] = {}
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._synced_at = 0.0
+        self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
+        since = int(time.time() * 1000) - self._window_ms
+        self._tail = TopicTail(
+            config, responses_topic, self._on_response, since_ms=since, name="answered-index"
+        )
+
+    def _on_response(self, msg: Message) -> None:
+        key = msg.key()
+        if key:
+            self._answered[key.decode("utf-8", "replace")] = msg.timestamp()[1]
+
+    def mark_answered(self, request_id: str) -> None:
+        """Record our own delivered response at once (the tail will see it later too)."""
+        self._answered[request_id] = int(time.time() * 1000)
+
+    def is_answered(self, request_id: str) -> bool:
+        return request_id in self._answered
+
+    async def sync(self, since: float) -> None:
+        """Wait until every response that existed at monotonic time ``since`` has been read."""
+        if self._synced_at >= since:
+            return
+        pending = self._pending_sync
+        if pending is None or pending[0] < since:
+            started = time.monotonic()
+            future = asyncio.wrap_future(self._tail.barrier())
+            pending = (started, future)
+            self._pending_sync = pending
+        await asyncio.shield(pending[1])
+        self._synced_at = max(self._synced_at, pending[0])
+
+    async def claim(self, request_id: str) -> bool:
+        """Claim ``request_id`` for handling here; False if it is answered or a duplicate.
+
+        A duplicate that arrives while the original is in flight waits for it to finish, so
+        the caller can then skip it without racing the original's response.
+        """
+        while (running := self._in_flight.get(request_id)) is not None:
+            await asyncio.shield(running)
+        if request_id in self._answered:
+            return False
+        self._in_flight[request_id] = asyncio.get_running_loop().create_future()
+        return True
+
+    def release(self, request_id: str, *, answered: bool) -> None:
+        """End a claim: ``answered`` when its terminal response was delivered."""
+        if answered:
+            self.mark_answered(request_id)
+        future = self._in_flight.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def prune(self) -> int:
+        """Forget answers older than the window; returns how many were dropped."""
+        horizon = int(time.time() * 1000) - self._window_ms
+        old = [rid for rid, ts in self._answered.items() if ts < horizon]
+        for rid in old:
+            del self._answered[rid]
+        return len(old)
+
+    def close(self) -> None:
+        self._tail.stop()

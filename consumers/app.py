@@ -1,0 +1,190 @@
+"""Assembles the pipeline's consumers (router, specialist workers, retry relay) from settings.
+
+One process may run any mix of them: they share one producer and one answered-request index,
+and each runs its own ``ConsumerRuntime`` (its own consumer group member).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anthropic import AsyncAnthropic
+
+from consumers.answered import AnsweredIndex
+from consumers.outcomes import Outcomes
+from consumers.relay import RetryRelay
+from consumers.resilience.breaker import CircuitBreaker
+from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter
+from consumers.router import Router, RouterRules
+from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
+from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
+from consumers.worker import SpecialistWorker
+from switchboard.aio_producer import AsyncProducer, Outbound
+from switchboard.classify import classify
+from switchboard.kafka_clients import producer_config
+from switchboard.policy import RetryPolicy
+from switchboard.serde import Codec, make_codec
+from switchboard.settings import SPECIALISTS, Settings
+from switchboard.topics import RETRY_TIERS_S, Topics
+
+log = logging.getLogger(__name__)
+
+
+def make_backend(settings: Settings, limiter: AimdLimiter | None = None) -> SpecialistBackend:
+    """Claude when an API key is set, else the offline rulebook."""
+    if settings.anthropic_api_key is None:
+        return OfflineBackend()
+    client = AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        timeout=settings.anthropic_timeout_s,
+        max_retries=settings.anthropic_max_retries,
+    )
+    on_headers: Callable[[Mapping[str, str]], None] | None = (
+        limiter.observe_headers if limiter is not None else None
+    )
+    return ClaudeBackend(
+        client, settings.models, max_tokens=settings.max_output_tokens, on_headers=on_headers
+    )
+
+
+@dataclass
+class Pipeline:
+    """The consumers of one process, sharing a producer, a codec and an answered index."""
+
+    settings: Settings
+    kafka: dict[str, Any]
+    backend_factory: Callable[[Settings, AimdLimiter | None], SpecialistBackend] = make_backend
+    runtimes: dict[str, ConsumerRuntime] = field(default_factory=dict)
+    workers: dict[str, SpecialistWorker] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.settings.topic_prefix)
+        self.codec: Codec = make_codec(self.settings.schema_registry_url)
+        self.producer = AsyncProducer(producer_config(self.kafka))
+        self._index: AnsweredIndex | None = None
+        self.policy = RetryPolicy(self.topics, max_attempts=self.settings.max_attempts)
+
+    @property
+    def index(self) -> AnsweredIndex:
+        if self._index is None:
+            self._index = AnsweredIndex(
+                self.kafka, self.topics.responses, self.settings.dedup_window_s
+            )
+        return self._index
+
+    def group(self, role: str) -> str:
+        return f"{self.settings.topic_prefix}.{role}"
+
+    def _outcomes(self, group: str, stage: str) -> Outcomes:
+        return Outcomes(self.codec, self.topics, self.producer, group, stage)
+
+    def _runtime(
+        self, role: str, topics: list[str], handler: Any, outcomes: Outcomes, **config: Any
+    ) -> ConsumerRuntime:
+        async def on_error(msg: Any, _ctx: Context, exc: BaseException) -> list[Outbound]:
+            # A bug in a handler: never lose the record; dead-letter it with the reason.
+            log.exception("%s: handler failed", role, exc_info=exc)
+            return await outcomes.fail(msg, classify(exc))
+
+        overrides = {}
+        if self.settings.instance_id:
+            overrides["group.instance.id"] = f"{role}-{self.settings.instance_id}"
+        runtime = ConsumerRuntime(
+            RuntimeConfig(
+                topics, self.group(role), self.kafka,
+                drain_timeout_s=self.settings.drain_timeout_s,
+                consumer_overrides=overrides, **config,
+            ),
+            handler, producer=self.producer, on_error=on_error,
+        )  # fmt: skip
+        self.runtimes[role] = runtime
+        return runtime
+
+    def add_router(self, concurrency: int | None = None) -> ConsumerRuntime:
+        s = self.settings
+        outcomes = self._outcomes(self.group("router"), "route")
+        router = Router(
+            codec=self.codec, topics=self.topics, outcomes=outcomes, index=self.index,
+            rules=RouterRules(
+                max_prompt_bytes=s.max_prompt_bytes, max_metadata_entries=s.max_metadata_entries,
+                tenants=s.tenants, dedup_window_s=s.dedup_window_s,
+            ),
+            limiter=TenantLimiter(),
+        )  # fmt: skip
+        return self._runtime(
+            "router", [self.topics.requests], router.handle, outcomes,
+            concurrency=concurrency or 1000,
+        )  # fmt: skip
+
+    def add_worker(self, specialist: str, concurrency: int | None = None) -> ConsumerRuntime:
+        if specialist not in SPECIALISTS:
+            raise ValueError(f"unknown specialist {specialist!r}; use one of {', '.join(SPECIALISTS)}")
+        cap = concurrency or self.settings.concurrency
+        role = f"worker.{specialist}"
+        outcomes = self._outcomes(self.group(role), "model")
+        limiter = (
+            AimdLimiter(initial=cap, minimum=1, maximum=cap) if not self.settings.offline else None
+        )
+        worker = SpecialistWorker(
+            specialist, codec=self.codec, outcomes=outcomes, index=self.index,
+            backend=self.backend_factory(self.settings, limiter), policy=self.policy,
+            breaker=CircuitBreaker(name=f"{specialist}:{self.settings.models[specialist]}"),
+            limiter=limiter,
+        )  # fmt: skip
+        self.workers[specialist] = worker
+        return self._runtime(role, [self.topics.tasks(specialist)], worker.handle, outcomes,
+                             concurrency=cap)  # fmt: skip
+
+    def add_relay(self) -> ConsumerRuntime:
+        outcomes = self._outcomes(self.group("relay"), "relay")
+        relay = RetryRelay(outcomes)
+        topics = [self.topics.retry(t) for t in RETRY_TIERS_S]
+        return self._runtime("relay", topics, relay.handle, outcomes, concurrency=10_000)
+
+    def add_all(self, concurrency: int | None = None) -> None:
+        self.add_router()
+        self.add_relay()
+        for specialist in SPECIALISTS:
+            self.add_worker(specialist, concurrency)
+
+    def request_stop(self) -> None:
+        for runtime in self.runtimes.values():
+            runtime.request_stop()
+
+    async def run(self, **bounds: Any) -> None:
+        """Run every added consumer until stopped (or until ``bounds`` end them)."""
+        try:
+            await asyncio.gather(*(r.run(**bounds) for r in self.runtimes.values()))
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.producer.close)
+        if self._index is not None:
+            await asyncio.to_thread(self._index.close)
+            self._index = None
+
+
+def install_signal_handlers(stop: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: graceful stop (drain, commit). Second: exit at once; whatever was
+    not committed is redelivered to the next owner."""
+    loop = asyncio.get_running_loop()
+    fired = False
+
+    def on_signal() -> None:
+        nonlocal fired
+        if fired:
+            os._exit(130)
+        fired = True
+        log.warning("stopping: draining in-flight work (signal again to exit at once)")
+        stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)

@@ -1,0 +1,190 @@
+"""Terminal responses and dead letters: how every way a request can end is written down.
+
+Every request gets exactly one terminal response. A dead-lettered request gets its ``failed``
+response too, carrying the DLQ pointer, so no caller waits forever.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message
+
+from switchboard import headers as h
+from switchboard.aio_producer import AsyncProducer, Outbound
+from switchboard.classify import Failure
+from switchboard.serde import DEAD_LETTER, RESPONSE, Codec
+from switchboard.topics import Topics
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One earlier failure of a request, carried across retries in a header."""
+
+    attempt: int
+    at_ms: int
+    error_type: str
+    error_message: str
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "at_ms": self.at_ms,
+            "error_type": self.error_type,
+            "error_message": self.error_message[:2000],
+        }
+
+
+def history_from(msg: Message) -> list[Attempt]:
+    raw = h.header_value(msg.headers(), h.RETRY_HISTORY)
+    if not raw:
+        return []
+    try:
+        return [Attempt(**item) for item in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []  # a mangled history header must not stop the record
+
+
+def history_header(history: Sequence[Attempt]) -> bytes:
+    # Bounded: the last 20 attempts are enough to explain a failure.
+    return json.dumps([a.as_record() for a in history[-20:]]).encode()
+
+
+@dataclass
+class Outcomes:
+    """Builds responses and dead letters for one consumer group."""
+
+    codec: Codec
+    topics: Topics
+    producer: AsyncProducer
+    consumer_group: str
+    stage: str
+    _counts: dict[str, int] = field(default_factory=dict)
+
+    def response(
+        self,
+        request: Mapping[str, Any],
+        status: str,
+        content: str = "",
+        *,
+        specialist: str | None = None,
+        traceparent: str | None = None,
+        **fields: Any,
+    ) -> Outbound:
+        """The terminal response to ``request``, addressed to its reply topic."""
+        request_id = str(request.get("request_id") or "")
+        record = {
+            "request_id": request_id,
+            "tenant": str(request.get("tenant") or "default"),
+            "specialist": specialist if specialist is not None else (request.get("specialist") or ""),
+            "status": status,
+            "content": content,
+            "responded_at_ms": now_ms(),
+            "traceparent": traceparent or request.get("traceparent"),
+            **fields,
+        }
+        self._counts[status] = self._counts.get(status, 0) + 1
+        topic = request.get("reply_to") or self.topics.responses
+        headers = [(h.REQUEST_ID, request_id.encode())]
+        if record["traceparent"]:
+            headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
+        return Outbound(topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers)
+
+    async def dead_letter(
+        self,
+        msg: Message,
+        failure: Failure,
+        *,
+        request: Mapping[str, Any] | None = None,
+        history: Sequence[Attempt] = (),
+        topic: str | None = None,
+    ) -> dict[str, Any]:
+        """Write ``msg`` (original bytes and headers) to the DLQ; returns the DLQ pointer.
+
+        The DLQ record is delivered before this returns, so the pointer is real.
+        """
+        at = now_ms()
+        attempts = [*history, Attempt(len(history) + 1, at, failure.error_type, failure.message)]
+        ts_type, ts = msg.timestamp()
+        req = request or {}
+        request_id = req.get("request_id") or h.header_value(msg.headers(), h.REQUEST_ID)
+        record = {
+            "original_key": msg.key(),
+            "original_value": msg.value() or b"",
+            "original_headers": [
+                {"key": k, "value": v if isinstance(v, bytes | None) else str(v).encode()}
+                for k, v in (msg.headers() or [])
+            ],
+            "origin_topic": msg.topic(),
+            "origin_partition": msg.partition(),
+            "origin_offset": msg.offset(),
+            "origin_timestamp_ms": ts if ts_type else at,
+            "stage": self.stage,
+            "error_class": str(failure.error_class),
+            "error_type": failure.error_type,
+            "error_code": failure.code,
+            "error_message": failure.message[:4000],
+            "provider_status": failure.provider_status,
+            "provider_request_id": failure.provider_request_id,
+            "attempts": [a.as_record() for a in attempts],
+            "first_failure_ms": attempts[0].at_ms,
+            "last_failure_ms": at,
+            "request_id": request_id,
+            "tenant": req.get("tenant") or h.header_value(msg.headers(), h.TENANT),
+            "specialist": req.get("specialist") or h.header_value(msg.headers(), h.SPECIALIST),
+            "consumer_group": self.consumer_group,
+        }
+        dlq = topic or self.topics.dlq
+        context = [
+            (h.CONNECT_TOPIC, msg.topic().encode()),
+            (h.CONNECT_PARTITION, str(msg.partition()).encode()),
+            (h.CONNECT_OFFSET, str(msg.offset()).encode()),
+            (h.CONNECT_STAGE, self.stage.encode()),
+            (h.CONNECT_CLASS, self.consumer_group.encode()),
+            (h.CONNECT_EXCEPTION, failure.error_type.encode()),
+            (h.CONNECT_MESSAGE, failure.message[:1000].encode()),
+        ]
+        if request_id:
+            context.append((h.REQUEST_ID, str(request_id).encode()))
+        delivered = await self.producer.send(
+            Outbound(dlq, self.codec.encode(DEAD_LETTER, record, dlq), msg.key(), context)
+        )
+        return {"topic": dlq, "partition": delivered.partition(), "offset": delivered.offset()}
+
+    async def fail(
+        self,
+        msg: Message,
+        failure: Failure,
+        *,
+        request: Mapping[str, Any] | None = None,
+        history: Sequence[Attempt] = (),
+        specialist: str | None = None,
+        attempts: int = 1,
+    ) -> list[Outbound]:
+        """Dead-letter ``msg`` and, when there is a request id to answer, a ``failed`` response."""
+        pointer = await self.dead_letter(msg, failure, request=request, history=history)
+        req = dict(request or {})
+        if not req.get("request_id"):
+            recovered = h.header_value(msg.headers(), h.REQUEST_ID)
+            if not recovered:
+                return []  # nobody to answer: the DLQ record is the whole story
+            req = {
+                "request_id": recovered,
+                "tenant": h.header_value(msg.headers(), h.TENANT) or "default",
+                "reply_to": h.header_value(msg.headers(), h.REPLY_TO),
+            }
+        return [
+            self.response(
+                req, "failed", f"Failed: {failure.message}", specialist=specialist,
+                error_code=failure.code, error_message=failure.message[:2000], dlq=pointer,
+                attempts=attempts,
+            )
+        ]  # fmt: skip

@@ -1,0 +1,47 @@
+"""The retry relay: holds each retry record until it is due, then sends it back to its origin.
+
+Every record waits in its own task (``asyncio.sleep``), never in the poll loop: other records
+keep flowing, and when too many wait at once the runtime pauses the partition, so the rest wait
+in Kafka rather than in memory. A record is never sent back before its due time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from consumers.outcomes import Outcomes, now_ms
+from consumers.runtime import Context
+from switchboard import headers as h
+from switchboard.aio_producer import Outbound
+from switchboard.classify import classify
+from switchboard.errors import PermanentError
+
+_RELAY_ONLY = frozenset({h.RETRY_DUE_MS, h.RETRY_ORIGIN_TOPIC})
+
+
+class RetryRelay:
+    """The handler of the relay group, over every retry tier topic."""
+
+    def __init__(self, outcomes: Outcomes) -> None:
+        self._outcomes = outcomes
+        self.relayed = 0
+
+    async def handle(self, msg: Message, _ctx: Context) -> Sequence[Outbound]:
+        headers = msg.headers() or []
+        origin = h.header_value(headers, h.RETRY_ORIGIN_TOPIC)
+        if not origin:
+            failure = classify(PermanentError("retry record has no origin topic header"))
+            return await self._outcomes.fail(msg, failure)
+        try:
+            due_ms = int(h.header_value(headers, h.RETRY_DUE_MS) or 0)
+        except ValueError:
+            due_ms = 0  # a mangled due time: send it back now rather than never
+        wait_ms = due_ms - now_ms()
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+        self.relayed += 1
+        kept = [(k, v) for k, v in headers if k not in _RELAY_ONLY]
+        return [Outbound(origin, msg.value() or b"", msg.key(), kept)]

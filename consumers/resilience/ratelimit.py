@@ -1,0 +1,318 @@
+"""Rate and concurrency limits: a token bucket, one bucket per tenant, and an AIMD limiter.
+
+- ``TokenBucket``: ``rate_per_s`` sustained, ``burst`` at once; says how long to wait rather
+  than waiting, so the caller decides (reject with a retry-after, or pause a partition).
+- ``TenantLimiter``: a bucket per tenant (1000 requests/s with a burst of 1000 by default),
+  overridable per tenant, the least recently seen tenants forgotten past ``max_tenants``.
+- ``AimdLimiter``: how many provider calls may run at once, learnt like TCP's congestion
+  window: one more after a window of successes, halved on an overload signal (429/529/5xx),
+  and capped while the provider's ``anthropic-ratelimit-*-remaining`` headers run low.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from switchboard.classify import Failure
+
+__all__ = ["AimdLimiter", "TenantLimiter", "TokenBucket"]
+
+#: Float slack when comparing refilled tokens: 1/rate seconds must buy exactly one token.
+_EPSILON: Final = 1e-9
+
+
+class TokenBucket:
+    """``rate_per_s`` tokens a second, holding at most ``burst``; starts full."""
+
+    def __init__(
+        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not rate_per_s > 0 or burst < 1:
+            raise ValueError(f"need rate_per_s > 0 and burst >= 1, got {rate_per_s} and {burst}")
+        self.rate_per_s = float(rate_per_s)
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now."""
+        self._refill()
+        return self._tokens
+
+    def try_acquire(self, n: int = 1) -> float:
+        """Take ``n`` tokens: 0.0 if granted, else the seconds until they would be (none taken)."""
+        if not 1 <= n <= self.burst:
+            raise ValueError(f"n must be between 1 and the burst ({self.burst}), not {n}")
+        self._refill()
+        if self._tokens + _EPSILON >= n:
+            self._tokens = max(0.0, self._tokens - n)
+            return 0.0
+        return (n - self._tokens) / self.rate_per_s
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = now - self._updated
+        if elapsed > 0:
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_s)
+        self._updated = now
+
+
+class TenantLimiter:
+    """One token bucket per tenant, kept for the ``max_tenants`` most recently seen tenants.
+
+    Forgetting a tenant refills its bucket; only the longest-idle tenants are forgotten, and
+    their buckets have had the longest to refill anyway.
+    """
+
+    def __init__(
+        self,
+        default_rate: float = 1000.0,
+        default_burst: int = 1000,
+        overrides: Mapping[str, tuple[float, int]] | None = None,
+        max_tenants: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_tenants < 1:
+            raise ValueError(f"max_tenants must be at least 1, not {max_tenants}")
+        self._shapes = dict(overrides or {})
+        self._default = (default_rate, default_burst)
+        # Fail at start-up, not on a tenant's first request, if a shape is impossible.
+        for rate, burst in (self._default, *self._shapes.values()):
+            TokenBucket(rate, burst, clock)
+        self.max_tenants = max_tenants
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def check(self, tenant: str, n: int = 1) -> float:
+        """0.0 if ``tenant`` may make ``n`` more requests now, else the retry-after in seconds."""
+        bucket = self._buckets.get(tenant)
+        if bucket is None:
+            rate, burst = self._shapes.get(tenant, self._default)
+            bucket = self._buckets[tenant] = TokenBucket(rate, burst, self._clock)
+            if len(self._buckets) > self.max_tenants:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(tenant)
+        return bucket.try_acquire(n)
+
+
+#: The provider's rate-limit headers read by ``AimdLimiter.observe_headers``: (remaining, reset).
+_RATELIMIT_HEADERS: Final = {
+    "requests": (
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ),
+    "tokens": ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+}
+
+
+class AimdLimiter:
+    """An async concurrency limit, additive increase and multiplicative decrease.
+
+    ``async with limiter:`` waits (first come, first served) until fewer than ``limit`` calls
+    are in flight. A call is only ever admitted while ``in_flight < limit``; when the limit
+    drops, calls already running finish and none starts until ``in_flight`` is below it again.
+    One event loop; every state change happens without awaiting, so no lock is needed.
+    """
+
+    def __init__(
+        self,
+        initial: int,
+        *,
+        maximum: int,
+        minimum: int = 1,
+        increase: int = 1,
+        decrease_factor: float = 0.5,
+        cooldown_s: float = 1.0,
+        tokens_per_request: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``tokens_per_request``: the typical tokens of one call, to turn a remaining-tokens
+        header into a number of calls (without it, that header is ignored)."""
+        if not 1 <= minimum <= initial <= maximum:
+            raise ValueError(
+                f"need 1 <= minimum <= initial <= maximum, got {minimum}, {initial}, {maximum}"
+            )
+        if increase < 1 or not 0 < decrease_factor < 1 or cooldown_s < 0:
+            raise ValueError("need increase >= 1, 0 < decrease_factor < 1 and cooldown_s >= 0")
+        if tokens_per_request is not None and tokens_per_request < 1:
+            raise ValueError("tokens_per_request must be at least 1")
+        self.minimum = minimum
+        self.maximum = maximum
+        self.increase = increase
+        self.decrease_factor = decrease_factor
+        self.cooldown_s = cooldown_s
+        self.tokens_per_request = tokens_per_request
+        self._clock = clock
+        self._wall_clock = wall_clock
+
+        self._window_limit = initial  # the AIMD window, before any header cap
+        self._successes = 0  # since the window last grew or shrank
+        self._last_decrease: float | None = None
+        self._caps: dict[str, tuple[int, float]] = {}  # header -> (calls, monotonic expiry)
+        self._in_flight = 0
+        self._high_water = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """How many calls may be in flight now: the AIMD window under any header cap."""
+        now = self._clock()
+        limit = self._window_limit
+        for name, (calls, until) in list(self._caps.items()):
+            if now >= until:
+                del self._caps[name]
+            else:
+                limit = min(limit, calls)
+        return max(self.minimum, limit)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def high_water(self) -> int:
+        """The most calls ever in flight at once."""
+        return self._high_water
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    # --- admitting -------------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        """Wait for a slot (cancellable: wrap in ``asyncio.timeout`` to bound the wait)."""
+        if not self._waiters and self._in_flight < self.limit:
+            self._admit()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted, then cancelled before it could run: hand it back
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """A call admitted by ``acquire`` ended (``async with`` does this itself)."""
+        if self._in_flight <= 0:
+            raise RuntimeError("release() without a matching acquire()")
+        self._in_flight -= 1
+        self._wake()
+
+    async def __aenter__(self) -> AimdLimiter:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def _admit(self) -> None:
+        self._in_flight += 1
+        self._high_water = max(self._high_water, self._in_flight)
+
+    def _wake(self) -> None:
+        """Hand free slots to waiters in arrival order; the slot is taken on their behalf."""
+        limit = self.limit
+        while self._waiters and self._in_flight < limit:
+            waiter = self._waiters.popleft()
+            if waiter.done():  # cancelled while waiting
+                continue
+            self._admit()
+            waiter.set_result(None)
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def record_success(self) -> None:
+        """A call succeeded: after a window of ``limit`` successes, allow ``increase`` more."""
+        self._successes += 1
+        if self._successes >= self._window_limit:
+            self._successes = 0
+            self._window_limit = min(self.maximum, self._window_limit + self.increase)
+            self._wake()
+
+    def record_overload(self) -> None:
+        """The provider is shedding load: shrink the window, at most once per cooldown (the
+        calls in flight when it started failing all fail alike; that is one signal, not many)."""
+        now = self._clock()
+        if self._last_decrease is not None and now - self._last_decrease < self.cooldown_s:
+            return
+        self._last_decrease = now
+        self._successes = 0
+        self._window_limit = max(
+            self.minimum, math.floor(self._window_limit * self.decrease_factor)
+        )
+
+    def record_failure(self, failure: Failure) -> None:
+        """A call failed: only an overload moves the limit."""
+        if failure.overload:
+            self.record_overload()
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Read ``anthropic-ratelimit-{requests,tokens}-{remaining,reset}`` of a response.
+
+        With N requests (or N calls' worth of tokens) left before the reset, more than N calls
+        at once can only earn 429s, so the limit is capped at N until the reset time (until the
+        next response says otherwise, when no reset is given). Never below ``minimum``, so the
+        calls that run keep bringing fresh headers.
+        """
+        lowered = {k.lower(): v for k, v in headers.items()}
+        for name, (remaining_header, reset_header) in _RATELIMIT_HEADERS.items():
+            remaining = _int_or_none(lowered.get(remaining_header))
+            if remaining is None:
+                continue
+            if name == "tokens":
+                if self.tokens_per_request is None:
+                    continue
+                remaining //= self.tokens_per_request
+            until = self._reset_deadline(lowered.get(reset_header))
+            self._caps[name] = (max(self.minimum, remaining), until)
+        self._wake()  # a cap lifted by fresher headers may free slots
+
+    def _reset_deadline(self, value: str | None) -> float:
+        """The monotonic time of an RFC 3339 reset, or forever if absent or unreadable."""
+        if value is None:
+            return math.inf
+        try:
+            reset = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return math.inf
+        if reset.tzinfo is None:
+            return math.inf  # a naive time is ambiguous: keep the cap until fresher headers
+        return self._clock() + max(0.0, reset.timestamp() - self._wall_clock())
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return None

@@ -1,0 +1,206 @@
+"""The router: validate each request, pick its specialist, and route it (or answer it at once).
+
+Decode -> deduplicate -> validate -> choose specialist -> tenant rate limit -> task topic.
+Invalid requests are answered ``rejected`` with a reason a person can act on; bytes that do not
+decode go to the DLQ with their original bytes (and a ``failed`` response when the request id
+header survived).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Message
+
+from consumers.answered import AnsweredIndex
+from consumers.outcomes import Outcomes, now_ms
+from consumers.resilience.ratelimit import TenantLimiter
+from consumers.runtime import Context
+from consumers.triage import KeywordTriage, TriageResult, parse_command
+from switchboard import headers as h
+from switchboard.aio_producer import Outbound
+from switchboard.classify import classify
+from switchboard.errors import DecodeError, RequestInvalid
+from switchboard.serde import REQUEST, Codec
+from switchboard.settings import SPECIALISTS
+from switchboard.topics import Topics
+
+
+class Triage(Protocol):
+    async def classify(self, text: str) -> TriageResult: ...
+
+
+class KeywordTriageAsync:
+    """The deterministic keyword classifier behind the async triage interface."""
+
+    def __init__(self) -> None:
+        self._triage = KeywordTriage()
+
+    async def classify(self, text: str) -> TriageResult:
+        return self._triage.classify(text)
+
+
+@dataclass(frozen=True)
+class RouterRules:
+    """What the router enforces; built from settings by the CLI."""
+
+    max_prompt_bytes: int = 32_000
+    max_metadata_entries: int = 32
+    tenants: frozenset[str] = frozenset()
+    dedup_window_s: float = 3600.0
+    #: "reject": over the tenant's rate -> rejected with a retry hint; "delay": wait and route.
+    over_limit: str = "reject"
+
+
+class RecentIds:
+    """Request ids routed recently (bounded, time-limited): a producer retry is routed once."""
+
+    def __init__(self, window_s: float, max_size: int = 200_000) -> None:
+        self._window_s = window_s
+        self._max = max_size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def seen(self, request_id: str) -> bool:
+        return request_id in self._seen
+
+    def add(self, request_id: str) -> None:
+        now = time.monotonic()
+        while self._seen and (
+            len(self._seen) >= self._max or next(iter(self._seen.values())) < now - self._window_s
+        ):
+            self._seen.popitem(last=False)
+        self._seen[request_id] = now
+
+
+class Router:
+    """The handler of the router group."""
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        topics: Topics,
+        outcomes: Outcomes,
+        index: AnsweredIndex,
+        rules: RouterRules,
+        triage: Triage | None = None,
+        limiter: TenantLimiter | None = None,
+    ) -> None:
+        self._codec = codec
+        self._topics = topics
+        self._outcomes = outcomes
+        self._index = index
+        self._rules = rules
+        self._triage = triage or KeywordTriageAsync()
+        self._limiter = limiter
+        self._recent = RecentIds(rules.dedup_window_s)
+        self.duplicates = 0
+
+    async def handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
+        received_ms = now_ms()
+        try:
+            request = self._codec.decode(REQUEST, msg.value() or b"", msg.topic())
+        except DecodeError as exc:
+            return await self._outcomes.fail(msg, classify(exc))
+        request_id = request["request_id"]
+        await self._index.sync(ctx.assigned_at)
+        if self._index.is_answered(request_id) or self._recent.seen(request_id):
+            self.duplicates += 1
+            return []
+        try:
+            specialist, prompt = await self._validate(request)
+        except RequestInvalid as exc:
+            self._recent.add(request_id)
+            return [self._outcomes.response(request, "rejected", str(exc), error_code=exc.code)]
+        if self._limiter is not None and (wait_s := self._limiter.check(request["tenant"])) > 0:
+            return self._over_limit(msg, request, wait_s)
+        self._recent.add(request_id)
+        task = dict(request)
+        task["specialist"] = specialist
+        task["prompt"] = prompt
+        meta = dict(task.get("metadata") or {})
+        meta["routed_at_ms"] = str(now_ms())
+        meta["route_ms"] = str(now_ms() - received_ms)
+        task["metadata"] = meta
+        topic = self._topics.tasks(specialist)
+        headers = [
+            (h.REQUEST_ID, request_id.encode()),
+            (h.TENANT, str(request["tenant"]).encode()),
+            (h.SPECIALIST, specialist.encode()),
+        ]
+        if request.get("traceparent"):
+            headers.append((h.TRACEPARENT, request["traceparent"].encode()))
+        # Keyed by request id: a tenant's load spreads over every partition (no tenant can
+        # starve one), and duplicates of one request always meet in the same partition.
+        return [Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)]
+
+    async def _validate(self, request: dict[str, Any]) -> tuple[str, str]:
+        rules = self._rules
+        if not request["request_id"].strip():
+            raise RequestInvalid("request_id is empty: give every request a unique id")
+        tenant = request["tenant"]
+        if rules.tenants and tenant not in rules.tenants:
+            raise RequestInvalid(
+                f"unknown tenant {tenant!r}: ask an operator to add it to SWITCHBOARD_TENANTS",
+                code="unknown_tenant",
+            )
+        deadline = request.get("deadline_ms")
+        if deadline is not None and deadline <= now_ms():
+            raise RequestInvalid(
+                "deadline already passed when the request was routed: send a later deadline",
+                code="deadline_passed",
+            )
+        metadata = request.get("metadata") or {}
+        if len(metadata) > rules.max_metadata_entries:
+            raise RequestInvalid(
+                f"metadata has {len(metadata)} entries; the limit is {rules.max_metadata_entries}",
+                code="too_much_metadata",
+            )
+        explicit = request.get("specialist")
+        command, prompt = parse_command(request.get("text") or "")
+        if request.get("prompt"):
+            prompt = request["prompt"]
+        size = len(prompt.encode("utf-8"))
+        if size > rules.max_prompt_bytes:
+            raise RequestInvalid(
+                f"prompt is {size} bytes; the limit is {rules.max_prompt_bytes}: shorten it or "
+                "split it into several requests",
+                code="prompt_too_large",
+            )
+        if not prompt.strip():
+            raise RequestInvalid(
+                "the request has no question: send text such as '/backend design a rate limiter'",
+                code="empty_prompt",
+            )
+        name = explicit or command
+        if name is None:
+            return (await self._triage.classify(prompt)).specialist, prompt
+        if name not in SPECIALISTS:
+            raise RequestInvalid(
+                f"unknown specialist {name!r}: use one of "
+                + ", ".join(f"/{s}" for s in SPECIALISTS),
+                code="unknown_specialist",
+            )
+        return name, prompt
+
+    def _over_limit(self, msg: Message, request: dict[str, Any], wait_s: float) -> list[Outbound]:
+        if self._rules.over_limit == "delay":
+            tier = self._topics.tier_for_delay(wait_s)
+            due = now_ms() + int(wait_s * 1000)
+            headers = [
+                *(msg.headers() or []),
+                (h.RETRY_DUE_MS, str(due).encode()),
+                (h.RETRY_ORIGIN_TOPIC, msg.topic().encode()),
+            ]
+            return [Outbound(self._topics.retry(tier), msg.value(), msg.key(), headers)]
+        return [
+            self._outcomes.response(
+                request, "rejected",
+                f"tenant {request['tenant']!r} is over its request rate: retry in {wait_s:.2f}s",
+                error_code="rate_limited",
+            )
+        ]  # fmt: skip

@@ -1,0 +1,132 @@
+"""What answers a specialist request: Claude through the official SDK, or the offline rulebook."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from anthropic import AsyncAnthropic
+
+from consumers.specialists.personas import load_persona
+from consumers.specialists.rulebook import OfflineRulebook
+
+#: Published prices in micro-dollars per token (input, output): $ per million tokens == µ$ per
+#: token. Cache reads cost a tenth of input, cache writes 1.25x input.
+PRICES_MICRO_USD: dict[str, tuple[float, float]] = {
+    "claude-opus": (4.0, 20.0),
+    "claude-sonnet": (2.0, 10.0),
+    "claude-haiku": (0.10, 0.50),
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A specialist's result: ``answered`` or ``refused`` (a refusal is a result, not an error)."""
+
+    status: str
+    content: str
+    backend: str
+    model: str | None = None
+    usage: dict[str, int] | None = None
+    cost_micro_usd: int = 0
+    model_ms: int = 0
+
+
+class SpecialistBackend(Protocol):
+    name: str
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer: ...
+
+
+class OfflineBackend:
+    """The deterministic rulebook: the default with no API key, honest about what it is."""
+
+    name = "offline"
+
+    def __init__(self) -> None:
+        self._rulebook = OfflineRulebook()
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
+        began = time.perf_counter()
+        result = self._rulebook.answer(specialist, prompt)
+        return Answer(
+            status="answered",
+            content=result.content,
+            backend="offline",
+            model_ms=int((time.perf_counter() - began) * 1000),
+        )
+
+
+def cost_micro_usd(model: str, usage: Mapping[str, int]) -> int:
+    """What a call cost, from its usage and the published per-token prices."""
+    price_in, price_out = next(
+        (p for prefix, p in PRICES_MICRO_USD.items() if model.startswith(prefix)), (0.0, 0.0)
+    )
+    cost = (
+        usage.get("input_tokens", 0) * price_in
+        + usage.get("output_tokens", 0) * price_out
+        + usage.get("cache_read_input_tokens", 0) * price_in * 0.1
+        + usage.get("cache_creation_input_tokens", 0) * price_in * 1.25
+    )
+    return round(cost)
+
+
+class ClaudeBackend:
+    """Claude via ``AsyncAnthropic``: the persona as a cached system block, usage and cost kept.
+
+    The SDK's own retries are set low by the caller (``max_retries``): the pipeline's retry
+    topics own retrying, so the two layers never multiply.
+    """
+
+    name = "claude"
+
+    def __init__(
+        self,
+        client: AsyncAnthropic,
+        models: Mapping[str, str],
+        *,
+        max_tokens: int = 2048,
+        on_headers: Callable[[Mapping[str, str]], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._models = models
+        self._max_tokens = max_tokens
+        self._on_headers = on_headers
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
+        persona = load_persona(specialist)
+        model = self._models[specialist]
+        began = time.perf_counter()
+        raw = await self._client.messages.with_raw_response.create(
+            model=model,
+            max_tokens=self._max_tokens,
+            system=[
+                {"type": "text", "text": persona.system_prompt,
+                 "cache_control": {"type": "ephemeral"}}
+            ],
+            messages=[{"role": "user", "content": prompt}],
+        )  # fmt: skip
+        if self._on_headers is not None:
+            self._on_headers(raw.headers)
+        message = await raw.parse()
+        model_ms = int((time.perf_counter() - began) * 1000)
+        # A thinking or tool block may come first: take text from text blocks only.
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = {
+            "input_tokens": message.usage.input_tokens,
+            "output_tokens": message.usage.output_tokens,
+            "cache_read_input_tokens": message.usage.cache_read_input_tokens or 0,
+            "cache_creation_input_tokens": message.usage.cache_creation_input_tokens or 0,
+        }
+        refused = message.stop_reason == "refusal"
+        return Answer(
+            status="refused" if refused else "answered",
+            content=text or ("The model declined to answer this request." if refused else ""),
+            backend=message.model or model,
+            model=message.model or model,
+            usage=usage,
+            cost_micro_usd=cost_micro_usd(model, usage),
+            model_ms=model_ms,
+        )

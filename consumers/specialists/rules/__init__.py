@@ -1,0 +1,1 @@
+"""Offline rule tables, one module per specialist, plus the figures the rules compute from."""

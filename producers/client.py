@@ -1,0 +1,304 @@
+"""The client upstream services use: submit a request, await its one terminal response.
+
+Responses are correlated by request id (the response record's key) on the shared response
+topic, or on a reply topic of the caller's own. The client starts following the response topic
+before it submits anything, so no response can slip past, and keeps the first response per
+request id (a duplicate, should one ever be written, is counted and ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message, Producer
+
+from switchboard import headers as h
+from switchboard.aio_producer import AsyncProducer, Outbound
+from switchboard.kafka_clients import producer_config
+from switchboard.serde import REQUEST, RESPONSE, Codec, make_codec
+from switchboard.tail import TopicTail
+from switchboard.topics import Topics
+
+TERMINAL_STATUSES = ("answered", "rejected", "refused", "expired", "failed")
+
+
+class ResultTimeout(TimeoutError):
+    """Raised when no terminal response arrived within the timeout."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """A terminal response, as the response topic carries it."""
+
+    request_id: str
+    status: str
+    specialist: str
+    backend: str
+    content: str
+    record: dict[str, Any] = field(repr=False)
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON shape of ``switchboard submit --json``."""
+        r = self.record
+        return {
+            "request_id": self.request_id,
+            "status": self.status,
+            "specialist": self.specialist,
+            "backend": self.backend,
+            "model": r.get("model"),
+            "content": self.content,
+            "tenant": r.get("tenant"),
+            "usage": r.get("usage"),
+            "cost_micro_usd": r.get("cost_micro_usd", 0),
+            "stage_latency_ms": r.get("stage_latency_ms") or {},
+            "attempts": r.get("attempts", 1),
+            "error_code": r.get("error_code"),
+            "error_message": r.get("error_message"),
+            "dlq": r.get("dlq"),
+        }
+
+
+def build_request(
+    text: str,
+    *,
+    tenant: str = "default",
+    specialist: str | None = None,
+    request_id: str | None = None,
+    deadline_s: float | None = None,
+    priority: str = "NORMAL",
+    reply_to: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    traceparent: str | None = None,
+) -> dict[str, Any]:
+    """A SpecialistRequest record (the Avro contract's fields)."""
+    now = int(time.time() * 1000)
+    return {
+        "request_id": request_id or uuid.uuid4().hex,
+        "tenant": tenant,
+        "text": text,
+        "specialist": specialist,
+        "prompt": "",
+        "priority": priority,
+        "deadline_ms": now + int(deadline_s * 1000) if deadline_s is not None else None,
+        "reply_to": reply_to,
+        "attempt": 0,
+        "traceparent": traceparent,
+        "tracestate": None,
+        "created_at_ms": now,
+        "metadata": dict(metadata or {}),
+    }
+
+
+class _Responses:
+    """Follows the response topic and keeps the first response for each awaited request id."""
+
+    def __init__(self, kafka: dict[str, Any], topic: str, codec: Codec) -> None:
+        self._codec = codec
+        self._topic = topic
+        self._lock = threading.Condition()
+        self._wanted: set[str] = set()
+        self._results: dict[str, Response] = {}
+        self._futures: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]] = {}
+        self.duplicates = 0
+        self._tail = TopicTail(kafka, topic, self._on_message, name="client-responses")
+
+    def expect(self, request_id: str) -> None:
+        with self._lock:
+            self._wanted.add(request_id)
+
+    def _on_message(self, msg: Message) -> None:
+        key = msg.key()
+        if not key:
+            return
+        request_id = key.decode("utf-8", "replace")
+        with self._lock:
+            if request_id not in self._wanted:
+                return
+            if request_id in self._results:
+                self.duplicates += 1
+                return
+        record = self._codec.decode(RESPONSE, msg.value() or b"", self._topic)
+        response = Response(
+            request_id=request_id, status=record["status"], specialist=record["specialist"],
+            backend=record.get("backend") or "", content=record.get("content") or "", record=record,
+        )  # fmt: skip
+        with self._lock:
+            self._results[request_id] = response
+            waiters = self._futures.pop(request_id, [])
+            self._lock.notify_all()
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future, response)
+
+    def wait(self, request_id: str, timeout_s: float) -> Response:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while request_id not in self._results:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _timeout(request_id, timeout_s)
+                self._lock.wait(remaining)
+            return self._results[request_id]
+
+    async def wait_async(self, request_id: str, timeout_s: float) -> Response:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if request_id in self._results:
+                return self._results[request_id]
+            future: asyncio.Future[Response] = loop.create_future()
+            self._futures.setdefault(request_id, []).append((loop, future))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise _timeout(request_id, timeout_s) from None
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._wanted.discard(request_id)
+            self._results.pop(request_id, None)
+
+    def close(self) -> None:
+        self._tail.stop()
+
+
+def _resolve(future: asyncio.Future[Response], response: Response) -> None:
+    if not future.done():
+        future.set_result(response)
+
+
+def _timeout(request_id: str, timeout_s: float) -> ResultTimeout:
+    return ResultTimeout(
+        f"no response for request {request_id} within {timeout_s:g}s: is the pipeline running "
+        "(`switchboard up`)? A larger --wait may help under load"
+    )
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        kafka: dict[str, Any],
+        *,
+        topic_prefix: str = "switchboard",
+        codec: Codec | None = None,
+        tenant: str = "default",
+        reply_topic: str | None = None,
+    ) -> None:
+        self.topics = Topics(topic_prefix)
+        self.codec = codec or make_codec(None)
+        self.tenant = tenant
+        self.reply_topic = reply_topic
+        self._responses = _Responses(kafka, reply_topic or self.topics.responses, self.codec)
+
+    def _outbound(self, text: str, **kwargs: Any) -> tuple[str, Outbound]:
+        kwargs.setdefault("tenant", self.tenant)
+        request = build_request(text, reply_to=self.reply_topic, **kwargs)
+        request_id = request["request_id"]
+        self._responses.expect(request_id)
+        headers: list[tuple[str, bytes | str | None]] = [
+            (h.REQUEST_ID, request_id.encode()),
+            (h.TENANT, str(request["tenant"]).encode()),
+        ]
+        if self.reply_topic:
+            headers.append((h.REPLY_TO, self.reply_topic.encode()))
+        topic = self.topics.requests
+        value = self.codec.encode(REQUEST, request, topic)
+        return request_id, Outbound(topic, value, request_id.encode(), headers)
+
+    @property
+    def duplicate_responses(self) -> int:
+        return self._responses.duplicates
+
+
+class SwitchboardClient(_ClientBase):
+    """Blocking client: ``submit`` returns once the request is durably on the requests topic."""
+
+    def __init__(self, kafka: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(kafka, **kwargs)
+        self._producer = Producer(producer_config(kafka))
+
+    def submit(self, text: str, **kwargs: Any) -> str:
+        """Submit one request; returns its request id after the broker acknowledged it."""
+        request_id, out = self._outbound(text, **kwargs)
+        done = threading.Event()
+        errors: list[Any] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+            done.set()
+
+        self._producer.produce(out.topic, out.value, out.key, headers=list(out.headers),
+                               on_delivery=on_delivery)  # fmt: skip
+        while not done.is_set():
+            self._producer.poll(0.05)
+        if errors:
+            raise ConnectionError(f"could not submit {request_id}: {errors[0]}")
+        return request_id
+
+    def submit_many(self, items: list[dict[str, Any]]) -> list[str]:
+        """Submit many requests with one flush; each item holds ``text`` and submit's keywords."""
+        ids = []
+        for item in items:
+            item = dict(item)
+            request_id, out = self._outbound(item.pop("text"), **item)
+            self._producer.produce(out.topic, out.value, out.key, headers=list(out.headers))
+            self._producer.poll(0)
+            ids.append(request_id)
+        if self._producer.flush(60) != 0:
+            raise ConnectionError("could not submit every request within 60s")
+        return ids
+
+    def result(self, request_id: str, timeout: float = 60.0) -> Response:
+        """The terminal response of ``request_id``; raises ResultTimeout after ``timeout`` s."""
+        return self._responses.wait(request_id, timeout)
+
+    def ask(self, text: str, timeout: float = 60.0, **kwargs: Any) -> Response:
+        return self.result(self.submit(text, **kwargs), timeout)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self._responses.close()
+
+    def __enter__(self) -> SwitchboardClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class AsyncSwitchboardClient(_ClientBase):
+    """asyncio client: many requests in flight from one task or many."""
+
+    def __init__(self, kafka: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(kafka, **kwargs)
+        self._producer = AsyncProducer(producer_config(kafka))
+
+    async def submit(self, text: str, **kwargs: Any) -> str:
+        request_id, out = self._outbound(text, **kwargs)
+        await self._producer.send(out)
+        return request_id
+
+    async def result(self, request_id: str, timeout: float = 60.0) -> Response:
+        return await self._responses.wait_async(request_id, timeout)
+
+    async def ask(self, text: str, timeout: float = 60.0, **kwargs: Any) -> Response:
+        return await self.result(await self.submit(text, **kwargs), timeout)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.close)
+        await asyncio.to_thread(self._responses.close)
+
+    async def __aenter__(self) -> AsyncSwitchboardClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

@@ -1,0 +1,147 @@
+"""The retry decision, as one pure function: a classified failure in, what to do with it out.
+
+| failure                                   | decision                                      |
+| ----------------------------------------- | --------------------------------------------- |
+| skip                                      | ``Drop``: logged, offset committed            |
+| fatal                                     | ``Halt``: pause the worker (never the DLQ)    |
+| permanent                                 | ``Dead``: to the DLQ now                      |
+| transient, attempts used up               | ``Dead("attempts exhausted")``                |
+| transient, the retry would miss deadline  | ``Expire``: answer ``expired``                |
+| transient                                 | ``Retry(delay, retry topic of that tier)``    |
+
+The delay is the provider's ``retry-after`` when it gave one (used as is: never earlier than
+told), else our own exponential backoff with jitter that only ever shortens it. ``Retry.delay_s``
+is the due time to honour; the tier topic only holds the record until then.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Final
+
+from switchboard.classify import Failure
+from switchboard.errors import ErrorClass
+from switchboard.topics import Topics
+
+__all__ = [
+    "ATTEMPTS_EXHAUSTED",
+    "DEADLINE_REACHED",
+    "DEFAULT_HALT_S",
+    "Dead",
+    "Decision",
+    "Drop",
+    "Expire",
+    "Halt",
+    "Retry",
+    "RetryPolicy",
+]
+
+#: How long a fatal failure pauses the worker when the provider named no time.
+DEFAULT_HALT_S: Final = 30.0
+ATTEMPTS_EXHAUSTED: Final = "attempts exhausted"
+DEADLINE_REACHED: Final = "deadline reached"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send the record to ``topic``, not to be processed again before ``delay_s`` has passed."""
+
+    delay_s: float
+    topic: str
+
+
+@dataclass(frozen=True)
+class Dead:
+    """Dead-letter the record (its original bytes and origin headers) and answer ``failed``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Drop the record on purpose: log it and commit its offset."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Halt:
+    """Stop consuming for ``pause_s`` (then probe); the record is neither retried nor dead."""
+
+    reason: str
+    pause_s: float
+
+
+@dataclass(frozen=True)
+class Expire:
+    """The deadline passes before the record could be retried: answer ``expired``."""
+
+    reason: str
+
+
+Decision = Retry | Dead | Drop | Halt | Expire
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry; ``decide`` is pure and, given ``rng``, deterministic."""
+
+    topics: Topics
+    max_attempts: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 600.0
+    #: Our own backoff is shortened by a random fraction of up to this much (0: no jitter).
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+        if not 0 < self.base_delay_s <= self.max_delay_s:
+            raise ValueError(
+                f"need 0 < base_delay_s <= max_delay_s, got {self.base_delay_s} and "
+                f"{self.max_delay_s}"
+            )
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter is a fraction in [0, 1], not {self.jitter}")
+
+    def backoff_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Our own delay after failed attempt ``attempt`` (1-based), jittered downwards only."""
+        exponent = min(attempt - 1, 62)  # past the cap anyway; keeps 2**n a sane size
+        delay = min(self.base_delay_s * 2.0**exponent, self.max_delay_s)
+        draw = rng.random() if rng is not None else random.random()
+        return delay * (1.0 - self.jitter * draw)
+
+    def decide(
+        self,
+        failure: Failure,
+        attempt: int,
+        now_ms: int,
+        deadline_ms: int | None,
+        rng: random.Random | None = None,
+    ) -> Decision:
+        """What to do after attempt number ``attempt`` (1-based) failed with ``failure``.
+
+        ``deadline_ms`` is the request's deadline (epoch milliseconds) or None for none.
+        """
+        if attempt < 1:
+            raise ValueError(f"attempt is 1-based (the attempt that just failed), not {attempt}")
+        match failure.error_class:
+            case ErrorClass.SKIP:
+                return Drop(failure.code)
+            case ErrorClass.FATAL:
+                pause = failure.retry_after_s if failure.retry_after_s else DEFAULT_HALT_S
+                return Halt(failure.code, pause)
+            case ErrorClass.PERMANENT:
+                return Dead(failure.code)
+        if attempt >= self.max_attempts:
+            return Dead(ATTEMPTS_EXHAUSTED)
+        if failure.retry_after_s is not None and failure.retry_after_s > 0:
+            # The provider's delay, as is: no jitter (jitter would retry earlier than told) and
+            # no cap (the relay holds the record until it is due, past the longest tier).
+            delay = failure.retry_after_s
+        else:
+            delay = self.backoff_s(attempt, rng)
+        if deadline_ms is not None and now_ms + delay * 1000.0 >= deadline_ms:
+            return Expire(DEADLINE_REACHED)
+        return Retry(delay, self.topics.retry(self.topics.tier_for_delay(delay)))

@@ -1,0 +1,174 @@
+"""Follow every partition of one topic on a background thread, with read-your-writes barriers.
+
+Used by the client (awaiting responses) and by consumers (the answered-request index). No
+consumer group: partitions are assigned explicitly, from the end or from a point in time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from switchboard.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Errors a just-created topic gives while its leadership settles.
+_SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+class TopicTail:
+    """Reads ``topic`` from ``since_ms`` (a timestamp) or from its end, calling ``on_message``.
+
+    ``on_message`` runs on the tail's thread. ``barrier()`` returns a future that resolves once
+    every record that was in the topic when it was called has been passed to ``on_message``.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        on_message: Callable[[Message], None],
+        *,
+        since_ms: int | None = None,
+        name: str = "tail",
+    ) -> None:
+        self._topic = topic
+        self._on_message = on_message
+        self._consumer = Consumer(
+            {
+                **config,
+                "group.id": f"switchboard-tail-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self._next: dict[int, int] = {}
+        self._barriers: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
+        self._requests: list[concurrent.futures.Future[None]] = []
+        self._lock = threading.Lock()
+        self._running = True
+        self._assign(since_ms)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _assign(self, since_ms: int | None) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return self._try_assign(since_ms)
+            except KafkaException as exc:
+                # Leadership of a just-created topic may still be settling.
+                err = exc.args[0]
+                settling = err.retriable() or err.code() in _SETTLING
+                if not settling or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _try_assign(self, since_ms: int | None) -> None:
+        # A topic created a moment ago may not be in every broker's metadata yet: give it time.
+        deadline = time.monotonic() + 15
+        while True:
+            metadata = self._consumer.list_topics(self._topic, timeout=15)
+            topic_md = metadata.topics.get(self._topic)
+            ready = topic_md is not None and topic_md.error is None and topic_md.partitions
+            if ready or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if not ready:
+            raise ConfigError(
+                f"topic {self._topic} does not exist: run `switchboard topics ensure`"
+            )
+        assert topic_md is not None
+        parts = sorted(topic_md.partitions)
+        if since_ms is None:
+            starts = [TopicPartition(self._topic, p, OFFSET_END) for p in parts]
+        else:
+            starts = self._consumer.offsets_for_times(
+                [TopicPartition(self._topic, p, since_ms) for p in parts], timeout=15
+            )
+        assignment = []
+        for tp in starts:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, tp.partition), timeout=15
+            )
+            offset = high if tp.offset < 0 else tp.offset  # -1: nothing that recent: the end
+            self._next[tp.partition] = offset
+            assignment.append(TopicPartition(self._topic, tp.partition, offset))
+        self._consumer.assign(assignment)
+
+    def barrier(self) -> concurrent.futures.Future[None]:
+        """A future resolved when everything now in the topic has been read."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._requests.append(future)
+        return future
+
+    def _run(self) -> None:
+        while self._running:
+            self._take_barrier_requests()
+            try:
+                batch = self._consumer.consume(500, 0.05)
+            except RuntimeError:  # closed under us during stop()
+                return
+            for msg in batch:
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("tail %s: %s", self._topic, msg.error())
+                    continue
+                self._next[msg.partition()] = msg.offset() + 1
+                try:
+                    self._on_message(msg)
+                except Exception:  # a bad record must not stop the tail
+                    log.exception("tail %s: on_message failed", self._topic)
+            self._resolve_barriers()
+
+    def _take_barrier_requests(self) -> None:
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for future in requests:
+            marks = {}
+            for partition in self._next:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, partition), timeout=10, cached=False
+                )
+                marks[partition] = high
+            self._barriers.append((marks, future))
+
+    def _resolve_barriers(self) -> None:
+        if not self._barriers:
+            return
+        still = []
+        for marks, future in self._barriers:
+            if all(self._next.get(p, 0) >= high for p, high in marks.items()):
+                future.set_result(None)
+            else:
+                still.append((marks, future))
+        self._barriers = still
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(timeout=5)
+        self._consumer.close()

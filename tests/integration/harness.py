@@ -1,0 +1,80 @@
+"""Run the pipeline's consumers in a background thread for a test, with uuid-named topics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from consumers.app import Pipeline
+from switchboard.admin import ensure_topics
+from switchboard.settings import Settings
+from switchboard.topics import Topics
+
+
+def settings_for_test(bootstrap: str, **overrides: Any) -> Settings:
+    """Settings for one test: its own topic prefix, nothing read from a real key."""
+    values: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "topic_prefix": f"sbt-{uuid.uuid4().hex[:10]}",
+        "partitions": 3,
+        "anthropic_api_key": None,
+        "anthropic_base_url": None,
+        "drain_timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def create_topics(settings: Settings, kafka: dict[str, Any]) -> Topics:
+    topics = Topics(settings.topic_prefix)
+    ensure_topics(
+        AdminClient(kafka),
+        topics.specs(retention_ms=settings.retention_ms, dlq_retention_ms=settings.dlq_retention_ms),
+        partitions=settings.partitions, replication_factor=1,
+    )  # fmt: skip
+    return topics
+
+
+class RunningPipeline:
+    """The consumers ``setup`` adds, running on their own event loop until ``stop``."""
+
+    def __init__(self, settings: Settings, kafka: dict[str, Any], setup: Callable[[Pipeline], None],
+                 **pipeline_kwargs: Any) -> None:  # fmt: skip
+        self.pipeline = Pipeline(settings, kafka, **pipeline_kwargs)
+        setup(self.pipeline)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self.pipeline.run()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def __enter__(self) -> RunningPipeline:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.pipeline.request_stop)
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "pipeline did not stop in time"
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

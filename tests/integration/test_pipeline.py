@@ -1,0 +1,179 @@
+"""The pipeline end to end on a real broker: client -> requests -> router -> tasks -> worker ->
+responses -> client, with the offline rulebook and with the real SDK against the fake server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from consumers.app import Pipeline
+from producers.client import SwitchboardClient
+from switchboard.fake_anthropic import FakeAnthropic
+from switchboard.serde import DEAD_LETTER, make_codec
+from switchboard.settings import SPECIALISTS, Settings
+
+from .harness import RunningPipeline, create_topics, settings_for_test
+from .helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+SEED_BY_SPECIALIST = {
+    "backend": "/backend design microservices handling 50K RPS with circuit breakers and bulkhead patterns",
+    "api": "/api design a versioned REST API with idempotency keys and cursor pagination",
+    "data": "/data build a CDC pipeline from PostgreSQL into a warehouse",
+    "perf": "/perf profile and optimize Go service from 200ms to <50ms p99 latency",
+    "security": "/security threat model OAuth2/OIDC login for a multi-tenant SaaS",
+}
+
+
+def _all(p: Pipeline) -> None:
+    p.add_all(concurrency=32)
+
+
+@pytest.fixture
+def offline(kafka_bootstrap: str, kafka_config: dict[str, str]) -> Iterator[tuple[Settings, SwitchboardClient]]:
+    settings = settings_for_test(kafka_bootstrap, tenants=frozenset({"acme", "default"}))
+    create_topics(settings, kafka_config)
+    with RunningPipeline(settings, kafka_config, _all):
+        client = SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix, tenant="acme")
+        try:
+            yield settings, client
+        finally:
+            client.close()
+
+
+def test_each_command_and_free_text_reach_the_right_specialist(
+    offline: tuple[Settings, SwitchboardClient],
+) -> None:
+    """Each of the five commands and one free-text request come back answered by the right
+    specialist, from the offline rulebook, which says what it is."""
+    _settings, client = offline
+    ids = {s: client.submit(text) for s, text in SEED_BY_SPECIALIST.items()}
+    free = client.submit("How should we threat model our OAuth login against token theft and XSS?")
+    for specialist, request_id in ids.items():
+        response = client.result(request_id, timeout=60)
+        assert response.status == "answered", response.content
+        assert response.specialist == specialist
+        assert response.backend == "offline"
+        assert "offline" in response.content.lower()
+        assert response.record["stage_latency_ms"]["total"] >= 0
+    backend = client.result(ids["backend"], 1).content
+    assert "50K" in backend or "50,000" in backend
+    free_response = client.result(free, timeout=60)
+    assert (free_response.status, free_response.specialist) == ("answered", "security")
+
+
+def test_invalid_requests_are_rejected_with_a_reason(
+    offline: tuple[Settings, SwitchboardClient],
+) -> None:
+    settings, client = offline
+    cases = {
+        "prompt_too_large": client.submit("/backend " + "x" * (settings.max_prompt_bytes + 1)),
+        "unknown_specialist": client.submit("/frontend make the button blue"),
+        "deadline_passed": client.submit("/api design pagination", deadline_s=0.001),
+        "unknown_tenant": client.submit("/api design pagination", tenant="mallory"),
+        "empty_prompt": client.submit("/perf   "),
+    }
+    for code, request_id in cases.items():
+        response = client.result(request_id, timeout=60)
+        assert response.status == "rejected", (code, response.content)
+        assert response.record["error_code"] == code
+        assert len(response.content) > 20  # a reason a person can act on
+    assert "/backend" in client.result(cases["unknown_specialist"], 1).content
+
+
+def test_undecodable_bytes_go_to_the_dlq_and_the_router_keeps_going(
+    offline: tuple[Settings, SwitchboardClient], kafka_config: dict[str, str]
+) -> None:
+    settings, client = offline
+    producer = Producer(kafka_config)
+    garbage = [b"", b"\xc3\x01" + b"\x00" * 8 + b"junk", b'{"json": "not avro"}', bytes(range(256))]
+    for value in garbage:
+        producer.produce(f"{settings.topic_prefix}.requests", value, b"k")
+    # The request id header survives a corrupt body: that caller still gets an answer.
+    producer.produce(f"{settings.topic_prefix}.requests", b"\x00garbage", b"k2",
+                     headers=[("sb-request-id", b"corrupt-1"), ("sb-tenant", b"acme")])  # fmt: skip
+    assert producer.flush(10) == 0
+    client._responses.expect("corrupt-1")
+    after = client.ask(SEED_BY_SPECIALIST["api"], timeout=60)
+    assert after.status == "answered"
+
+    failed = client.result("corrupt-1", timeout=30)
+    assert failed.status == "failed" and failed.record["dlq"]["topic"] == f"{settings.topic_prefix}.dlq"
+    codec = make_codec(None)
+    dlq = read_topic(kafka_config, f"{settings.topic_prefix}.dlq", until=lambda m: len(m) >= 5)
+    letters = [codec.decode(DEAD_LETTER, m.value(), m.topic()) for m in dlq]
+    assert sorted(d["original_value"] for d in letters) == sorted([*garbage, b"\x00garbage"])
+    assert {d["stage"] for d in letters} == {"route"}
+    assert all(d["error_class"] == "permanent" and d["error_message"] for d in letters)
+    headers = dict(dlq[0].headers())
+    assert headers["__connect.errors.topic"] == f"{settings.topic_prefix}.requests".encode()
+
+
+def test_a_request_submitted_twice_is_answered_once(
+    offline: tuple[Settings, SwitchboardClient], kafka_config: dict[str, str]
+) -> None:
+    settings, client = offline
+    first = client.submit(SEED_BY_SPECIALIST["data"], request_id="dup-1")
+    second = client.submit(SEED_BY_SPECIALIST["data"], request_id="dup-1")
+    assert first == second == "dup-1"
+    assert client.result("dup-1", timeout=60).status == "answered"
+    marker = client.ask(SEED_BY_SPECIALIST["data"], timeout=60)  # after the duplicate, surely
+    assert marker.status == "answered"
+    responses = read_topic(
+        kafka_config, f"{settings.topic_prefix}.responses",
+        until=lambda m: any(x.key() == marker.request_id.encode() for x in m),
+    )  # fmt: skip
+    assert [m.key() for m in responses].count(b"dup-1") == 1
+
+
+def test_claude_backend_through_the_real_sdk(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    """With an API key the workers call Claude through the SDK (here the loopback fake): the
+    response names the model and carries usage (with prompt-cache tokens) and cost."""
+    with FakeAnthropic(latency_ms=20) as fake:
+        settings = settings_for_test(
+            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
+        )
+        create_topics(settings, kafka_config)
+        with RunningPipeline(settings, kafka_config, _all), SwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix
+        ) as client:
+            ids = {s: client.submit(SEED_BY_SPECIALIST[s]) for s in SPECIALISTS}
+            ids["free"] = client.submit("What index should I add for a slow ORDER BY created_at query?")
+            results: dict[str, Any] = {k: client.result(v, timeout=60) for k, v in ids.items()}
+            again = client.ask(SEED_BY_SPECIALIST["backend"] + " (second)", timeout=60)
+        stats = fake.stats()
+    for name, response in results.items():
+        assert response.status == "answered", response.content
+        if name != "free":
+            assert response.specialist == name
+        assert response.backend == settings.models[response.specialist]
+        usage = response.record["usage"]
+        assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+        assert response.record["cost_micro_usd"] > 0
+    assert again.record["usage"]["cache_read_input_tokens"] > 0  # the persona was cached
+    assert stats.total_calls == len(ids) + 1
+    assert max(stats.billed_by_key.values()) == 1
+
+
+def test_router_rejects_without_calling_the_model(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    with FakeAnthropic() as fake:
+        settings = settings_for_test(
+            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
+        )
+        create_topics(settings, kafka_config)
+        with RunningPipeline(settings, kafka_config, _all), SwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix
+        ) as client:
+            bad = [client.submit("/nope x"), client.submit("/api " + "y" * 40_000)]
+            assert [client.result(r, 60).status for r in bad] == ["rejected", "rejected"]
+            time.sleep(0.5)
+        assert fake.stats().total_calls == 0
