@@ -30,6 +30,8 @@ MAX_NUMBERS_PER_RULE = 3
 MAX_ANTI_PATTERNS = 8
 MAX_CHECKLIST = 10
 MAX_PROMPT_ECHO = 160
+# Only short prompts are cached: a bounded number of entries must also mean bounded memory.
+MAX_CACHED_PROMPT_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class OfflineRulebook:
     def answer(self, specialist: str, prompt: str) -> OfflineAnswer:
         """Answer ``prompt`` as ``specialist``; raises ``KeyError`` for an unknown specialist."""
         self._table(specialist)
+        if len(prompt) > MAX_CACHED_PROMPT_CHARS:
+            return self._compose(specialist, prompt)
         return self._answer(specialist, prompt)
 
     def _table(self, specialist: str) -> SpecialistRules:

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -187,6 +188,14 @@ def _ensure_topics(settings: Settings, kafka: dict[str, Any]) -> None:
 
 
 def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int:
+    # A stop asked for while still starting up (imports, topic checks) is honoured once the
+    # consumers exist, as a graceful stop rather than a kill.
+    early_stop: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+
     from consumers.app import Pipeline, install_signal_handlers
 
     _configure_logging()
@@ -207,11 +216,17 @@ def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int
             else:
                 pipeline.add_worker(role.split(":", 1)[1], concurrency)
         install_signal_handlers(pipeline.request_stop)
+        if early_stop:
+            pipeline.request_stop()
         log.info("running %s (%s backend); Ctrl-C to stop", ", ".join(pipeline.runtimes),
                  "offline" if settings.offline else "Claude")  # fmt: skip
         await pipeline.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

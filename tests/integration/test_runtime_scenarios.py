@@ -57,6 +57,14 @@ class WorkerProcess:
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
+    def wait_running(self, timeout_s: float = 60) -> None:
+        """Until the worker's log says its consumers run."""
+        log = self.log_dir / f"worker-{id(self)}-{self.starts}.log"
+        deadline = time.monotonic() + timeout_s
+        while b"running" not in log.read_bytes():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -151,6 +159,7 @@ def test_a_second_worker_joins_and_leaves_mid_run(
         ids = _submit(client, 1000, "join")
         time.sleep(2)
         second.start()
+        second.wait_running()
         time.sleep(5)
         second.signal(signal.SIGTERM)
         assert second.wait(60) == 0

@@ -132,3 +132,10 @@ def test_parse_persona_reads_header_and_strips_it() -> None:
 def test_parse_persona_rejects_malformed_files(text: str) -> None:
     with pytest.raises(PersonaFormatError):
         parse_persona("api", text)
+
+
+def test_specialists_agree_with_the_shared_settings() -> None:
+    """Two modules name the specialists; they must never drift apart."""
+    from switchboard.settings import SPECIALISTS as SETTINGS_SPECIALISTS
+
+    assert SPECIALISTS == SETTINGS_SPECIALISTS

@@ -354,6 +354,30 @@ def test_figures_words_regions_services_and_language() -> None:
     assert extract_figures("nothing numeric here").mentions() == []
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "a, " * 20_000 + "b services",
+        "a/" * 20_000 + "b services",
+        "1" * 50_000 + " rps",
+        "1,111" * 10_000 + " rps",
+        "a" * 60_000 + " and b services",
+        "under 1" + "1" * 50_000 + "ms",
+        "from 1ms to " * 5_000,
+        "1000 rps per " * 5_000,
+    ],
+    ids=["comma-list", "slash-list", "digits", "digit-groups", "long-word", "duration", "from-to",
+         "per"],
+)  # fmt: skip
+def test_hostile_prompts_cost_linear_time(hostile: str) -> None:
+    """Prompts may be tens of kilobytes: no pattern may backtrack quadratically (this input
+    took minutes before the repetitions were bounded)."""
+    start = time.process_time()
+    for specialist in SPECIALISTS:
+        OfflineRulebook(cache_size=0).answer(specialist, hostile)
+    assert time.process_time() - start < 5.0
+
+
 def test_answer_is_fast_without_the_cache() -> None:
     """answer() sits on the worker's hot path when no API key is set: well under 1 ms each.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from consumers.specialists.personas import SPECIALISTS
@@ -123,3 +125,10 @@ def test_keywords_for_unknown_specialists_are_rejected() -> None:
 )
 def test_parse_command(text: str, expected: tuple[str | None, str]) -> None:
     assert parse_command(text) == expected
+
+
+def test_huge_text_is_classified_in_linear_time(triage: KeywordTriage) -> None:
+    text = "profile the flame graph, " * 4_000 + "a" * 50_000
+    start = time.process_time()
+    assert triage.classify(text).specialist == "perf"
+    assert time.process_time() - start < 2.0

@@ -306,7 +306,7 @@ RULES = SpecialistRules(
                 (r"\brest(?:ful)?\b(?!\s+of\b)", 2),
                 (r"\bgraphql\b", 2),
                 (
-                    r"\bvs\.?\b|\bversus\b|\bor\b.*\?|trade[\s-]*offs?|\bwhich\s+(?:protocol|"
+                    r"\bvs\.?\b|\bversus\b|trade[\s-]*offs?|\bwhich\s+(?:protocol|"
                     r"api\s+style)",
                     1,
                 ),

@@ -17,7 +17,9 @@ from consumers.specialists.rules.matcher import PatternGroups
 # ASCII word boundaries are several times cheaper than Unicode ones, and prompts' figures are ASCII.
 _FLAGS = re.IGNORECASE | re.ASCII
 
-_NUM = r"(?P<num>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
+# Every repetition is bounded and every number starts at a word boundary, so a hostile prompt
+# ("1111…", "a, a, a, …") costs linear time: prompts may be tens of kilobytes.
+_NUM = r"\b(?P<num>\d{1,3}(?:,\d{3}){1,4}|\d{1,12}(?:\.\d{1,6})?)"
 _MULT = r"(?:\s*(?P<mult>[kmb](?![a-z])|thousand|million|billion|mn)\b)?"
 _QTY = _NUM + _MULT
 
@@ -73,18 +75,18 @@ _SIZE_UNITS = {
     "kilobyte": 1e3, "megabyte": 1e6, "gigabyte": 1e9, "terabyte": 1e12, "petabyte": 1e15,
 }  # fmt: skip
 _DATA_SIZE = re.compile(
-    r"(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kmgtp]b|(?:kilo|mega|giga|tera|peta)bytes?)\b",
+    r"\b(?P<num>\d{1,12}(?:\.\d{1,6})?)\s*(?P<unit>[kmgtp]b|(?:kilo|mega|giga|tera|peta)bytes?)\b",
     _FLAGS,
 )
 
 _DURATION = (
-    r"(?P<{n}>\d+(?:\.\d+)?)\s*(?P<{u}>ms|milliseconds?|µs|us|microseconds?|s|secs?|seconds?)\b"
+    r"(?P<{n}>\d{{1,9}}(?:\.\d{{1,6}})?)\s*(?P<{u}>ms|milliseconds?|µs|us|microseconds?|s|secs?|seconds?)\b"
 )
 _BOUND = r"(?:<=?|≤|under|below|sub-?|less\s+than|at\s+most|max(?:imum)?\s+(?:of\s+)?)\s*"
 _FROM_TO = re.compile(
-    r"from\s+(?:an?\s+)?(?:p\d+(?:\.\d+)?\s+(?:of\s+)?)?"
+    r"from\s+(?:an?\s+)?(?:p\d{1,3}(?:\.\d{1,3})?\s+(?:of\s+)?)?"
     + _DURATION.format(n="cur", u="cur_unit")
-    + r"\s+(?:down\s+)?to\s+(?:an?\s+)?(?:p\d+(?:\.\d+)?\s+(?:of\s+)?)?(?:"
+    + r"\s+(?:down\s+)?to\s+(?:an?\s+)?(?:p\d{1,3}(?:\.\d{1,3})?\s+(?:of\s+)?)?(?:"
     + _BOUND
     + r")?"
     + _DURATION.format(n="tgt", u="tgt_unit"),
@@ -94,7 +96,7 @@ _TARGET = re.compile(
     r"(?:"
     + _BOUND
     + r"|(?:within|budget\s+of|target\s+of|slo\s+of|sla\s+of)\s+"
-    + r"|p\d+(?:\.\d+)?\s*(?:latency\s*)?(?:of\s+|<=?\s*|under\s+|below\s+|at\s+|=\s*))"
+    + r"|p\d{1,3}(?:\.\d{1,3})?\s*(?:latency\s*)?(?:of\s+|<=?\s*|under\s+|below\s+|at\s+|=\s*))"
     + _DURATION.format(n="num", u="unit"),
     _FLAGS,
 )
@@ -108,7 +110,7 @@ _MS_PER_UNIT = {"ms": 1.0, "millisecond": 1.0, "µs": 1e-3, "us": 1e-3, "microse
 
 _WORD_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 _REGIONS = re.compile(
-    r"(?P<n>\d+|two|three|four|five|six|seven|eight)\s+(?:aws\s+|gcp\s+|azure\s+|cloud\s+)?"
+    r"\b(?P<n>\d{1,3}|two|three|four|five|six|seven|eight)\s+(?:aws\s+|gcp\s+|azure\s+|cloud\s+)?"
     r"(?:regions|data\s*cent(?:er|re)s|dcs)\b",
     _FLAGS,
 )
@@ -118,13 +120,13 @@ _MULTI_REGION = re.compile(
     _FLAGS,
 )
 
-_SERVICE_WORD = r"[a-z][a-z0-9-]*"
+_SERVICE_WORD = r"\b[a-z][a-z0-9-]{0,40}"
 _SERVICES_SLASHED = re.compile(
-    rf"\b(?P<list>{_SERVICE_WORD}(?:\s*/\s*{_SERVICE_WORD})+)\s+(?:micro)?services\b",
+    rf"(?P<list>{_SERVICE_WORD}(?:\s*/\s*{_SERVICE_WORD}){{1,8}})\s+(?:micro)?services\b",
     _FLAGS,
 )
 _SERVICES_LISTED = re.compile(
-    rf"\b(?P<list>{_SERVICE_WORD}(?:\s*,\s*{_SERVICE_WORD})*,?\s+(?:and|&)\s+{_SERVICE_WORD})"
+    rf"(?P<list>{_SERVICE_WORD}(?:\s*,\s*{_SERVICE_WORD}){{0,8}},?\s+(?:and|&)\s+{_SERVICE_WORD})"
     r"\s+(?:micro)?services\b",
     _FLAGS,
 )
