@@ -11,6 +11,11 @@ Trade-offs (vs Kafka transactions): no read_committed needed by clients and no t
 across slow calls; the cost is one tail consumer per process reading response keys (values are
 not decoded), and a dedup horizon of ``window`` (older duplicates are answered again).
 Requests in flight inside this process are deduplicated by ``claim``.
+
+DLQ replay: a dead-lettered request already has its ``failed`` response, so a replayed record
+(``sb-replay-id``) is skipped only when a response of another status exists, read from the
+``sb-status`` header (a response without it counts as answered for ordinary records and as not
+settled for replays: the replay tool checked the decoded responses before sending).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from consumers.outcomes import RESPONSE_STATUS
+from switchboard.headers import header_value
 from switchboard.tail import TopicTail
 
 
@@ -30,6 +37,8 @@ class AnsweredIndex:
     def __init__(self, config: dict[str, Any], responses_topic: str, window_s: float) -> None:
         self._window_ms = int(window_s * 1000)
         self._answered: dict[str, int] = {}
+        #: Ids with a response of a known status other than ``failed``: a replay cannot help.
+        self._settled: set[str] = set()
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self._synced_at = 0.0
         self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
@@ -41,14 +50,21 @@ class AnsweredIndex:
     def _on_response(self, msg: Message) -> None:
         key = msg.key()
         if key:
-            self._answered[key.decode("utf-8", "replace")] = msg.timestamp()[1]
+            request_id = key.decode("utf-8", "replace")
+            self._answered[request_id] = msg.timestamp()[1]
+            status = header_value(msg.headers(), RESPONSE_STATUS)
+            if status is not None and status != "failed":
+                self._settled.add(request_id)
 
-    def mark_answered(self, request_id: str) -> None:
+    def mark_answered(self, request_id: str, *, failed: bool = False) -> None:
         """Record our own delivered response at once (the tail will see it later too)."""
         self._answered[request_id] = int(time.time() * 1000)
+        if not failed:
+            self._settled.add(request_id)
 
-    def is_answered(self, request_id: str) -> bool:
-        return request_id in self._answered
+    def is_answered(self, request_id: str, *, replay: bool = False) -> bool:
+        """Whether to skip the record: any response, or for a ``replay`` one not ``failed``."""
+        return request_id in (self._settled if replay else self._answered)
 
     async def sync(self, since: float) -> None:
         """Wait until every response that existed at monotonic time ``since`` has been read."""
@@ -63,7 +79,7 @@ class AnsweredIndex:
         await asyncio.shield(pending[1])
         self._synced_at = max(self._synced_at, pending[0])
 
-    async def claim(self, request_id: str) -> bool:
+    async def claim(self, request_id: str, *, replay: bool = False) -> bool:
         """Claim ``request_id`` for handling here; False if it is answered or a duplicate.
 
         A duplicate that arrives while the original is in flight waits for it to finish, so
@@ -71,15 +87,16 @@ class AnsweredIndex:
         """
         while (running := self._in_flight.get(request_id)) is not None:
             await asyncio.shield(running)
-        if request_id in self._answered:
+        if self.is_answered(request_id, replay=replay):
             return False
         self._in_flight[request_id] = asyncio.get_running_loop().create_future()
         return True
 
-    def release(self, request_id: str, *, answered: bool) -> None:
-        """End a claim: ``answered`` when its terminal response was delivered."""
+    def release(self, request_id: str, *, answered: bool, failed: bool = False) -> None:
+        """End a claim: ``answered`` when its terminal response was delivered (``failed``: it
+        was a ``failed`` one, which a DLQ replay may still supersede)."""
         if answered:
-            self.mark_answered(request_id)
+            self.mark_answered(request_id, failed=failed)
         future = self._in_flight.pop(request_id, None)
         if future is not None and not future.done():
             future.set_result(None)
@@ -90,6 +107,7 @@ class AnsweredIndex:
         old = [rid for rid, ts in self._answered.items() if ts < horizon]
         for rid in old:
             del self._answered[rid]
+            self._settled.discard(rid)
         return len(old)
 
     def close(self) -> None:

@@ -125,7 +125,9 @@ class Pipeline:
 
     def add_worker(self, specialist: str, concurrency: int | None = None) -> ConsumerRuntime:
         if specialist not in SPECIALISTS:
-            raise ValueError(f"unknown specialist {specialist!r}; use one of {', '.join(SPECIALISTS)}")
+            raise ValueError(
+                f"unknown specialist {specialist!r}; use one of {', '.join(SPECIALISTS)}"
+            )
         cap = concurrency or self.settings.concurrency
         role = f"worker.{specialist}"
         outcomes = self._outcomes(self.group(role), "model")
@@ -153,6 +155,12 @@ class Pipeline:
         self.add_relay()
         for specialist in SPECIALISTS:
             self.add_worker(specialist, concurrency)
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until every consumer holds partitions (its group has finished joining)."""
+        await asyncio.wait_for(
+            asyncio.gather(*(r.assigned.wait() for r in self.runtimes.values())), timeout_s
+        )
 
     def request_stop(self) -> None:
         for runtime in self.runtimes.values():

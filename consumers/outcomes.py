@@ -20,6 +20,10 @@ from switchboard.classify import Failure
 from switchboard.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.topics import Topics
 
+#: Header on every response: its status, so the answered index can tell a ``failed`` response
+#: (which a DLQ replay may supersede) from a settled one without decoding the value.
+RESPONSE_STATUS = "sb-status"
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -93,7 +97,7 @@ class Outcomes:
         }
         self._counts[status] = self._counts.get(status, 0) + 1
         topic = request.get("reply_to") or self.topics.responses
-        headers = [(h.REQUEST_ID, request_id.encode())]
+        headers = [(h.REQUEST_ID, request_id.encode()), (RESPONSE_STATUS, status.encode())]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
         return Outbound(topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers)
@@ -109,7 +113,9 @@ class Outcomes:
     ) -> dict[str, Any]:
         """Write ``msg`` (original bytes and headers) to the DLQ; returns the DLQ pointer.
 
-        The DLQ record is delivered before this returns, so the pointer is real.
+        The DLQ record is delivered before this returns, so the pointer is real. A record that
+        a DLQ replay sent (it carries ``sb-replay-id``) goes to the parking lot instead, so a
+        replay that fails again never loops back into the DLQ.
         """
         at = now_ms()
         attempts = [*history, Attempt(len(history) + 1, at, failure.error_type, failure.message)]
@@ -142,7 +148,8 @@ class Outcomes:
             "specialist": req.get("specialist") or h.header_value(msg.headers(), h.SPECIALIST),
             "consumer_group": self.consumer_group,
         }
-        dlq = topic or self.topics.dlq
+        replayed = h.header_value(msg.headers(), h.REPLAY_ID) is not None
+        dlq = topic or (self.topics.parking_lot if replayed else self.topics.dlq)
         context = [
             (h.CONNECT_TOPIC, msg.topic().encode()),
             (h.CONNECT_PARTITION, str(msg.partition()).encode()),

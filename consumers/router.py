@@ -108,7 +108,11 @@ class Router:
             return await self._outcomes.fail(msg, classify(exc))
         request_id = request["request_id"]
         await self._index.sync(ctx.assigned_at)
-        if self._index.is_answered(request_id) or self._recent.seen(request_id):
+        # A DLQ replay follows the request's own `failed` response: only another status skips it.
+        replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
+        if self._index.is_answered(request_id, replay=replay) or (
+            not replay and self._recent.seen(request_id)
+        ):
             self.duplicates += 1
             return []
         try:
@@ -134,6 +138,8 @@ class Router:
         ]
         if request.get("traceparent"):
             headers.append((h.TRACEPARENT, request["traceparent"].encode()))
+        # A replayed request that fails for good downstream is parked, not dead-lettered again.
+        headers += [(k, v) for k, v in msg.headers() or [] if k in (h.REPLAY_ID, h.REPLAY_OF)]
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
         return [Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)]

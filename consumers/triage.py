@@ -85,6 +85,8 @@ KEYWORDS: Mapping[str, Keywords] = {
         (r"memory\s+leaks?|\boom\w*\b|out\s+of\s+memory|\bheap\b", 2),
         (r"\bcpu\b|\bthroughput\b|response\s+times?|\bjvm\b", 1),
         (r"capacity\s+plan\w*|\bperformance\b|\boptimi[sz]\w*", 1),
+        (r"\bregress\w*|\bspik\w*|\bjump\w*|\bdegrad\w*", 2),
+        (r"\b\d+(?:\.\d+)?\s*(?:ms|µs|us)\b", 1),
     ),
     "security": (
         (r"\boauth\w*|\boidc\b|openid|\bsso\b|\bsaml\b|\bpkce\b", 3),

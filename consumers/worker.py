@@ -65,28 +65,31 @@ class SpecialistWorker:
             return await self._outcomes.fail(msg, classify(exc), specialist=self.specialist)
         request_id = request["request_id"]
         await self._index.sync(ctx.assigned_at)
-        if not await self._index.claim(request_id):
+        # A DLQ replay follows the request's own `failed` response: only another status skips it.
+        replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
+        if not await self._index.claim(request_id, replay=replay):
             self.skipped += 1  # already answered (a redelivery) or a duplicate: never twice
             return []
-        terminal = False
+        status: str | None = None
         try:
-            outputs, terminal = await self._answer(msg, request, picked_ms)
+            outputs, status = await self._answer(msg, request, picked_ms)
             return outputs
         finally:
             # Marked answered before delivery: the runtime delivers (or the process dies and the
             # index is rebuilt from the log), and a duplicate waiting on this claim must skip.
-            self._index.release(request_id, answered=terminal)
+            self._index.release(request_id, answered=status is not None, failed=status == "failed")
 
     async def _answer(
         self, msg: Message, request: dict[str, Any], picked_ms: int
-    ) -> tuple[list[Outbound], bool]:
-        """The records to deliver, and whether they hold the request's terminal response."""
+    ) -> tuple[list[Outbound], str | None]:
+        """The records to deliver, and the status of the terminal response among them (None
+        when there is none: a retry or a drop)."""
         history = history_from(msg)
         attempt = int(request.get("attempt") or 0) + 1
         deadline = request.get("deadline_ms")
         while True:
             if deadline is not None and now_ms() >= deadline:
-                return [self._expired(request, attempt)], True
+                return [self._expired(request, attempt)], "expired"
             try:
                 answer = await self._call(request)
             except Exception as exc:  # every failure goes through classify + decide below
@@ -106,9 +109,9 @@ class SpecialistWorker:
                 outputs = await self._after_failure(
                     msg, request, failure, decision, attempt, history
                 )
-                return outputs, not isinstance(decision, Retry | Drop)
+                return outputs, _terminal_status(decision)
             self._breaker.record_success()
-            return [self._response(request, answer, attempt, picked_ms)], True
+            return [self._response(request, answer, attempt, picked_ms)], answer.status
 
     async def _call(self, request: Mapping[str, Any]) -> Answer:
         await self._breaker.acquire()
@@ -141,6 +144,7 @@ class SpecialistWorker:
                 (h.RETRY_ORIGIN_TOPIC, msg.topic().encode()),
                 (h.RETRY_ATTEMPT, str(attempt).encode()),
                 (h.RETRY_HISTORY, history_header(history)),
+                *_replay_headers(msg),  # a replayed record that fails for good is parked
             ]
             value = self._codec.encode(REQUEST, retry, decision.topic)
             return [Outbound(decision.topic, value, msg.key(), headers)]
@@ -179,3 +183,17 @@ class SpecialistWorker:
             backend=answer.backend, model=answer.model, usage=answer.usage,
             cost_micro_usd=answer.cost_micro_usd, stage_latency_ms=latency, attempts=attempt,
         )  # fmt: skip
+
+
+def _terminal_status(decision: Retry | Dead | Drop | Expire) -> str | None:
+    """The status of the response a decision writes, or None when it writes none."""
+    if isinstance(decision, Dead):
+        return "failed"
+    if isinstance(decision, Expire):
+        return "expired"
+    return None
+
+
+def _replay_headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    """The DLQ replay headers of ``msg``, carried onto every record sent on its behalf."""
+    return [(k, v) for k, v in msg.headers() or [] if k in (h.REPLAY_ID, h.REPLAY_OF)]

@@ -108,7 +108,9 @@ class _Responses:
         self._lock = threading.Condition()
         self._wanted: set[str] = set()
         self._results: dict[str, Response] = {}
-        self._futures: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]] = {}
+        self._futures: dict[
+            str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]
+        ] = {}
         self.duplicates = 0
         self._tail = TopicTail(kafka, topic, self._on_message, name="client-responses")
 

@@ -37,7 +37,9 @@ class AsyncProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
         self._running = True
-        self._poller = threading.Thread(target=self._poll_forever, name="producer-poll", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_forever, name="producer-poll", daemon=True
+        )
         self._poller.start()
 
     @property

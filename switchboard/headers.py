@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 REQUEST_ID = "sb-request-id"
 TENANT = "sb-tenant"
 SPECIALIST = "sb-specialist"
@@ -33,12 +36,17 @@ CONNECT_EXCEPTION = "__connect.errors.exception.class.name"
 CONNECT_MESSAGE = "__connect.errors.exception.message"
 
 
-def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
+def header_value(
+    headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None, name: str
+) -> str | None:
     """The last value of header ``name`` decoded as UTF-8, or None."""
     if not headers:
         return None
-    found: bytes | None = None
-    for key, value in headers:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found: Any = None
+    for key, value in pairs:
         if key == name:
             found = value
-    return found.decode("utf-8", "replace") if found is not None else None
+    if found is None:
+        return None
+    return found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)

@@ -114,9 +114,9 @@ def find_java(minimum: int = MIN_JAVA, jvm_root: Path = Path("/usr/lib/jvm")) ->
         best: tuple[int, str] | None = None
         for home in sorted(jvm_root.iterdir()):
             java = home / "bin" / "java"
-            if java.is_file() and (major := java_major(str(java))) and major >= minimum:
-                if best is None or major > best[0]:
-                    best = (major, str(java))
+            major = java_major(str(java)) if java.is_file() else None
+            if major is not None and major >= minimum and (best is None or major > best[0]):
+                best = (major, str(java))
         if best:
             return best[1], best[0]
     if found_old:

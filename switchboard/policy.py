@@ -93,6 +93,8 @@ class RetryPolicy:
     max_delay_s: float = 600.0
     #: Our own backoff is shortened by a random fraction of up to this much (0: no jitter).
     jitter: float = 0.25
+    #: How long a fatal failure halts the worker when the provider named no time.
+    halt_pause_s: float = DEFAULT_HALT_S
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -104,6 +106,8 @@ class RetryPolicy:
             )
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError(f"jitter is a fraction in [0, 1], not {self.jitter}")
+        if not self.halt_pause_s > 0:
+            raise ValueError(f"halt_pause_s must be positive, not {self.halt_pause_s}")
 
     def backoff_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Our own delay after failed attempt ``attempt`` (1-based), jittered downwards only."""
@@ -130,7 +134,7 @@ class RetryPolicy:
             case ErrorClass.SKIP:
                 return Drop(failure.code)
             case ErrorClass.FATAL:
-                pause = failure.retry_after_s if failure.retry_after_s else DEFAULT_HALT_S
+                pause = failure.retry_after_s if failure.retry_after_s else self.halt_pause_s
                 return Halt(failure.code, pause)
             case ErrorClass.PERMANENT:
                 return Dead(failure.code)

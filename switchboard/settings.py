@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     instance_id: str | None = None
     drain_timeout_s: float = Field(default=30.0, ge=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
+    #: How long a fatal failure (bad key, spend limit) pauses a worker's model calls when the
+    #: provider named no time; the breaker then probes with one call.
+    halt_pause_s: float = Field(default=30.0, gt=0)
+    #: Consecutive overload failures (429, 529, 5xx) that open a worker's circuit breaker.
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    #: How long an open breaker waits before its first probe (doubling on each re-open).
+    breaker_open_s: float = Field(default=5.0, gt=0, le=300)
 
     @field_validator("tenants", mode="before")
     @classmethod

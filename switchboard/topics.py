@@ -56,9 +56,7 @@ class Topics:
                 return tier
         return RETRY_TIERS_S[-1]
 
-    def specs(
-        self, *, retention_ms: int, dlq_retention_ms: int
-    ) -> list[TopicSpec]:
+    def specs(self, *, retention_ms: int, dlq_retention_ms: int) -> list[TopicSpec]:
         """Every topic the pipeline uses, with its role and configuration."""
         plain = {"retention.ms": str(retention_ms)}
         long = {"retention.ms": str(dlq_retention_ms)}

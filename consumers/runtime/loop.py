@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -113,6 +113,8 @@ class ConsumerRuntime:
         # One thread owns every blocking librdkafka consumer call.
         self._poll_thread = concurrent.futures.ThreadPoolExecutor(1, "consumer-poll")
         self._last_activity = time.monotonic()
+        #: Set once this member holds at least one partition (tests and the demo wait on it).
+        self.assigned = asyncio.Event()
 
     # --- public ------------------------------------------------------------------------
     @property
@@ -177,12 +179,12 @@ class ConsumerRuntime:
                     raise KafkaException(err)
                 log.warning("consumer error: %s", err)
             return
-        tp = (msg.topic(), msg.partition())
+        tp = cast(TP, (msg.topic(), msg.partition()))
         ctx = self._parts.get(tp)
         if ctx is None or ctx.revoked:
             return  # fetched just before a revoke: the next owner reads it again
         self.stats.received += 1
-        ctx.tracker.start(msg.offset())
+        ctx.tracker.start(cast(int, msg.offset()))
         task = asyncio.create_task(self._process(msg, ctx))
         ctx.tasks.add(task)
         task.add_done_callback(ctx.tasks.discard)
@@ -253,7 +255,7 @@ class ConsumerRuntime:
                 delay = min(delay * 2, 30.0)
 
     def _complete(self, msg: Message, ctx: Context) -> None:
-        ctx.tracker.finish(msg.offset())
+        ctx.tracker.finish(cast(int, msg.offset()))
         self.stats.completed += 1
         offset = ctx.tracker.committable_offset()
         if offset is not None and not ctx.revoked and self._consumer is not None:
@@ -283,13 +285,17 @@ class ConsumerRuntime:
     # --- rebalance (callbacks run on the poll thread) -----------------------------------
     def _cb_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._assigned, [(p.topic, p.partition) for p in partitions])
+        self._loop.call_soon_threadsafe(
+            self._assigned, [(p.topic, p.partition) for p in partitions]
+        )
 
     def _assigned(self, tps: list[TP]) -> None:
         self.stats.rebalances += 1
         now = time.monotonic()
         for tp in tps:
             self._parts[tp] = Context(tp[0], tp[1], assigned_at=now)
+        if self._parts:
+            self.assigned.set()
         if self._on_assign_hook is not None:
             self._on_assign_hook(tps)
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-SPECIALISTS: tuple[str, ...] = ("backend", "api", "data", "perf", "security")
+from switchboard.settings import SPECIALISTS  # the one list of specialists
 
 _PACKAGE = __name__.rpartition(".")[0]
 

@@ -41,7 +41,9 @@ def register(sub: Any) -> None:
 
 def kafka_start(args: argparse.Namespace, settings: Settings) -> int:
     if settings.bootstrap_servers:
-        print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {settings.bootstrap_servers}, starting nothing")
+        print(
+            f"KAFKA_BOOTSTRAP_SERVERS is set: using {settings.bootstrap_servers}, starting nothing"
+        )
         return 0
     broker = local_broker(settings)
     if args.reset:

@@ -43,7 +43,9 @@ def _concurrency(text: str) -> int:
 def register(sub: Any) -> None:
     submit = sub.add_parser("submit", help="submit a request (or a JSONL file of them)")
     submit.add_argument("text", nargs="?", help='e.g. "/backend design a rate limiter"')
-    submit.add_argument("--file", type=Path, help="JSONL: one {text, tenant?, specialist?, request_id?} a line")
+    submit.add_argument(
+        "--file", type=Path, help="JSONL: one {text, tenant?, specialist?, request_id?} a line"
+    )
     submit.add_argument("--tenant", default="default")
     submit.add_argument("--specialist", choices=SPECIALISTS)
     submit.add_argument("--request-id")
@@ -58,7 +60,9 @@ def register(sub: Any) -> None:
     router.set_defaults(handler=lambda a, s: _serve(s, ["router"], None))
     worker = sub.add_parser("worker", help="run a specialist worker group member")
     worker.add_argument("name", choices=SPECIALISTS)
-    worker.add_argument("--concurrency", type=_concurrency, help="model calls in flight (default 64)")
+    worker.add_argument(
+        "--concurrency", type=_concurrency, help="model calls in flight (default 64)"
+    )
     worker.set_defaults(handler=lambda a, s: _serve(s, [f"worker:{a.name}"], a.concurrency))
     relay = sub.add_parser("relay", help="run the retry relay")
     relay.set_defaults(handler=lambda a, s: _serve(s, ["relay"], None))
@@ -100,7 +104,9 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
             raise ConfigError(f'{path}:{number} needs a "text" string')
         unknown = set(item) - allowed
         if unknown:
-            raise ConfigError(f"{path}:{number} has unknown keys {sorted(unknown)}; use {sorted(allowed)}")
+            raise ConfigError(
+                f"{path}:{number} has unknown keys {sorted(unknown)}; use {sorted(allowed)}"
+            )
         if item.get("specialist") not in (None, *SPECIALISTS):
             raise ConfigError(f"{path}:{number} specialist must be one of {', '.join(SPECIALISTS)}")
         items.append(item)
@@ -164,9 +170,8 @@ def _print_response(response: Any) -> None:
     from rich.panel import Panel
 
     latency = (response.record.get("stage_latency_ms") or {}).get("total")
-    title = (
-        f"{response.specialist or '-'} · {response.status} · {response.backend or '-'}"
-        + (f" · {latency} ms" if latency is not None else "")
+    title = f"{response.specialist or '-'} · {response.status} · {response.backend or '-'}" + (
+        f" · {latency} ms" if latency is not None else ""
     )
     Console().print(Panel(Markdown(response.content or "(no content)"), title=title,
                           subtitle=response.request_id))  # fmt: skip
@@ -280,6 +285,7 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
             pipeline.add_all()
             install_signal_handlers(pipeline.request_stop)
             running = asyncio.create_task(pipeline.run())
+            await pipeline.wait_ready()
             client = AsyncSwitchboardClient(
                 kafka, topic_prefix=settings.topic_prefix, tenant="demo",
                 codec=make_codec(settings.schema_registry_url),

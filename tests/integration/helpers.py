@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 
-def produce_all(config: dict[str, str], topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+def produce_all(
+    config: dict[str, str], topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> int:
     producer = Producer({**config, "linger.ms": 5})
     count = 0
     for key, value in records:

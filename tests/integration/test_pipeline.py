@@ -35,7 +35,9 @@ def _all(p: Pipeline) -> None:
 
 
 @pytest.fixture
-def offline(kafka_bootstrap: str, kafka_config: dict[str, str]) -> Iterator[tuple[Settings, SwitchboardClient]]:
+def offline(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> Iterator[tuple[Settings, SwitchboardClient]]:
     settings = settings_for_test(kafka_bootstrap, tenants=frozenset({"acme", "default"}))
     create_topics(settings, kafka_config)
     with RunningPipeline(settings, kafka_config, _all):
@@ -103,7 +105,10 @@ def test_undecodable_bytes_go_to_the_dlq_and_the_router_keeps_going(
     assert after.status == "answered"
 
     failed = client.result("corrupt-1", timeout=30)
-    assert failed.status == "failed" and failed.record["dlq"]["topic"] == f"{settings.topic_prefix}.dlq"
+    assert (
+        failed.status == "failed"
+        and failed.record["dlq"]["topic"] == f"{settings.topic_prefix}.dlq"
+    )
     codec = make_codec(None)
     dlq = read_topic(kafka_config, f"{settings.topic_prefix}.dlq", until=lambda m: len(m) >= 5)
     letters = [codec.decode(DEAD_LETTER, m.value(), m.topic()) for m in dlq]
@@ -141,11 +146,14 @@ def test_claude_backend_through_the_real_sdk(
             kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
         )
         create_topics(settings, kafka_config)
-        with RunningPipeline(settings, kafka_config, _all), SwitchboardClient(
-            kafka_config, topic_prefix=settings.topic_prefix
-        ) as client:
+        with (
+            RunningPipeline(settings, kafka_config, _all),
+            SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
+        ):
             ids = {s: client.submit(SEED_BY_SPECIALIST[s]) for s in SPECIALISTS}
-            ids["free"] = client.submit("What index should I add for a slow ORDER BY created_at query?")
+            ids["free"] = client.submit(
+                "What index should I add for a slow ORDER BY created_at query?"
+            )
             results: dict[str, Any] = {k: client.result(v, timeout=60) for k, v in ids.items()}
             again = client.ask(SEED_BY_SPECIALIST["backend"] + " (second)", timeout=60)
         stats = fake.stats()
@@ -170,9 +178,10 @@ def test_router_rejects_without_calling_the_model(
             kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
         )
         create_topics(settings, kafka_config)
-        with RunningPipeline(settings, kafka_config, _all), SwitchboardClient(
-            kafka_config, topic_prefix=settings.topic_prefix
-        ) as client:
+        with (
+            RunningPipeline(settings, kafka_config, _all),
+            SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
+        ):
             bad = [client.submit("/nope x"), client.submit("/api " + "y" * 40_000)]
             assert [client.result(r, 60).status for r in bad] == ["rejected", "rejected"]
             time.sleep(0.5)

@@ -80,7 +80,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Any]]:
+def env(
+    kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
+) -> Iterator[dict[str, Any]]:
     with FakeAnthropic(latency_ms=(50, 500)) as fake:
         settings = settings_for_test(kafka_bootstrap, anthropic_api_key="sk-test",
                                  anthropic_base_url=fake.base_url, partitions=4)  # fmt: skip
@@ -89,9 +91,10 @@ def env(kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path) -> I
         def router_only(p: Pipeline) -> None:
             p.add_router()
 
-        with RunningPipeline(settings, kafka_config, router_only), SwitchboardClient(
-            kafka_config, topic_prefix=settings.topic_prefix
-        ) as client:
+        with (
+            RunningPipeline(settings, kafka_config, router_only),
+            SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
+        ):
             yield {"settings": settings, "fake": fake, "client": client, "tmp": tmp_path}
 
 
@@ -107,7 +110,9 @@ def _await_all(client: SwitchboardClient, ids: list[str], timeout_s: float) -> l
     return [client.result(r, max(0.1, deadline - time.monotonic())) for r in ids]
 
 
-def _responses_per_key(kafka_config: dict[str, str], settings: Settings, ids: list[str]) -> Counter[bytes]:
+def _responses_per_key(
+    kafka_config: dict[str, str], settings: Settings, ids: list[str]
+) -> Counter[bytes]:
     """How many responses the topic holds for each of ``ids`` (read until all are there)."""
     wanted = {r.encode() for r in ids}
     topic = f"{settings.topic_prefix}.responses"

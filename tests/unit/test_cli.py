@@ -1,0 +1,89 @@
+"""The CLI's contract: one-line errors for bad arguments, stable JSON, masked secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from switchboard.cli.main import main
+from switchboard.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["kafka", "bogus"],
+        ["worker", "frontend"],
+        ["worker", "backend", "--concurrency", "0"],
+        ["submit", "x", "--wait", "soon"],
+        ["submit", "x", "--specialist", "ux"],
+    ],
+)
+def test_bad_arguments_are_one_line_that_says_what_to_change(argv: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchboard.cli.main", *argv],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "error:" in lines[0] and "--help" in lines[0]
+
+
+def test_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SWITCHBOARD_PARTITIONS", "zero")
+    assert main(["settings"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "partitions" in err[0]
+
+
+def test_submit_needs_text_or_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["submit"]) == 1
+    assert "TEXT or --file" in capsys.readouterr().err
+
+
+def test_topics_list_json_has_roles(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topics", "list", "--json"]) == 0
+    topics = json.loads(capsys.readouterr().out)
+    roles = {t["role"] for t in topics}
+    assert {"requests", "responses", "dlq", "tasks:backend", "tasks:security", "retry:1s"} <= roles
+    assert all(set(t) == {"role", "name"} for t in topics)
+
+
+def test_settings_print_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-very-secret")
+    monkeypatch.setenv(
+        "SWITCHBOARD_KAFKA_CONFIG",
+        json.dumps({"security.protocol": "SASL_SSL", "sasl.password": "hunter2"}),
+    )
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "sk-very-secret" not in out and "hunter2" not in out
+    data = json.loads(out)
+    assert data["kafka_config"] == {"security.protocol": "SASL_SSL", "sasl.password": "***"}
+
+
+def test_bootstrap_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.example:9093")
+    assert Settings().bootstrap_servers == "kafka.example:9093"
+
+
+def test_impossible_settings_say_what_to_change() -> None:
+    with pytest.raises(ValueError, match="triage=model needs ANTHROPIC_API_KEY"):
+        Settings(triage="model", anthropic_api_key=None)
+
+
+def test_compose_file_runs_official_kafka_in_kraft_mode() -> None:
+    compose = yaml.safe_load((REPO / "infra" / "docker-compose.yml").read_text())
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4.")
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "9092:9092" in kafka["ports"]
