@@ -19,12 +19,13 @@ from anthropic import AsyncAnthropic
 from consumers.answered import AnsweredIndex
 from consumers.outcomes import Outcomes
 from consumers.relay import RetryRelay
-from consumers.resilience.breaker import CircuitBreaker
+from consumers.resilience.breaker import BreakerState, CircuitBreaker
 from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter
 from consumers.router import Router, RouterRules
 from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
 from consumers.worker import SpecialistWorker
+from switchboard import metrics
 from switchboard.aio_producer import AsyncProducer, Outbound
 from switchboard.classify import classify
 from switchboard.kafka_clients import producer_config
@@ -137,7 +138,10 @@ class Pipeline:
         worker = SpecialistWorker(
             specialist, codec=self.codec, outcomes=outcomes, index=self.index,
             backend=self.backend_factory(self.settings, limiter), policy=self.policy,
-            breaker=CircuitBreaker(name=f"{specialist}:{self.settings.models[specialist]}"),
+            breaker=CircuitBreaker(
+                name=f"{specialist}:{self.settings.models[specialist]}",
+                on_state_change=_export_breaker_state,
+            ),
             limiter=limiter,
         )  # fmt: skip
         self.workers[specialist] = worker
@@ -178,6 +182,10 @@ class Pipeline:
         if self._index is not None:
             await asyncio.to_thread(self._index.close)
             self._index = None
+
+
+def _export_breaker_state(name: str, state: BreakerState) -> None:
+    metrics.BREAKER_STATE.labels(name).set(state.gauge_value)
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:

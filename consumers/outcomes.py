@@ -57,6 +57,13 @@ def history_from(msg: Message) -> list[Attempt]:
         return []  # a mangled history header must not stop the record
 
 
+def replay_headers(msg: Message) -> list[tuple[str, bytes]]:
+    """The DLQ replay headers of ``msg``, to carry onto every record sent on its behalf, so a
+    replayed request that fails for good further down is parked rather than dead-lettered."""
+    found = [(name, h.header_value(msg.headers(), name)) for name in (h.REPLAY_ID, h.REPLAY_OF)]
+    return [(name, value.encode()) for name, value in found if value is not None]
+
+
 def history_header(history: Sequence[Attempt]) -> bytes:
     # Bounded: the last 20 attempts are enough to explain a failure.
     return json.dumps([a.as_record() for a in history[-20:]]).encode()

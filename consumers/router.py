@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from confluent_kafka import Message
 
 from consumers.answered import AnsweredIndex
-from consumers.outcomes import Outcomes, now_ms
+from consumers.outcomes import Outcomes, now_ms, replay_headers
 from consumers.resilience.ratelimit import TenantLimiter
 from consumers.runtime import Context
 from consumers.triage import KeywordTriage, TriageResult, parse_command
@@ -138,8 +138,7 @@ class Router:
         ]
         if request.get("traceparent"):
             headers.append((h.TRACEPARENT, request["traceparent"].encode()))
-        # A replayed request that fails for good downstream is parked, not dead-lettered again.
-        headers += [(k, v) for k, v in msg.headers() or [] if k in (h.REPLAY_ID, h.REPLAY_OF)]
+        headers += replay_headers(msg)  # a replayed request that fails for good is parked
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
         return [Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)]

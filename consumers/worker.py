@@ -16,7 +16,14 @@ from typing import Any
 from confluent_kafka import Message
 
 from consumers.answered import AnsweredIndex
-from consumers.outcomes import Attempt, Outcomes, history_from, history_header, now_ms
+from consumers.outcomes import (
+    Attempt,
+    Outcomes,
+    history_from,
+    history_header,
+    now_ms,
+    replay_headers,
+)
 from consumers.resilience.breaker import CircuitBreaker
 from consumers.resilience.ratelimit import AimdLimiter
 from consumers.runtime import Context
@@ -56,6 +63,11 @@ class SpecialistWorker:
         self._limiter = limiter
         self.model_calls = 0
         self.skipped = 0
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """This worker's circuit breaker; read it on the worker's event loop (or once stopped)."""
+        return self._breaker
 
     async def handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
         picked_ms = now_ms()
@@ -144,7 +156,7 @@ class SpecialistWorker:
                 (h.RETRY_ORIGIN_TOPIC, msg.topic().encode()),
                 (h.RETRY_ATTEMPT, str(attempt).encode()),
                 (h.RETRY_HISTORY, history_header(history)),
-                *_replay_headers(msg),  # a replayed record that fails for good is parked
+                *replay_headers(msg),  # a replayed record that fails for good is parked
             ]
             value = self._codec.encode(REQUEST, retry, decision.topic)
             return [Outbound(decision.topic, value, msg.key(), headers)]
@@ -192,8 +204,3 @@ def _terminal_status(decision: Retry | Dead | Drop | Expire) -> str | None:
     if isinstance(decision, Expire):
         return "expired"
     return None
-
-
-def _replay_headers(msg: Message) -> list[tuple[str, bytes | None]]:
-    """The DLQ replay headers of ``msg``, carried onto every record sent on its behalf."""
-    return [(k, v) for k, v in msg.headers() or [] if k in (h.REPLAY_ID, h.REPLAY_OF)]

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     #: Static group membership (``group.instance.id`` = ``<role>-<instance_id>``): a restarted
     #: process with the same id takes its partitions back at once, without a rebalance.
     instance_id: str | None = None
+    #: Serve Prometheus ``/metrics`` on this port (router, worker, relay, up); None: off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
     #: How long a fatal failure (bad key, spend limit) pauses a worker's model calls when the

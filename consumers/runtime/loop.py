@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.runtime.tracker import PartitionTracker
+from switchboard import metrics
 from switchboard.aio_producer import AsyncProducer, DeliveryError, Outbound
 from switchboard.kafka_clients import consumer_config
 
@@ -115,6 +116,10 @@ class ConsumerRuntime:
         self._last_activity = time.monotonic()
         #: Set once this member holds at least one partition (tests and the demo wait on it).
         self.assigned = asyncio.Event()
+        self._m_records = metrics.RECORDS.labels(config.group_id)
+        self._m_in_flight = metrics.IN_FLIGHT.labels(config.group_id)
+        self._m_paused = metrics.PAUSED.labels(config.group_id)
+        self._m_rebalances = metrics.REBALANCES.labels(config.group_id)
 
     # --- public ------------------------------------------------------------------------
     @property
@@ -207,11 +212,13 @@ class ConsumerRuntime:
                     await asyncio.shield(previous)
             async with self._sem:
                 self._in_flight += 1
+                self._m_in_flight.inc()
                 self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
                 try:
                     outputs = await self._handle(msg, ctx)
                 finally:
                     self._in_flight -= 1
+                    self._m_in_flight.dec()
             await self._deliver(outputs)
         finally:
             if key_tail is not None:
@@ -257,6 +264,7 @@ class ConsumerRuntime:
     def _complete(self, msg: Message, ctx: Context) -> None:
         ctx.tracker.finish(cast(int, msg.offset()))
         self.stats.completed += 1
+        self._m_records.inc()
         offset = ctx.tracker.committable_offset()
         if offset is not None and not ctx.revoked and self._consumer is not None:
             # Commit order: this offset's outputs and every earlier offset's are delivered.
@@ -279,6 +287,10 @@ class ConsumerRuntime:
             else:
                 self._consumer.resume(tp)
             ctx.paused = paused
+            if paused:
+                self._m_paused.inc()
+            else:
+                self._m_paused.dec()
         except KafkaException as exc:
             log.debug("pause/resume %s: %s", tp, exc)
 
@@ -291,6 +303,7 @@ class ConsumerRuntime:
 
     def _assigned(self, tps: list[TP]) -> None:
         self.stats.rebalances += 1
+        self._m_rebalances.inc()
         now = time.monotonic()
         for tp in tps:
             self._parts[tp] = Context(tp[0], tp[1], assigned_at=now)
@@ -326,6 +339,7 @@ class ConsumerRuntime:
     async def _revoke(self, tps: list[TP], *, abandon: bool) -> list[TopicPartition]:
         """Finish or abandon the work of revoked partitions; return offsets safe to commit."""
         self.stats.rebalances += 1
+        self._m_rebalances.inc()
         contexts = [c for tp in tps if (c := self._parts.get(tp)) is not None]
         for ctx in contexts:
             ctx.revoked = True
@@ -336,6 +350,8 @@ class ConsumerRuntime:
         offsets = []
         for ctx in contexts:
             del self._parts[(ctx.topic, ctx.partition)]
+            if ctx.paused:
+                self._m_paused.dec()
             ctx.tracker.committable_offset()
             if not abandon and ctx.tracker.last_committable is not None:
                 offsets.append(

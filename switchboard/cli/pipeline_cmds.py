@@ -208,6 +208,11 @@ def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int
     _ensure_topics(settings, kafka)
     log = logging.getLogger("switchboard")
     log.info("settings: %s", json.dumps(settings.masked(), sort_keys=True))
+    if settings.metrics_port:
+        from switchboard.metrics import serve_metrics
+
+        serve_metrics(settings.metrics_port)
+        log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
 
     async def main() -> None:
         pipeline = Pipeline(settings, kafka)
