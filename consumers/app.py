@@ -24,6 +24,7 @@ from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter
 from consumers.router import Router, RouterRules
 from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
+from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
 from switchboard import metrics
 from switchboard.aio_producer import AsyncProducer, Outbound
@@ -118,11 +119,23 @@ class Pipeline:
                 tenants=s.tenants, dedup_window_s=s.dedup_window_s,
             ),
             limiter=TenantLimiter(),
+            triage=self._triage(),
         )  # fmt: skip
         return self._runtime(
             "router", [self.topics.requests], router.handle, outcomes,
             concurrency=concurrency or 1000,
         )  # fmt: skip
+
+    def _triage(self) -> ModelTriage | None:
+        """The model triage when configured; None means the keyword classifier."""
+        s = self.settings
+        if s.triage != "model" or s.anthropic_api_key is None:
+            return None
+        client = AsyncAnthropic(
+            api_key=s.anthropic_api_key.get_secret_value(), base_url=s.anthropic_base_url,
+            timeout=10.0, max_retries=1,
+        )  # fmt: skip
+        return ModelTriage(client, s.models["triage"])
 
     def add_worker(self, specialist: str, concurrency: int | None = None) -> ConsumerRuntime:
         if specialist not in SPECIALISTS:

@@ -186,3 +186,24 @@ def test_router_rejects_without_calling_the_model(
             assert [client.result(r, 60).status for r in bad] == ["rejected", "rejected"]
             time.sleep(0.5)
         assert fake.stats().total_calls == 0
+
+
+def test_model_triage_asks_the_cheap_model_and_falls_back_to_keywords(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    """With triage=model, free text costs one call to the triage model (a Haiku); an answer
+    that is not a specialist's name (the fake echoes the question) falls back to keywords."""
+    with FakeAnthropic() as fake:
+        settings = settings_for_test(
+            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url,
+            triage="model",
+        )  # fmt: skip
+        create_topics(settings, kafka_config)
+        with RunningPipeline(settings, kafka_config, _all), SwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix
+        ) as client:
+            response = client.ask("How do we rotate signing keys for our OAuth tokens?", timeout=60)
+        stats = fake.stats()
+    assert response.status == "answered" and response.specialist == "security"
+    assert stats.total_calls == 2  # one triage call, one specialist call
+    assert sorted(stats.billed_by_key.values()) == [1, 1]

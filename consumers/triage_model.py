@@ -1,0 +1,52 @@
+"""Triage of free text by a cheap Claude model, with the keyword classifier as the fallback."""
+
+from __future__ import annotations
+
+import logging
+
+from anthropic import AsyncAnthropic
+
+from consumers.triage import KeywordTriage, TriageResult
+from switchboard.settings import SPECIALISTS
+
+log = logging.getLogger(__name__)
+
+_SYSTEM = (
+    "You route engineering questions to one specialist. Specialists: "
+    "backend (server-side systems, distributed systems, databases, queues, caching), "
+    "api (API contracts, REST/gRPC/GraphQL design, versioning, pagination), "
+    "data (ETL/ELT, pipelines, CDC, warehouses, stream processing), "
+    "perf (profiling, latency, load testing, capacity, GC), "
+    "security (threat models, authn/authz, encryption, compliance, vulnerabilities). "
+    "Answer with exactly one word: backend, api, data, perf or security."
+)
+
+
+class ModelTriage:
+    """Asks ``model`` which specialist fits; any error or odd answer falls back to keywords."""
+
+    def __init__(self, client: AsyncAnthropic, model: str) -> None:
+        self._client = client
+        self._model = model
+        self._fallback = KeywordTriage()
+        self.calls = 0
+        self.fallbacks = 0
+
+    async def classify(self, text: str) -> TriageResult:
+        self.calls += 1
+        try:
+            message = await self._client.messages.create(
+                model=self._model,
+                max_tokens=5,
+                system=_SYSTEM,
+                messages=[{"role": "user", "content": f"Route this request:\n\n{text[:4000]}"}],
+            )
+            answer = "".join(b.text for b in message.content if b.type == "text").strip().lower()
+        except Exception as exc:  # triage must never fail a request: keywords still work
+            log.warning("model triage failed (%s); using keywords", type(exc).__name__)
+            answer = ""
+        word = answer.strip(" .`*\n")
+        if word in SPECIALISTS:
+            return TriageResult(word, 0.9, f"model {self._model} said {word}")
+        self.fallbacks += 1
+        return self._fallback.classify(text)
