@@ -7,12 +7,22 @@ build components without touching ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SPECIALISTS: tuple[str, ...] = ("backend", "api", "data", "perf", "security")
+
+#: Sonnet for expert answers, Opus for the deepest reviews (security), Haiku for cheap triage.
+DEFAULT_MODELS: dict[str, str] = {
+    "backend": "claude-sonnet-5-5",
+    "api": "claude-sonnet-5-5",
+    "data": "claude-sonnet-5-5",
+    "perf": "claude-sonnet-5-5",
+    "security": "claude-opus-5-5",
+    "triage": "claude-haiku-5-5",
+}
 
 #: librdkafka keys whose values are secrets: masked whenever settings are printed.
 _SECRET_KAFKA_KEYS = ("password", "secret", "key.pem", "sasl.oauthbearer.config", "token")
@@ -60,23 +70,15 @@ class Settings(BaseSettings):
     #: The pipeline owns retries (retry topics); the SDK retries at most this many times.
     anthropic_max_retries: int = Field(default=0, ge=0, le=2)
     max_output_tokens: int = Field(default=2048, ge=1, le=16_000)
-    models: dict[str, str] = Field(
-        default_factory=lambda: {
-            "backend": "claude-sonnet-5-5",
-            "api": "claude-sonnet-5-5",
-            "data": "claude-sonnet-5-5",
-            "perf": "claude-sonnet-5-5",
-            "security": "claude-opus-5-5",
-            "triage": "claude-haiku-5-5",
-        }
-    )
+    #: Model per specialist (and "triage"); a partial map overrides only the names it gives.
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     #: "keyword" (deterministic, default) or "model" (a cheap Claude model classifies free text).
     triage: str = "keyword"
 
     # --- pipeline behaviour --------------------------------------------------------------
     max_prompt_bytes: int = Field(default=32_000, ge=1)
     max_metadata_entries: int = Field(default=32, ge=0)
-    tenants: frozenset[str] = Field(
+    tenants: Annotated[frozenset[str], NoDecode] = Field(
         default_factory=frozenset, description="Known tenants; empty means any tenant."
     )
     dedup_window_s: float = Field(default=3600.0, ge=0)
@@ -95,6 +97,11 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     #: How long an open breaker waits before its first probe (doubling on each re-open).
     breaker_open_s: float = Field(default=5.0, gt=0, le=300)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _merge_models(cls, value: Any) -> Any:
+        return {**DEFAULT_MODELS, **value} if isinstance(value, dict) else value
 
     @field_validator("tenants", mode="before")
     @classmethod

@@ -87,3 +87,12 @@ def test_compose_file_runs_official_kafka_in_kraft_mode() -> None:
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "9092:9092" in kafka["ports"]
+
+
+def test_tenants_and_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_TENANTS", "acme, beta")
+    monkeypatch.setenv("SWITCHBOARD_MODELS", '{"backend": "claude-haiku-5-5"}')
+    settings = Settings()
+    assert settings.tenants == frozenset({"acme", "beta"})
+    assert settings.models["backend"] == "claude-haiku-5-5"
+    assert settings.models["security"] == "claude-opus-5-5"  # the others keep their defaults
