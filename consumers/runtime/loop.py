@@ -295,8 +295,23 @@ class ConsumerRuntime:
             log.debug("pause/resume %s: %s", tp, exc)
 
     # --- rebalance (callbacks run on the poll thread) -----------------------------------
-    def _cb_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _cb_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._loop is not None
+        # Assign here rather than after the callback, so the partitions can be resumed: one
+        # paused when we lost it must not come back paused (it would never be read again).
+        if (
+            self.config.consumer_overrides.get(
+                "partition.assignment.strategy", "cooperative-sticky"
+            )
+            == "cooperative-sticky"
+        ):
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.debug("resume on assign: %s", exc)
         self._loop.call_soon_threadsafe(
             self._assigned, [(p.topic, p.partition) for p in partitions]
         )
