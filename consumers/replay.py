@@ -29,6 +29,7 @@ never dead-lettered again, so a replay cannot loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -41,14 +42,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from consumers.outcomes import RESPONSE_STATUS, now_ms
 from consumers.resilience.ratelimit import TokenBucket
 from switchboard import headers as h
 from switchboard.admin import ensure_topics
-from switchboard.aio_producer import AsyncProducer, DeliveryError, Outbound
+from switchboard.aio_producer import AsyncProducer, Outbound
 from switchboard.errors import ConfigError, DecodeError, ErrorClass, TransientError
 from switchboard.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.tail import TopicTail
@@ -113,11 +114,9 @@ def parse_instant(text: str, now: int | None = None) -> int:
     """Epoch milliseconds of an ISO 8601 time (UTC when it names no offset), or of a duration
     before ``now`` (epoch ms, default the current time)."""
     stripped = text.strip()
-    if stripped and stripped[0].isdigit() and "-" not in stripped and ":" not in stripped:
-        try:
+    if _DURATION_PART.match(stripped.lower()):
+        with contextlib.suppress(ConfigError):  # not a duration after all: try ISO 8601
             return (now_ms() if now is None else now) - int(parse_duration(stripped) * 1000)
-        except ConfigError:
-            raise ConfigError(f"{text!r} is not a time: {_TIME_HELP}") from None
     try:
         when = datetime.fromisoformat(stripped)
     except ValueError:
@@ -155,7 +154,15 @@ def iso(ms: int | None) -> str | None:
     """``ms`` (epoch milliseconds) as ISO 8601 UTC, for people and JSON."""
     if ms is None or ms < 0:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return text.replace("+00:00", "Z")
+
+
+def message_headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    """``msg``'s headers as (name, bytes) pairs, whatever shape the client handed them in."""
+    raw = msg.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v.encode() if isinstance(v, str) else v) for k, v in items]
 
 
 # --- one dead letter ---------------------------------------------------------------------------
@@ -177,18 +184,22 @@ class DeadLetterView:
     def from_message(cls, msg: Message, codec: Codec) -> DeadLetterView:
         """Decode ``msg``; a value that is not a DeadLetter is kept as undecodable."""
         topic, value = str(msg.topic()), msg.value()
-        headers = tuple(
-            (str(k), v.encode() if isinstance(v, str) else v) for k, v in list(msg.headers() or [])
-        )
+        headers = tuple(message_headers(msg))
         try:
             record: dict[str, Any] | None = codec.decode(DEAD_LETTER, value, topic)
             error = None
         except DecodeError as exc:
             record, error = None, str(exc)
         return cls(
-            topic, int(msg.partition() or 0), int(msg.offset() or 0), msg.timestamp()[1],
-            record, error, value if record is None else None, headers,
-        )  # fmt: skip
+            topic,
+            int(msg.partition() or 0),
+            int(msg.offset() or 0),
+            msg.timestamp()[1],
+            record,
+            error,
+            value if record is None else None,
+            headers,
+        )
 
     @property
     def id(self) -> str:
@@ -276,9 +287,11 @@ class DeadLetterView:
         ]
         headers += [(h.REPLAY_ID, replay_id.encode()), (h.REPLAY_OF, self.pointer.encode())]
         return Outbound(
-            self.origin_topic, self.record["original_value"], self.record.get("original_key"),
+            self.origin_topic,
+            self.record["original_value"],
+            self.record.get("original_key"),
             headers,
-        )  # fmt: skip
+        )
 
 
 # --- choosing ----------------------------------------------------------------------------------
@@ -301,21 +314,23 @@ class ReplayFilter:
     until_ms: int | None = None
 
     def __post_init__(self) -> None:
-        if self.since_ms is not None and self.until_ms is not None:
-            if self.since_ms > self.until_ms:
-                raise ConfigError(
-                    f"--since ({iso(self.since_ms)}) is after --until ({iso(self.until_ms)}): "
-                    "swap them"
-                )
+        since, until = self.since_ms, self.until_ms
+        if since is not None and until is not None and since > until:
+            raise ConfigError(f"--since ({iso(since)}) is after --until ({iso(until)}): swap them")
 
     @property
     def is_empty(self) -> bool:
         """True when the filter matches every record."""
         return not (
-            self.error_classes or self.error_codes or self.specialists or self.tenants
-            or self.request_ids or self.pointers
-            or self.since_ms is not None or self.until_ms is not None
-        )  # fmt: skip
+            self.error_classes
+            or self.error_codes
+            or self.specialists
+            or self.tenants
+            or self.request_ids
+            or self.pointers
+            or self.since_ms is not None
+            or self.until_ms is not None
+        )
 
     def matches(self, letter: DeadLetterView) -> bool:
         checks: tuple[tuple[Collection[str], str | None], ...] = (
@@ -398,7 +413,7 @@ def plan_replay(
         k: [] for k in (SKIP_UNDECODABLE, SKIP_REPLAYED, SKIP_ANSWERED, SKIP_DUPLICATE, SKIP_LIMIT)
     }
     newest: dict[str, DeadLetterView] = {}
-    candidates = []
+    candidates: list[DeadLetterView] = []
     for letter in sorted(letters, key=lambda x: (x.failed_at_ms, x.topic, x.partition, x.offset)):
         if letter.undecodable or not letter.origin_topic:
             skipped[SKIP_UNDECODABLE].append(letter)
@@ -410,7 +425,7 @@ def plan_replay(
             candidates.append(letter)
             if letter.request_id is not None:
                 newest[letter.request_id] = letter  # sorted oldest first: the last one wins
-    to_send = []
+    to_send: list[DeadLetterView] = []
     for letter in candidates:
         if letter.request_id is not None and newest[letter.request_id] is not letter:
             skipped[SKIP_DUPLICATE].append(letter)
@@ -433,8 +448,11 @@ def group_counts(letters: Iterable[DeadLetterView], now: int) -> dict[str, dict[
     """Counts by error class, specialist, tenant and age (at epoch ms ``now``), largest first
     (age buckets youngest first)."""
     counters: dict[str, Counter[str]] = {
-        "error_class": Counter(), "specialist": Counter(), "tenant": Counter(), "age": Counter()
-    }  # fmt: skip
+        "error_class": Counter(),
+        "specialist": Counter(),
+        "tenant": Counter(),
+        "age": Counter(),
+    }
     for letter in letters:
         counters["error_class"][letter.error_class] += 1
         counters["specialist"][letter.specialist or NONE_GROUP] += 1
@@ -447,6 +465,16 @@ def group_counts(letters: Iterable[DeadLetterView], now: int) -> dict[str, dict[
 
 
 # --- reading -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    """A dead-letter topic and its two ledgers, as read by one command."""
+
+    letters: list[DeadLetterView]
+    #: Pointer -> ledger entry.
+    acks: dict[str, dict[str, Any]]
+    replays: dict[str, dict[str, Any]]
+
+
 class DeadLetterStore:
     """Reads one dead-letter topic (the DLQ or the parking lot), its ledgers and the responses.
 
@@ -473,14 +501,22 @@ class DeadLetterStore:
         found = self.admin.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
         return found is not None and found.error is None and bool(found.partitions)
 
+    def missing_topics(self, names: Iterable[str]) -> list[str]:
+        """Which of ``names`` do not exist (a replay to them would wait out every timeout)."""
+        existing = self.admin.list_topics(timeout=self.timeout_s).topics
+        return sorted({n for n in names if n not in existing})
+
     def ensure_ledgers(self, *, replication_factor: int, retention_ms: int) -> None:
         """Create the two ledger topics when missing (only commands that write call this)."""
         ensure_topics(
-            self.admin, ledger_specs(self.topics, retention_ms), partitions=1,
-            replication_factor=replication_factor, timeout_s=self.timeout_s,
-        )  # fmt: skip
+            self.admin,
+            ledger_specs(self.topics, retention_ms),
+            partitions=1,
+            replication_factor=replication_factor,
+            timeout_s=self.timeout_s,
+        )
 
-    def _read(self, topic: str, on_message: Callable[[Message], None], since_ms: int | None) -> None:
+    def read(self, topic: str, on_message: Callable[[Message], None], since_ms: int | None) -> None:
         """Pass every record of ``topic`` below its current end offsets to ``on_message``."""
         parts = self.admin.list_topics(topic, timeout=self.timeout_s).topics[topic].partitions
         offsets = self.admin.list_offsets(
@@ -512,12 +548,21 @@ class DeadLetterStore:
         if not self.exists(self.topic):
             raise ConfigError(f"topic {self.topic} does not exist: run `switchboard topics ensure`")
         letters: list[DeadLetterView] = []
-        self._read(
-            self.topic, lambda m: letters.append(DeadLetterView.from_message(m, self.codec)),
+        self.read(
+            self.topic,
+            lambda m: letters.append(DeadLetterView.from_message(m, self.codec)),
             since_ms,
-        )  # fmt: skip
+        )
         letters.sort(key=lambda x: (x.partition, x.offset))
         return letters
+
+    def snapshot(self, since_ms: int | None = None) -> Snapshot:
+        """The dead letters and both ledgers, read at once (three scans side by side)."""
+        with concurrent.futures.ThreadPoolExecutor(3, "dlq-read") as pool:
+            letters = pool.submit(self.scan, since_ms)
+            acks = pool.submit(self.acks)
+            replays = pool.submit(self.replays)
+            return Snapshot(letters.result(), acks.result(), replays.result())
 
     def ledger(self, topic: str) -> dict[str, dict[str, Any]]:
         """Pointer -> latest entry of a ledger (a tombstone removes one); {} when missing."""
@@ -537,7 +582,7 @@ class DeadLetterStore:
                 entry = {}
             entries[key] = entry if isinstance(entry, dict) else {}
 
-        self._read(topic, keep, None)
+        self.read(topic, keep, None)
         return entries
 
     def acks(self) -> dict[str, dict[str, Any]]:
@@ -563,7 +608,7 @@ class DeadLetterStore:
             request_id = (msg.key() or b"").decode("utf-8", "replace")
             if request_id not in wanted or request_id in settled:
                 return
-            status = h.header_value(msg.headers(), RESPONSE_STATUS)  # type: ignore[arg-type]
+            status = h.header_value(message_headers(msg), RESPONSE_STATUS)
             if status is None:
                 with contextlib.suppress(DecodeError):
                     status = self.codec.decode(RESPONSE, msg.value(), topic).get("status")
@@ -571,7 +616,7 @@ class DeadLetterStore:
                 settled.add(request_id)
 
         since = max(0, min(wanted.values()) - _RESPONSE_SCAN_MARGIN_MS)
-        self._read(topic, check, since)
+        self.read(topic, check, since)
         return settled
 
     def fetch(self, partition: int, offset: int) -> DeadLetterView:
@@ -580,9 +625,13 @@ class DeadLetterStore:
         if not self.exists(self.topic):
             raise ConfigError(f"topic {self.topic} does not exist: run `switchboard topics ensure`")
         consumer = Consumer(
-            {**self.kafka, "group.id": f"switchboard-dlq-show-{uuid.uuid4().hex}",
-             "enable.auto.commit": False, "enable.auto.offset.store": False}
-        )  # fmt: skip
+            {
+                **self.kafka,
+                "group.id": f"switchboard-dlq-show-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+            }
+        )
         try:
             tp = TopicPartition(self.topic, partition)
             parts = consumer.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
@@ -703,13 +752,16 @@ class Replayer:
                 "replay_id": self.replay_id,
                 "replayed_at_ms": now_ms(),
                 "request_id": letter.request_id,
-                "sent_to": pointer(str(delivered.topic()), int(delivered.partition() or 0),
-                                   int(delivered.offset() or 0)),
-            }  # fmt: skip
+                "sent_to": pointer(
+                    str(delivered.topic()),
+                    int(delivered.partition() or 0),
+                    int(delivered.offset() or 0),
+                ),
+            }
             await self._producer.send(
                 Outbound(self._ledger, json.dumps(entry).encode(), letter.pointer.encode())
             )
-        except (DeliveryError, ConfigError) as exc:
+        except (KafkaException, ConfigError) as exc:  # DeliveryError is a KafkaException
             result.failed.append((letter, str(exc)))
             ok = False
         else:
@@ -730,12 +782,20 @@ async def acknowledge(
     ledger = acks_topic(topics)
     at = now_ms()
     records = [
-        Outbound(ledger, json.dumps({
-            "acked_at_ms": at, "reason": reason, "request_id": letter.request_id,
-            "error_class": letter.error_class,
-        }).encode(), letter.pointer.encode())
+        Outbound(
+            ledger,
+            json.dumps(
+                {
+                    "acked_at_ms": at,
+                    "reason": reason,
+                    "request_id": letter.request_id,
+                    "error_class": letter.error_class,
+                }
+            ).encode(),
+            letter.pointer.encode(),
+        )
         for letter in letters
-    ]  # fmt: skip
+    ]
     await producer.send_all(records)
     return len(records)
 
@@ -746,12 +806,9 @@ def ledger_state(
     replayed: Mapping[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """``summary`` rows of ``letters`` with their ledger state filled in."""
-    return [
-        letter.summary(
-            acked=letter.pointer in acked,
-            replayed=(replayed.get(letter.pointer) or {}).get("replay_id")
-            if letter.pointer in replayed
-            else None,
-        )
-        for letter in letters
-    ]
+    rows = []
+    for letter in letters:
+        entry = replayed.get(letter.pointer)
+        replay_id = None if entry is None else str(entry.get("replay_id") or "unknown")
+        rows.append(letter.summary(acked=letter.pointer in acked, replayed=replay_id))
+    return rows

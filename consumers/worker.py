@@ -102,6 +102,8 @@ class SpecialistWorker:
         while True:
             if deadline is not None and now_ms() >= deadline:
                 return [self._expired(request, attempt)], "expired"
+            if not await self._admitted(deadline):
+                return [self._expired(request, attempt)], "expired"
             try:
                 answer = await self._call(request)
             except Exception as exc:  # every failure goes through classify + decide below
@@ -125,8 +127,24 @@ class SpecialistWorker:
             self._breaker.record_success()
             return [self._response(request, answer, attempt, picked_ms)], answer.status
 
+    async def _admitted(self, deadline: int | None) -> bool:
+        """Wait until the breaker admits a call; False if the deadline passes first.
+
+        An open breaker (a halt lasts 30 s by default) can hold a call far longer than its
+        request is wanted: the caller is answered ``expired`` at the deadline, not after.
+        """
+        if deadline is None:
+            await self._breaker.acquire()
+            return True
+        try:
+            async with asyncio.timeout(max(0.0, (deadline - now_ms()) / 1000)):
+                await self._breaker.acquire()
+        except TimeoutError:
+            return False  # cancelled while waiting: no probe slot was taken
+        return True
+
     async def _call(self, request: Mapping[str, Any]) -> Answer:
-        await self._breaker.acquire()
+        """The model call, once ``_admitted`` took the breaker's admission."""
         try:
             self.model_calls += 1
             if self._limiter is None:

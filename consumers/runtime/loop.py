@@ -77,6 +77,7 @@ class RunStats:
     handler_errors: int = 0
     delivery_retries: int = 0
     abandoned: int = 0
+    not_started: int = 0
     rebalances: int = 0
     max_in_flight: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -211,6 +212,11 @@ class ConsumerRuntime:
                 if previous is not None:
                     await asyncio.shield(previous)
             async with self._sem:
+                if self._stopping or ctx.revoked:
+                    # Fetched but never started: leave it to the next owner (its offset stays
+                    # uncommitted). Only work already in flight is drained.
+                    self.stats.not_started += 1
+                    return
                 self._in_flight += 1
                 self._m_in_flight.inc()
                 self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)

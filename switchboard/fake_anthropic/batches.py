@@ -13,7 +13,11 @@ EXPIRY_S: Final = 24 * 3600.0
 
 @dataclass
 class Batch:
-    """One batch; ``results`` (the JSON lines of the results file) exist once it has ended."""
+    """One batch; ``results`` (the JSON lines of the results file) exist once it has ended.
+
+    ``claimed`` marks a batch whose results are being made, so no two threads make (and
+    bill) them twice.
+    """
 
     id: str
     requests: list[dict[str, Any]]
@@ -22,6 +26,7 @@ class Batch:
     cancel_initiated_at: float | None = None
     ended_at: float | None = None
     results: list[dict[str, Any]] | None = None
+    claimed: bool = False
 
     @property
     def processing_status(self) -> str:
@@ -76,13 +81,16 @@ class BatchStore:
     def clear(self) -> None:
         self._batches.clear()
 
-    def due(self, now: float) -> list[Batch]:
-        """Batches that should end now: their time is up, or a cancel was asked for."""
-        return [
+    def claim_due(self, now: float) -> list[Batch]:
+        """Claim the batches that should end now: their time is up, or a cancel was asked for."""
+        due = [
             batch
             for batch in self._batches.values()
-            if batch.ended_at is None and (now >= batch.ends_at or batch.cancel_initiated_at)
+            if not batch.claimed and (now >= batch.ends_at or batch.cancel_initiated_at)
         ]
+        for batch in due:
+            batch.claimed = True
+        return due
 
     def page(
         self, *, limit: int, after_id: str | None, before_id: str | None

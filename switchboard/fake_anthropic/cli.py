@@ -30,7 +30,9 @@ def _checked(convert: Callable[[str], Any], advice: str) -> Callable[[str], Any]
         try:
             return convert(text)
         except (ValueError, FaultSpecError) as exc:
-            raise argparse.ArgumentTypeError(f"{text!r}: {advice or exc}") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {advice}" if advice else str(exc)
+            ) from None
 
     return parse
 
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; 2 with one line on stderr for a bad command line."""
+    """Serve until SIGINT or SIGTERM, then 0; 2 with one line on stderr for a bad argument."""
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "pass another --port, or --port 0 for any free one",
             file=sys.stderr,
         )
-        return 1
+        return 2
     return 0
 
 

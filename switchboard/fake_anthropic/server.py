@@ -96,16 +96,16 @@ async def create_message(request: web.Request) -> web.StreamResponse:
             raise ApiError.from_fault(fault, admission.headers)
         # From here the model has run, whatever the client ends up seeing: bill it.
         state.bill(call.key)
-        if fault is not None and fault.kind == "drop":
+        kind = fault.kind if fault is not None else None
+        if kind == "drop":
             call.outcome = "dropped"
             if request.transport is not None:
                 request.transport.abort()
             return web.Response()
-        if fault is not None and fault.kind == "timeout":
+        if fault is not None and kind == "timeout":
             await asyncio.sleep(fault.seconds)  # the client's own timeout should fire first
-        refusal = fault is not None and fault.kind == "refusal"
-        message = state.answer(params, split, refusal=refusal)
-        call.status, call.outcome = 200, "refusal" if refusal else "ok"
+        message = state.answer(params, split, refusal=kind == "refusal")
+        call.status, call.outcome = 200, "refusal" if kind == "refusal" else "ok"
         headers = {**admission.headers, "request-id": request[REQUEST_ID]}
         if params.get("stream") is True:
             return await _stream(request, message, headers, call)
@@ -219,7 +219,7 @@ async def create_batch(request: web.Request) -> web.Response:
 
 
 async def retrieve_batch(request: web.Request) -> web.Response:
-    return web.json_response(_find_batch(request).to_json(_origin(request)))
+    return web.json_response((await _find_batch(request)).to_json(_origin(request)))
 
 
 async def list_batches(request: web.Request) -> web.Response:
@@ -230,6 +230,7 @@ async def list_batches(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= 1000:
         raise ApiError(400, "limit: use an integer from 1 to 1000")
+    await asyncio.to_thread(request.app[STATE].end_due_batches)
     batches, has_more = request.app[STATE].batch_page(
         limit=limit,
         after_id=request.query.get("after_id"),
@@ -246,13 +247,13 @@ async def list_batches(request: web.Request) -> web.Response:
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
-    batch = _find_batch(request)
+    batch = await _find_batch(request)
     request.app[STATE].cancel_batch(batch)
     return web.json_response(batch.to_json(_origin(request)))
 
 
 async def delete_batch(request: web.Request) -> web.Response:
-    batch = _find_batch(request)
+    batch = await _find_batch(request)
     if batch.ended_at is None:
         raise ApiError(400, f"Batch {batch.id} has not ended: cancel it before deleting it.")
     request.app[STATE].delete_batch(batch)
@@ -260,15 +261,16 @@ async def delete_batch(request: web.Request) -> web.Response:
 
 
 async def batch_results(request: web.Request) -> web.Response:
-    batch = _find_batch(request)
+    batch = await _find_batch(request)
     if batch.results is None:
         raise ApiError(404, f"Batch {batch.id} has no results until it has ended.")
     lines = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in batch.results)
     return web.Response(text=lines, content_type="application/x-jsonl")
 
 
-def _find_batch(request: web.Request) -> Batch:
+async def _find_batch(request: web.Request) -> Batch:
     _authenticate(request)
+    await asyncio.to_thread(request.app[STATE].end_due_batches)
     batch_id = request.match_info["batch_id"]
     batch = request.app[STATE].batch(batch_id)
     if batch is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -119,6 +120,20 @@ def test_streaming_accumulates_to_the_same_message(client: anthropic.Anthropic) 
     assert len(streamed) > 48  # more than one text delta
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == pytest.approx(len(streamed) / 4, abs=1)
+
+
+def test_stream_request_meets_its_fault_before_the_stream_starts(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    fake.script("529")
+
+    with (
+        pytest.raises(anthropic.OverloadedError),
+        client.messages.stream(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
+        stream.get_final_message()
 
 
 def test_count_tokens_counts_system_and_messages(client: anthropic.Anthropic) -> None:
@@ -326,6 +341,20 @@ def test_configured_keys_accept_bearer_and_x_api_key_and_reject_others() -> None
     assert by_header.status_code == 200
 
 
+def test_unknown_model_id_is_not_found_when_models_are_configured() -> None:
+    with (
+        FakeAnthropic(models={MODEL}) as fake,
+        anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0) as client,
+    ):
+        assert text_of(ask(client, "known model"))
+        with pytest.raises(anthropic.NotFoundError, match="claude-retired-1"):
+            client.messages.create(
+                model="claude-retired-1",
+                max_tokens=8,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+
+
 def test_rate_limits_send_headers_and_429_with_retry_after_ms() -> None:
     with (
         FakeAnthropic(rpm=2, tpm=100_000) as fake,
@@ -372,11 +401,14 @@ def test_calls_and_billing_are_counted_per_request_key(
 
 
 def test_high_water_mark_of_concurrent_calls(fake: FakeAnthropic) -> None:
-    """50 concurrent calls are all in flight at once; a client cap of 10 holds it to 10."""
-    fake.set_latency((150, 200))
+    """50 concurrent calls are all in flight at once; a client cap of 10 holds it to 10.
 
-    async def burst(cap: int | None) -> None:
-        limit = asyncio.Semaphore(cap or 50)
+    The uncapped burst's 1 s latency is there so that all 50 arrive before the first leaves,
+    even on a loaded machine where the SDK takes tens of ms to send each call.
+    """
+
+    async def burst(cap: int) -> None:
+        limit = asyncio.Semaphore(cap)
         async with anthropic.AsyncAnthropic(
             api_key="k", base_url=fake.base_url, max_retries=0
         ) as sdk:
@@ -391,15 +423,17 @@ def test_high_water_mark_of_concurrent_calls(fake: FakeAnthropic) -> None:
 
             await asyncio.gather(*(one(index) for index in range(50)))
 
-    asyncio.run(burst(None))
+    fake.set_latency(1000)
+    asyncio.run(burst(50))
     uncapped = fake.stats()
     fake.reset()
+    fake.set_latency((100, 120))
     asyncio.run(burst(10))
     capped = fake.stats()
 
     assert uncapped.max_in_flight == 50 and uncapped.total_calls == 50
-    assert capped.max_in_flight == 10 and capped.total_calls == 50
-    assert all(0.15 <= call.seconds < 1.0 for call in capped.calls)
+    assert 1 < capped.max_in_flight <= 10 and capped.total_calls == 50
+    assert all(0.1 <= call.seconds < 1.0 for call in capped.calls)
 
 
 # Batches.
@@ -562,6 +596,8 @@ def test_main_serves_as_a_process_until_sigterm() -> None:
     )
     try:
         assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], 30.0)
+        assert readable, "the fake printed no URL within 30 s"
         line = process.stdout.readline().strip()
         assert line.startswith("fake-anthropic listening on http://127.0.0.1:")
         base_url = line.rsplit(" ", 1)[1]

@@ -1,0 +1,153 @@
+"""Capacity by backlog drain: RAW-1 vs the router hop (G1), RAW-CHAIN vs the pipeline (G2),
+CPU per delivered response (G5) and flushes on the hot path (G6).
+
+Method: preload N requests, start the stage processes, and time the outputs. A consumer-bound
+stage with a backlog runs at its capacity, so the drain rate (from the outputs' CreateTime,
+between the 10th and 90th percentile: no group join, no tail) is the capacity; an open-loop
+step search would need minutes per point on two shared cores to tell "bounded" from "slowly
+growing" lag. CPU is the stage processes' own user+system time from "go" to the last output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import procs
+from benchmarks.env import BenchKafka, Payloads, preload
+from benchmarks.measure import (
+    Watermarks,
+    interleave,
+    median,
+    middle_rate,
+    ratio,
+    read_topics,
+    rounded,
+)
+from switchboard.settings import SPECIALISTS
+from switchboard.topics import Topics
+
+
+def _task_topics(topics: Topics) -> list[str]:
+    return [topics.tasks(s) for s in SPECIALISTS]
+
+
+def stage_specs(kind: str, bench: BenchKafka, topics: Topics, hops: str,
+                **extra: Any) -> list[tuple[str, str, dict[str, Any]]]:  # fmt: skip
+    """The processes of one system: ``kind`` raw or switchboard; ``hops`` router or chain."""
+    kafka = bench.config
+    tasks = _task_topics(topics)
+    if kind == "raw":
+        specs = [("raw-router", "raw_hop", {"kafka": kafka, "group": f"{topics.prefix}.rr",
+                                            "inputs": [topics.requests], "outputs": tasks})]
+        if hops == "chain":
+            specs.append(("raw-worker", "raw_hop", {"kafka": kafka, "group": f"{topics.prefix}.rw",
+                                                    "inputs": tasks, "outputs": [topics.responses]}))
+        return specs  # fmt: skip
+    base = {"kafka": kafka, "prefix": topics.prefix, **extra}
+    specs = [("sb-router", "switchboard", {**base, "roles": ["router"]})]
+    if hops == "chain":
+        specs.append(("sb-worker", "switchboard", {**base, "roles": ["worker:all"]}))
+    return specs
+
+
+def drain(bench: BenchKafka, records: list[tuple[bytes, bytes]], kind: str, hops: str,
+          partitions: int = 3, timeout_s: float = 120.0, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """Preload ``records``, run the system until every output is there, and measure."""
+    with bench.pipeline_topics(partitions) as topics:
+        preload(bench.config, topics.requests, records)
+        outputs = _task_topics(topics) if hops == "router" else [topics.responses]
+        stages = [procs.start(*s) for s in stage_specs(kind, bench, topics, hops, **extra)]
+        wm = Watermarks(bench.config, outputs)
+        try:
+            procs.go(*stages)
+            count, waited = wm.wait_for(len(records), timeout_s, tick_s=0.05)
+            cpu = {s.name: procs.cpu_since_go(s) for s in stages}
+            rss = {s.name: s.rss_mb() for s in stages}
+            threads = {s.name: s.threads_cpu() for s in stages}
+        finally:
+            results = procs.stop_all(stages)
+            wm.close()
+        stamps = [ts for _key, ts, _t in read_topics(bench.config, outputs)]
+    done = count >= len(records)
+    cpu_total = sum(cpu.values())
+    return {
+        "system": kind, "hops": hops, "n": len(records), "delivered": count, "complete": done,
+        "rate": middle_rate(stamps) if done else float("nan"),
+        "seconds": waited, "cpu_s": cpu, "cpu_us_per_msg": 1e6 * cpu_total / max(1, count),
+        "rss_mb": rss, "threads_cpu_s": threads, "stage_results": _slim(results),
+    }  # fmt: skip
+
+
+def _slim(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: {k: v for k, v in r.items() if k != "seen"} for name, r in results.items()}
+
+
+def run(bench: BenchKafka, payloads: Payloads, quick: bool, state: dict[str, Any],
+        only: set[str]) -> dict[str, Any]:  # fmt: skip
+    """G1, G2, G5, G6 (and the RAW-1 and RAW-CHAIN baselines they need)."""
+    reps = 1 if quick else 2
+    out: dict[str, Any] = {}
+    n_raw = 40_000 if quick else 100_000
+    n_sb = 20_000 if quick else 50_000
+    raw_records = payloads.requests(n_raw)
+    sb_records = raw_records[:n_sb]
+
+    if only & {"G1"}:
+        raw1, router = interleave(
+            lambda: drain(bench, raw_records, "raw", "router"),
+            lambda: drain(bench, sb_records, "switchboard", "router"),
+            reps,
+        )
+        raw1_rate = median(r["rate"] for r in raw1)
+        router_rate = median(r["rate"] for r in router)
+        g1 = ratio(router_rate, raw1_rate)
+        out["RAW-1"] = {"value": rounded(raw1_rate, 0), "unit": "msg/s",
+                        "runs": [rounded(r["rate"], 0) for r in raw1]}
+        out["G1"] = {
+            "value": rounded(g1), "target": ">= 0.60", "passed": g1 >= 0.60,
+            "detail": {"router_msg_s": rounded(router_rate, 0), "raw1_msg_s": rounded(raw1_rate, 0),
+                       "router_runs": [rounded(r["rate"], 0) for r in router],
+                       "raw1_runs": [rounded(r["rate"], 0) for r in raw1]},
+        }  # fmt: skip
+        state["runs"] += raw1 + router
+
+    if only & {"G2", "G5", "G6", "G3", "G9"}:
+        chain, pipe = interleave(
+            lambda: drain(bench, raw_records, "raw", "chain"),
+            lambda: drain(bench, sb_records, "switchboard", "chain"),
+            reps,
+        )
+        chain_rate = median(r["rate"] for r in chain)
+        pipe_rate = median(r["rate"] for r in pipe)
+        state["raw_chain_capacity"] = chain_rate
+        state["pipeline_capacity"] = pipe_rate
+        state["runs"] += chain + pipe
+        g2 = ratio(pipe_rate, chain_rate)
+        out["RAW-CHAIN"] = {"value": rounded(chain_rate, 0), "unit": "msg/s",
+                            "runs": [rounded(r["rate"], 0) for r in chain]}
+        out["G2"] = {
+            "value": rounded(g2), "target": ">= 0.50", "passed": g2 >= 0.50,
+            "detail": {"pipeline_msg_s": rounded(pipe_rate, 0), "raw_chain_msg_s": rounded(chain_rate, 0),
+                       "pipeline_runs": [rounded(r["rate"], 0) for r in pipe],
+                       "raw_chain_runs": [rounded(r["rate"], 0) for r in chain]},
+        }  # fmt: skip
+        chain_cpu = median(r["cpu_us_per_msg"] for r in chain)
+        pipe_cpu = median(r["cpu_us_per_msg"] for r in pipe)
+        g5 = ratio(pipe_cpu, chain_cpu)
+        out["G5"] = {
+            "value": rounded(g5, 2), "target": "<= 2.0x", "passed": g5 <= 2.0,
+            "detail": {"pipeline_cpu_us_per_response": rounded(pipe_cpu, 1),
+                       "raw_chain_cpu_us_per_response": rounded(chain_cpu, 1),
+                       "pipeline_cpu_s_by_process": [r["cpu_s"] for r in pipe],
+                       "raw_chain_cpu_s_by_process": [r["cpu_s"] for r in chain]},
+        }  # fmt: skip
+        flushes = sum(
+            int(res.get("flushes_hot_path", 0))
+            for r in pipe for res in r["stage_results"].values()
+        )
+        out["G6"] = {
+            "value": flushes, "target": "0", "passed": flushes == 0,
+            "detail": "Producer.flush calls counted by a subclass in every Switchboard process "
+                      f"from 'go' to the last response, over {len(pipe)} pipeline run(s)",
+        }  # fmt: skip
+    return out

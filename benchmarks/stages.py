@@ -1,0 +1,342 @@
+"""What runs inside a stage process: baselines, Switchboard's stages, load, observer, fake provider.
+
+Each stage is ``def NAME(spec, ctl)``: build clients, ``ctl.ready(info)``, ``ctl.wait_go()``, run
+until ``ctl.stopping()``, then ``ctl.finish(result)`` (which ends the process at once: nothing
+after a stop is ever measured, so no stage spends time on a graceful close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from switchboard.kafka_clients import consumer_config, producer_config
+
+
+class Control:
+    """The child's end of the control pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._stop = threading.Event()
+
+    def ready(self, info: Mapping[str, Any] | None = None) -> None:
+        self.conn.send(("ready", dict(info or {})))
+
+    def wait_go(self) -> None:
+        message = self.conn.recv()
+        if message == "stop":
+            self.finish({"stopped_before_go": True})
+
+    def stopping(self) -> bool:
+        if not self._stop.is_set() and self.conn.poll():
+            self.conn.recv()
+            self._stop.set()
+        return self._stop.is_set()
+
+    def watch(self, on_stop: Callable[[], None]) -> None:
+        """Call ``on_stop`` (from a thread) when the parent says stop."""
+
+        def wait() -> None:
+            try:
+                self.conn.recv()
+            except EOFError:
+                pass
+            self._stop.set()
+            on_stop()
+
+        threading.Thread(target=wait, name="bench-ctl", daemon=True).start()
+
+    def finish(self, result: Mapping[str, Any]) -> None:
+        self.conn.send(("result", dict(result)))
+        self.conn.close()
+        os._exit(0)
+
+
+def entry(kind: str, spec: dict[str, Any], conn: Connection) -> None:
+    """The target of every stage process: ``kind`` is a name here or ``module:function``."""
+    ctl = Control(conn)
+    try:
+        if ":" in kind:
+            module, name = kind.split(":")
+            fn = getattr(importlib.import_module(module), name)
+        else:
+            fn = globals()[kind]
+        fn(spec, ctl)
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        conn.close()
+        os._exit(1)
+
+
+# --- the baselines ----------------------------------------------------------------------
+
+
+def raw_hop(spec: dict[str, Any], ctl: Control) -> None:
+    """RAW-1 (performance.md): ``consume(500, 0.1)``, then ``produce(out, value, key)``, ``poll(0)``.
+
+    ``out`` cycles over ``spec["outputs"]`` so the raw router stand-in fills the same five task
+    topics as the router (no decode: it cannot read the command).
+    """
+    kafka = spec["kafka"]
+    consumer = Consumer(
+        consumer_config(kafka, spec["group"], **{"enable.auto.offset.store": True})
+    )
+    producer = Producer(producer_config(kafka))
+    outputs = list(spec["outputs"])
+    ctl.ready()
+    ctl.wait_go()
+    consumer.subscribe(list(spec["inputs"]))
+    n = 0
+    width = len(outputs)
+    while not ctl.stopping():
+        for msg in consumer.consume(num_messages=500, timeout=0.1):
+            if msg.error() is not None:
+                continue
+            producer.produce(outputs[n % width], msg.value(), key=msg.key())
+            producer.poll(0)
+            n += 1
+    ctl.finish({"handled": n, "flushes": 0})
+
+
+# --- Switchboard's own stages -----------------------------------------------------------
+
+
+class InstantBackend:
+    """A specialist that answers at once: the pipeline's own cost, no model."""
+
+    name = "instant"
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Any:
+        from consumers.specialists.backends import Answer
+
+        return Answer(status="answered", content="ok", backend="instant")
+
+
+class SleepBackend:
+    """A specialist whose model takes ``seconds``: ``await asyncio.sleep`` and nothing else."""
+
+    name = "sleep"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Any:
+        from consumers.specialists.backends import Answer
+
+        await asyncio.sleep(self.seconds)
+        return Answer(
+            status="answered", content="ok", backend="sleep", model_ms=int(self.seconds * 1000)
+        )
+
+
+def _count_flushes() -> dict[str, int]:
+    """Swap confluent-kafka's Producer for a subclass counting ``flush`` calls, everywhere
+    Switchboard builds one (G6)."""
+    import switchboard.aio_producer
+    import switchboard.kafka_clients
+
+    counts = {"flush": 0}
+
+    class CountingProducer(Producer):  # type: ignore[misc]
+        def flush(self, *args: Any, **kwargs: Any) -> int:
+            counts["flush"] += 1
+            return int(super().flush(*args, **kwargs))
+
+    switchboard.aio_producer.Producer = CountingProducer  # type: ignore[misc]
+    switchboard.kafka_clients.Producer = CountingProducer  # type: ignore[misc]
+    return counts
+
+
+def switchboard(spec: dict[str, Any], ctl: Control) -> None:
+    """Switchboard's own consumers (``Pipeline``): ``spec["roles"]`` of router, worker:NAME,
+    worker:all, relay; ``spec["backend"]`` instant, sleep:SECONDS or sdk (the real
+    ``AsyncAnthropic`` against ``spec["base_url"]``)."""
+    from consumers.app import Pipeline, make_backend
+    from switchboard.settings import SPECIALISTS, Settings
+
+    if spec.get("patch"):
+        importlib.import_module("benchmarks.patches").apply(spec["patch"])
+    flushes = _count_flushes()
+    backend_kind = spec.get("backend", "instant")
+    sdk = backend_kind == "sdk"
+    settings = Settings(
+        bootstrap_servers=spec["kafka"]["bootstrap.servers"],
+        topic_prefix=spec["prefix"],
+        anthropic_api_key="sk-bench" if sdk else None,
+        anthropic_base_url=spec.get("base_url"),
+        drain_timeout_s=1.0,
+        **spec.get("settings", {}),
+    )
+
+    def backend_factory(s: Settings, limiter: Any) -> Any:
+        if sdk:
+            return make_backend(s, limiter)
+        if backend_kind.startswith("sleep:"):
+            return SleepBackend(float(backend_kind.split(":", 1)[1]))
+        return InstantBackend()
+
+    pipeline = Pipeline(settings, settings.client_config(settings.bootstrap_servers or ""),
+                        backend_factory=backend_factory)  # fmt: skip
+    concurrency = spec.get("concurrency")
+    for role in spec["roles"]:
+        if role == "router":
+            pipeline.add_router()
+        elif role == "relay":
+            pipeline.add_relay()
+        elif role == "worker:all":
+            for specialist in SPECIALISTS:
+                pipeline.add_worker(specialist, concurrency)
+        else:
+            pipeline.add_worker(role.split(":", 1)[1], concurrency)
+    ctl.ready({"pid": os.getpid()})
+    ctl.wait_go()
+    snapshot: dict[str, Any] = {}
+
+    def take_snapshot() -> None:
+        # Taken before the stop begins: only the hot path counts (close() flushes by design).
+        snapshot["flushes_hot_path"] = flushes["flush"]
+        snapshot["runtimes"] = {
+            role: {
+                "received": r.stats.received,
+                "completed": r.stats.completed,
+                "handler_errors": r.stats.handler_errors,
+                "delivery_retries": r.stats.delivery_retries,
+                # One assignment at start is expected; anything more is a rebalance.
+                "rebalances": r.stats.rebalances,
+                "max_in_flight": r.stats.max_in_flight,
+            }
+            for role, r in pipeline.runtimes.items()
+        }
+        snapshot["model_calls"] = {s: w.model_calls for s, w in pipeline.workers.items()}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_stop() -> None:
+            def stop() -> None:
+                take_snapshot()
+                ctl.finish(snapshot)
+
+            loop.call_soon_threadsafe(stop)
+
+        ctl.watch(on_stop)
+        await asyncio.gather(*(r.run() for r in pipeline.runtimes.values()))
+
+    asyncio.run(main())
+    take_snapshot()
+    ctl.finish(snapshot)
+
+
+# --- load and observation ---------------------------------------------------------------
+
+
+def generator(spec: dict[str, Any], ctl: Control) -> None:
+    """Open-loop load: ``spec["phases"]`` of {label, rate, seconds}; each record's CreateTime is
+    its *scheduled* send time, so a generator that falls behind cannot hide queueing
+    (no coordinated omission)."""
+    from benchmarks.env import Payloads
+
+    payloads = Payloads()
+    phases = spec["phases"]
+    loads = [payloads.requests(int(p["rate"] * p["seconds"]), prefix=f"{p['label']}-")
+             for p in phases]  # fmt: skip
+    producer = Producer(producer_config(spec["kafka"]))
+    topic = spec["topic"]
+    ctl.ready()
+    ctl.wait_go()
+    report = []
+    for phase, records in zip(phases, loads, strict=True):
+        rate = float(phase["rate"])
+        start_wall = time.time()
+        start = time.perf_counter()
+        sent = 0
+        behind_max = 0.0
+        total = len(records)
+        while sent < total and not ctl.stopping():
+            elapsed = time.perf_counter() - start
+            due = min(total, int(elapsed * rate) + 1)
+            behind_max = max(behind_max, (due - sent) / rate)
+            while sent < due:
+                key, value = records[sent]
+                ts = int((start_wall + sent / rate) * 1000)
+                try:
+                    producer.produce(topic, value, key, timestamp=ts)
+                except BufferError:
+                    producer.poll(0.01)
+                    continue
+                sent += 1
+            producer.poll(0)
+            wait = sent / rate - (time.perf_counter() - start)
+            if wait > 0:
+                time.sleep(min(wait, 0.05))
+        report.append({
+            "label": phase["label"], "rate": rate, "sent": sent,
+            "start": start_wall, "end": time.time(), "max_behind_s": round(behind_max, 4),
+        })  # fmt: skip
+    producer.flush(30)
+    ctl.ready({"phases": report})  # "ready" again: the load is done
+    while not ctl.stopping():
+        time.sleep(0.05)
+    ctl.finish({"phases": report})
+
+
+def observer(spec: dict[str, Any], ctl: Control) -> None:
+    """Reads ``spec["topics"]`` from the beginning and stamps each key's first arrival (wall
+    clock): ``poll`` wakes on the first record, ``consume(…, 0)`` takes what is already here."""
+    kafka = spec["kafka"]
+    consumer = Consumer(
+        {**kafka, "group.id": f"bench-observer-{os.getpid()}", "enable.auto.commit": False,
+         "fetch.wait.max.ms": 5}
+    )  # fmt: skip
+    meta = consumer.list_topics(timeout=10)
+    consumer.assign([
+        TopicPartition(t, p, OFFSET_BEGINNING) for t in spec["topics"]
+        for p in meta.topics[t].partitions
+    ])  # fmt: skip
+    seen: dict[bytes, float] = {}
+    dups = 0
+    ctl.ready()
+    ctl.wait_go()
+    while not ctl.stopping():
+        first = consumer.poll(0.05)
+        if first is None:
+            continue
+        now = time.time()
+        for msg in [first, *consumer.consume(2000, 0)]:
+            if msg.error() is not None:
+                continue
+            key = msg.key()
+            if key in seen:
+                dups += 1
+            else:
+                seen[key] = now
+    ctl.finish({"seen": seen, "duplicates": dups})
+
+
+def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
+    """``FakeAnthropic`` in its own process, so the worker's event loop has its core to itself."""
+    from switchboard.fake_anthropic import FakeAnthropic
+
+    fake = FakeAnthropic(
+        latency_ms=spec.get("latency_ms", 0.0), rpm=spec.get("rpm"), tpm=spec.get("tpm"),
+        cache_min_tokens=spec.get("cache_min_tokens", 0),
+    ).start()  # fmt: skip
+    ctl.ready({"base_url": fake.base_url})
+    ctl.wait_go()
+    while not ctl.stopping():
+        time.sleep(0.05)
+    stats = fake.stats()
+    ctl.finish({
+        "total_calls": stats.total_calls, "max_in_flight": stats.max_in_flight,
+        "calls": [(c.at, c.status, c.outcome) for c in stats.calls],
+    })  # fmt: skip
