@@ -7,12 +7,13 @@ response too, carrying the DLQ pointer, so no caller waits forever.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from switchboard import headers as h
 from switchboard.aio_producer import AsyncProducer, Outbound
@@ -25,8 +26,24 @@ from switchboard.topics import Topics
 RESPONSE_STATUS = "sb-status"
 
 
+#: Kafka's legal topic names. A reply topic outside them fails every delivery attempt, and the
+#: runtime would hold its partition's commits behind that record forever.
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+#: What a DLQ record keeps of an original too large to fit in one (the full record stays at its
+#: origin topic, partition and offset until retention): a prefix of the value, and of the key
+#: and each header value.
+DLQ_VALUE_PREFIX_BYTES = 64 * 1024
+DLQ_FIELD_PREFIX_BYTES = 1024
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def reply_topic(value: object) -> str | None:
+    """``value`` if it can name a Kafka topic, else None (answer on the shared topic instead)."""
+    return value if isinstance(value, str) and _LEGAL_TOPIC.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,7 @@ class Outcomes:
             **fields,
         }
         self._counts[status] = self._counts.get(status, 0) + 1
-        topic = request.get("reply_to") or self.topics.responses
+        topic = reply_topic(request.get("reply_to")) or self.topics.responses
         headers = [(h.REQUEST_ID, request_id.encode()), (RESPONSE_STATUS, status.encode())]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
@@ -156,7 +173,7 @@ class Outcomes:
             "consumer_group": self.consumer_group,
         }
         replayed = h.header_value(msg.headers(), h.REPLAY_ID) is not None
-        dlq = topic or (self.topics.parking_lot if replayed else self.topics.dlq)
+        dlq = topic or self.topics.dlq
         context = [
             (h.CONNECT_TOPIC, msg.topic().encode()),
             (h.CONNECT_PARTITION, str(msg.partition()).encode()),
@@ -168,9 +185,22 @@ class Outcomes:
         ]
         if request_id:
             context.append((h.REQUEST_ID, str(request_id).encode()))
-        delivered = await self.producer.send(
-            Outbound(dlq, self.codec.encode(DEAD_LETTER, record, dlq), msg.key(), context)
-        )
+        key = msg.key()
+        try:
+            delivered = await self.producer.send(
+                Outbound(dlq, self.codec.encode(DEAD_LETTER, record, dlq), key, context)
+            )
+        except KafkaException as exc:
+            # An original near the size limit cannot travel inside a DLQ record; retrying the
+            # same bytes would fail forever and hold the partition. Keep a prefix of it and say
+            # where the full record is.
+            if not _too_large(exc):
+                raise
+            record = _slimmed(record, msg)
+            key = record["original_key"]
+            delivered = await self.producer.send(
+                Outbound(dlq, self.codec.encode(DEAD_LETTER, record, dlq), key, context)
+            )
         return {"topic": dlq, "partition": delivered.partition(), "offset": delivered.offset()}
 
     async def fail(
@@ -202,3 +232,32 @@ class Outcomes:
                 attempts=attempts,
             )
         ]  # fmt: skip
+
+
+def _too_large(exc: KafkaException) -> bool:
+    """Whether producing failed because the record is over the producer's or broker's limit."""
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def _slimmed(record: dict[str, Any], msg: Message) -> dict[str, Any]:
+    """``record`` with its copy of the original cut to prefixes, and a note of that first in
+    ``error_message`` (the DLQ record's fields are fixed by its schema)."""
+    value: bytes = record["original_value"]
+    key: bytes | None = record["original_key"]
+    note = (
+        f"[original record truncated for the DLQ: value {len(value)} bytes, first "
+        f"{min(len(value), DLQ_VALUE_PREFIX_BYTES)} kept; the full record is at "
+        f"{msg.topic()}/{msg.partition()}/{msg.offset()} until retention] "
+    )
+    return {
+        **record,
+        "original_value": value[:DLQ_VALUE_PREFIX_BYTES],
+        "original_key": key[:DLQ_FIELD_PREFIX_BYTES] if key else key,
+        "original_headers": [
+            {"key": hd["key"][:DLQ_FIELD_PREFIX_BYTES],
+             "value": hd["value"][:DLQ_FIELD_PREFIX_BYTES] if hd["value"] else hd["value"]}
+            for hd in record["original_headers"]
+        ],  # fmt: skip
+        "error_message": (note + record["error_message"])[:4000],
+    }

@@ -18,6 +18,7 @@ from switchboard import headers as h
 from switchboard.aio_producer import Outbound
 from switchboard.classify import classify
 from switchboard.errors import PermanentError
+from switchboard.settings import SPECIALISTS
 
 _RELAY_ONLY = frozenset({h.RETRY_DUE_MS, h.RETRY_ORIGIN_TOPIC})
 
@@ -28,12 +29,22 @@ class RetryRelay:
     def __init__(self, outcomes: Outcomes) -> None:
         self._outcomes = outcomes
         self.relayed = 0
+        topics = outcomes.topics
+        # Where a retry may go back to: the topics that send retries. Anything else in the
+        # header (a DLQ, a retry tier, a topic of another pipeline, an illegal name) is poison.
+        self._origins = frozenset({topics.requests, *(topics.tasks(s) for s in SPECIALISTS)})
 
     async def handle(self, msg: Message, _ctx: Context) -> Sequence[Outbound]:
         headers = msg.headers() or []
         origin = h.header_value(headers, h.RETRY_ORIGIN_TOPIC)
         if not origin:
             failure = classify(PermanentError("retry record has no origin topic header"))
+            return await self._outcomes.fail(msg, failure)
+        if origin not in self._origins:
+            failure = classify(PermanentError(
+                f"retry record's origin topic {origin[:300]!r} is not this pipeline's requests "
+                "or tasks topic"
+            ))  # fmt: skip
             return await self._outcomes.fail(msg, failure)
         try:
             due_ms = int(h.header_value(headers, h.RETRY_DUE_MS) or 0)

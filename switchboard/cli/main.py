@@ -45,8 +45,14 @@ def _print_settings(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["fake-anthropic"]:
+        # The fake server parses its own options (--port, --fault, ...): hand them over whole.
+        from switchboard.fake_anthropic import main as fake_main
+
+        return int(fake_main(args_list[1:]))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -75,10 +75,8 @@ def register(sub: Any) -> None:
     demo.add_argument("--wait", type=_positive_float, default=60.0, metavar="SECONDS")
     demo.set_defaults(handler=demo_cmd)
 
-    fake = sub.add_parser("fake-anthropic", help="run the loopback fake Anthropic API server",
-                          add_help=False)  # fmt: skip
-    fake.add_argument("args", nargs=argparse.REMAINDER)
-    fake.set_defaults(handler=fake_cmd)
+    # Listed for --help; `main` hands its arguments to the fake's own parser.
+    sub.add_parser("fake-anthropic", help="run the loopback fake Anthropic API server (--help)")
 
 
 def _kafka(settings: Settings) -> dict[str, Any]:
@@ -338,9 +336,3 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
     console.print(table)
     console.print(f"{answered}/{len(results)} answered")
     return 0 if answered == len(results) else 1
-
-
-def fake_cmd(args: argparse.Namespace, _settings: Settings) -> int:
-    from switchboard.fake_anthropic import main as fake_main
-
-    return int(fake_main(args.args))

@@ -28,8 +28,8 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumers.outcomes import Attempt, Outcomes, now_ms
-from consumers.replay import DeadLetterStore, acks_topic, replays_topic
+from consumers.outcomes import RESPONSE_STATUS, Attempt, Outcomes, now_ms
+from consumers.replay import DeadLetterStore, acks_topic, message_headers, replays_topic
 from producers.client import SwitchboardClient, build_request
 from switchboard import headers as h
 from switchboard.aio_producer import AsyncProducer, Outbound
@@ -104,8 +104,10 @@ async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -
         attempt = 5 if item.error_class == "transient" else 1
         request["attempt"] = attempt - 1
         topic = topics.tasks(item.specialist)
-        headers = [(h.REQUEST_ID, item.request_id.encode()), (h.TENANT, item.tenant.encode()),
-                   (h.SPECIALIST, item.specialist.encode())]  # fmt: skip
+        headers: list[tuple[str, str | bytes | None]] = [
+            (h.REQUEST_ID, item.request_id.encode()), (h.TENANT, item.tenant.encode()),
+            (h.SPECIALIST, item.specialist.encode()),
+        ]  # fmt: skip
         msg = Message(
             topic=topic, partition=i % 3, offset=i, key=item.request_id.encode(),
             value=codec.encode(REQUEST, request, topic), headers=headers, timestamp=(1, now),
@@ -218,6 +220,15 @@ def read_all(kafka: dict[str, Any], topic: str) -> list[Message]:
     store = DeadLetterStore(kafka, Topics("unused"), make_codec(None))
     store.read(topic, records.append, None)
     return records
+
+
+def key_of(msg: Message) -> str:
+    return (msg.key() or b"").decode()
+
+
+def status_of(msg: Message) -> str | None:
+    """A response's status, from the ``sb-status`` header every response carries."""
+    return h.header_value(message_headers(msg), RESPONSE_STATUS)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -335,14 +346,14 @@ def test_replay_answers_each_matching_request_once_and_a_second_replay_sends_not
     assert end_offsets(world.kafka, others) == untouched
 
     responses = Counter(
-        (m.key().decode(), dict(m.headers())["sb-status"].decode())
+        (key_of(m), status_of(m))
         for m in read_all(world.kafka, world.topics.responses)
-        if m.key().decode() in set(api_ids)
+        if key_of(m) in set(api_ids)
     )
     assert responses == Counter(
         {**{(rid, "failed"): 1 for rid in api_ids}, **{(rid, "answered"): 1 for rid in api_ids}}
     )
-    ledger = {m.key().decode() for m in read_all(world.kafka, replays_topic(world.topics))}
+    ledger = {key_of(m) for m in read_all(world.kafka, replays_topic(world.topics))}
     assert {r["pointer"] for r in result["records"]} <= ledger
 
     code, listing = cli("dlq", "list", "--json", "--specialist", "api")
@@ -372,7 +383,7 @@ def test_a_replayed_record_that_fails_again_is_parked_not_dead_lettered(
     assert code == 0 and sorted(r["request_id"] for r in parked["records"]) == sorted(chosen)
     codec = make_codec(None)
     for msg in read_all(world.kafka, world.topics.parking_lot):
-        letter = codec.decode(DEAD_LETTER, msg.value(), msg.topic())
+        letter = codec.decode(DEAD_LETTER, msg.value(), world.topics.parking_lot)
         original = {x["key"]: x["value"] for x in letter["original_headers"]}
         assert original[h.REPLAY_ID].decode() == result["replay_id"]
         assert original[h.REPLAY_OF].decode().startswith(world.topics.dlq + "/")
@@ -394,10 +405,10 @@ def test_a_replay_of_a_request_answered_meanwhile_is_skipped_by_the_worker(
     assert producer.flush(10) == 0
     wait_until(lambda: worker.skipped == skipped + 1)
     statuses = [
-        dict(m.headers())["sb-status"] for m in read_all(world.kafka, world.topics.responses)
-        if m.key() == settled_id.encode()
+        status_of(m) for m in read_all(world.kafka, world.topics.responses)
+        if key_of(m) == settled_id
     ]  # fmt: skip
-    assert sorted(statuses) == [b"answered", b"failed"]
+    assert sorted(map(str, statuses)) == ["answered", "failed"]
 
 
 def test_purge_acknowledges_and_list_and_replay_hide_acknowledged_records(

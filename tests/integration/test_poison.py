@@ -54,8 +54,11 @@ CODES = {
 }
 COMMANDS = ("/backend", "/api", "/data", "/perf", "/security")
 ONE_MB = 1024 * 1024
+#: Undecodable and just under the broker's limit: it fits the requests topic, but not inside a
+#: DLQ record (original bytes plus context), so it is dead-lettered as a prefix and a pointer.
+NEAR_LIMIT_BYTES = 999_900
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,15 @@ def _malformed(rng: random.Random, codec: SingleObjectCodec, topic: str) -> list
             with pytest.raises(DecodeError):
                 codec.decode(REQUEST, value, topic)
             key = rng.choice([None, rng.randbytes(8), uuid.uuid4().hex.encode()])
-            headers: Headers = [("x-junk", rng.randbytes(4))] if rng.random() < 0.3 else []
+            headers: Headers = []
+            if rng.random() < 0.3:
+                headers += [("x-junk", rng.randbytes(4)), ("x-null", None)]
             request_id = None
             if rng.random() < 0.1:  # the request id header survived a corrupt body
                 request_id = f"poisoned-{uuid.uuid4().hex[:12]}"
                 headers += [(h.REQUEST_ID, request_id.encode()), (h.TENANT, b"acme")]
+                if rng.random() < 0.5:  # no topic can have this name: answer on the shared one
+                    headers.append((h.REPLY_TO, b"no such topic!"))
             poison.append(Poison(kind, key, value, headers, request_id))
     return poison
 
@@ -144,11 +151,14 @@ def test_poison_never_stops_the_pipeline(
     pipeline: RunningPipeline, kafka_config: dict[str, str]
 ) -> None:
     """2,000 malformed records (random bytes, truncated Avro, unknown fingerprints, responses
-    sent as requests, empty values and tombstones, other producers' framing) mixed at random
-    into 500 valid requests, one of them with a 1 MB prompt. No consumer crashes or falls back
-    to its generic error path; every malformed record is in the DLQ once with its original
-    bytes (a `failed` answer for those whose request id header survived); every valid request
-    is answered, and the 1 MB one, decodable, is rejected rather than dead-lettered."""
+    sent as requests, empty values and tombstones, other producers' framing; some with a
+    request id header, some of those with an illegal reply topic) mixed at random into 500
+    valid requests, one of them with a 1 MB prompt, plus one undecodable record just under the
+    size limit. No consumer crashes, falls back to its generic error path or retries a
+    delivery; every malformed record is in the DLQ once with its original bytes (the near-limit
+    one as a 64 KiB prefix and a pointer to the full record), and those whose request id
+    survived are answered `failed` with the DLQ pointer; every valid request is answered, and
+    the 1 MB one, decodable, is rejected rather than dead-lettered."""
     settings = pipeline.pipeline.settings
     prefix = settings.topic_prefix
     requests_topic = f"{prefix}.requests"
@@ -158,9 +168,11 @@ def test_poison_never_stops_the_pipeline(
     valid = [_valid_request(rng, i) for i in range(VALID - 1)]
     oversized = build_request("/backend " + "x" * ONE_MB, request_id=f"huge-{uuid.uuid4().hex}")
     valid.append(oversized)
+    near_limit = rng.randbytes(NEAR_LIMIT_BYTES)
     records: list[tuple[bytes | None, bytes | None, Headers]] = [
         (p.key, p.value, p.headers) for p in poison
     ]
+    records.append((b"near-limit", near_limit, []))
     records += [
         (str(r["request_id"]).encode(), codec.encode(REQUEST, r, requests_topic),
          [(h.REQUEST_ID, str(r["request_id"]).encode())])
@@ -189,13 +201,13 @@ def test_poison_never_stops_the_pipeline(
         if m.key()
     }
     letters = read_topic(kafka_config, f"{prefix}.dlq", timeout_s=30,
-                         until=lambda ms: len(ms) >= len(poison))  # fmt: skip
+                         until=lambda ms: len(ms) >= len(poison) + 1)  # fmt: skip
     took_s = time.monotonic() - began
 
     # No crash, and nothing fell through to a generic error handler.
     assert pipeline.error is None
     for role, runtime in pipeline.pipeline.runtimes.items():
-        assert runtime.stats.handler_errors == 0, role
+        assert (runtime.stats.handler_errors, runtime.stats.delivery_retries) == (0, 0), role
     with SwitchboardClient(kafka_config, topic_prefix=prefix) as client:
         assert client.ask("/api design cursor pagination", timeout=30).status == "answered"
 
@@ -209,6 +221,13 @@ def test_poison_never_stops_the_pipeline(
     # Every malformed record in the DLQ exactly once, with its original bytes (a tombstone's
     # null value is stored as empty bytes), and why it could not be read.
     decoded = [(m, codec.decode(DEAD_LETTER, m.value(), m.topic())) for m in letters]
+    (big,) = [d for m, d in decoded if m.key() == b"near-limit"]
+    decoded = [(m, d) for m, d in decoded if m.key() != b"near-limit"]
+    assert big["original_value"] == near_limit[: 64 * 1024]
+    where = f"{requests_topic}/{big['origin_partition']}/{big['origin_offset']}"
+    assert big["error_message"].startswith("[original record truncated") and where in big[
+        "error_message"
+    ]
     assert Counter(d["original_value"] for _m, d in decoded) == Counter(
         p.value or b"" for p in poison
     )

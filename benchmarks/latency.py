@@ -1,0 +1,139 @@
+"""Latency under open-loop load: G3 (at 50% of RAW-CHAIN capacity, vs the raw chain) and G4
+(at 100 req/s: added latency per hop, end-to-end p99).
+
+One run per system carries three phases from one generator: ``warm`` (group joins, excluded),
+``p100`` (100 req/s, G4) and ``half`` (50% of the raw chain's capacity measured in this run,
+G3). Latencies come from timestamps, never from a request/response round trip:
+
+- request CreateTime is the generator's *scheduled* send time (no coordinated omission);
+- a task's and a response's CreateTime is when the router or worker produced it;
+- end to end is the observer's wall clock at arrival minus the request's CreateTime.
+
+A request still unanswered ``cap_s`` after its phase ended counts as "at least that late"
+(censored): percentiles that land on it are lower bounds and say so.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks import procs
+from benchmarks.capacity import _task_topics, stage_specs
+from benchmarks.env import BenchKafka
+from benchmarks.measure import Watermarks, interleave, median, percentile, read_topics, rounded
+
+
+def latency_run(bench: BenchKafka, kind: str, phases: list[dict[str, Any]], cap_s: float,
+                **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """Run ``phases`` of load through ``kind`` (raw or switchboard) and return per-phase stats."""
+    total = sum(int(p["rate"] * p["seconds"]) for p in phases)
+    with bench.pipeline_topics(3) as topics:
+        kafka = bench.config
+        stages = [procs.start(*s) for s in stage_specs(kind, bench, topics, "chain", **extra)]
+        obs = procs.start("observer", "observer", {"kafka": kafka, "topics": [topics.responses]})
+        gen = procs.start("generator", "generator",
+                          {"kafka": kafka, "topic": topics.requests, "phases": phases})  # fmt: skip
+        wm = Watermarks(kafka, [topics.responses])
+        try:
+            procs.go(*stages, obs, gen)
+            last_phase_s = phases[-1]["seconds"]
+            load_s = sum(p["seconds"] for p in phases)
+            if not gen.conn.poll(load_s * 3 + 30):
+                raise RuntimeError("the generator did not finish its phases")
+            gen_report = gen.conn.recv()[1]["phases"]
+            count, _ = wm.wait_for(total, cap_s, tick_s=0.1)
+            _ = last_phase_s
+        finally:
+            results = procs.stop_all([*stages, obs, gen])
+            wm.close()
+        requests = {k: ts for k, ts, _ in read_topics(kafka, [topics.requests])}
+        tasks = {k: ts for k, ts, _ in read_topics(kafka, _task_topics(topics))}
+        responses = {k: ts for k, ts, _ in read_topics(kafka, [topics.responses])}
+    seen: dict[bytes, float] = results["observer"].get("seen", {})
+    out: dict[str, Any] = {"system": kind, "generator": gen_report, "responses": count}
+    for phase, report in zip(phases, gen_report, strict=True):
+        label = phase["label"]
+        prefix = f"{label}-".encode()
+        keys = [k for k in requests if k.startswith(prefix)]
+        censor_ms = (report["end"] + cap_s) * 1000
+        e2e, hop1, hop2, missing = [], [], [], 0
+        for key in keys:
+            sent = requests[key]
+            if key in seen:
+                e2e.append(seen[key] * 1000 - sent)
+            else:
+                missing += 1
+                e2e.append(censor_ms - sent)
+            if key in tasks:
+                hop1.append(tasks[key] - sent)
+                if key in responses:
+                    hop2.append(responses[key] - tasks[key])
+        censored = missing / max(1, len(keys))
+        out[label] = {
+            "offered_rate": phase["rate"], "sent": len(keys), "unanswered": missing,
+            "generator_max_behind_s": report["max_behind_s"],
+            "e2e_p50_ms": percentile(e2e, 50), "e2e_p99_ms": percentile(e2e, 99),
+            "p50_censored": censored > 0.5, "p99_censored": censored > 0.01,
+            "hop1_p50_ms": percentile(hop1, 50), "hop1_p99_ms": percentile(hop1, 99),
+            "hop2_p50_ms": percentile(hop2, 50), "hop2_p99_ms": percentile(hop2, 99),
+        }  # fmt: skip
+    return out
+
+
+def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -> dict[str, Any]:
+    reps = 1 if quick else 2
+    seconds = 3.0 if quick else 20.0
+    half_rate = 0.5 * state["raw_chain_capacity"]
+    phases = [
+        {"label": "warm", "rate": 100, "seconds": 2.0},
+        {"label": "p100", "rate": 100, "seconds": seconds},
+        {"label": "half", "rate": round(half_rate), "seconds": seconds},
+    ]
+    cap_s = 4.0 if quick else 15.0
+    raw, sb = interleave(
+        lambda: latency_run(bench, "raw", phases, cap_s),
+        lambda: latency_run(bench, "switchboard", phases, cap_s),
+        reps,
+    )
+    state["runs"] += raw + sb
+
+    def med(runs: list[dict[str, Any]], phase: str, field: str) -> float:
+        return median(r[phase][field] for r in runs)
+
+    out: dict[str, Any] = {}
+    if "G3" in only:
+        p50 = med(sb, "half", "e2e_p50_ms") / med(raw, "half", "e2e_p50_ms")
+        p99 = med(sb, "half", "e2e_p99_ms") / med(raw, "half", "e2e_p99_ms")
+        censored = any(r["half"]["p99_censored"] for r in sb)
+        out["G3"] = {
+            "value": f"p50 {p50:.2f}x, p99 {p99:.2f}x" + (" (lower bounds)" if censored else ""),
+            "target": "<= 1.3x and <= 2.0x", "passed": p50 <= 1.3 and p99 <= 2.0,
+            "detail": {
+                "offered_rate": phases[2]["rate"], "seconds": seconds,
+                "pipeline": {f: rounded(med(sb, "half", f), 1) for f in _FIELDS},
+                "raw_chain": {f: rounded(med(raw, "half", f), 1) for f in _FIELDS},
+                "pipeline_unanswered_within_cap": [r["half"]["unanswered"] for r in sb],
+                "cap_s": cap_s,
+            },
+        }  # fmt: skip
+    if "G4" in only:
+        added1 = med(sb, "p100", "hop1_p50_ms") - med(raw, "p100", "hop1_p50_ms")
+        added2 = med(sb, "p100", "hop2_p50_ms") - med(raw, "p100", "hop2_p50_ms")
+        p99 = med(sb, "p100", "e2e_p99_ms")
+        worst = max(added1, added2)
+        out["G4"] = {
+            "value": f"+{added1:.1f} / +{added2:.1f} ms per hop (p50); e2e p99 {p99:.1f} ms",
+            "target": "<= 1 ms per hop; <= 25 ms", "passed": worst <= 1.0 and p99 <= 25.0,
+            "detail": {
+                "pipeline": {f: rounded(med(sb, "p100", f), 1) for f in _FIELDS},
+                "raw_chain": {f: rounded(med(raw, "p100", f), 1) for f in _FIELDS},
+                "added_router_hop_p50_ms": rounded(added1, 2),
+                "added_worker_hop_p50_ms": rounded(added2, 2),
+            },
+        }  # fmt: skip
+    _ = time
+    return out
+
+
+_FIELDS = ("e2e_p50_ms", "e2e_p99_ms", "hop1_p50_ms", "hop1_p99_ms", "hop2_p50_ms", "hop2_p99_ms")
