@@ -321,21 +321,22 @@ def list_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     for row in rows:
         flags = ("acked" if row["acked"] else "", "replayed" if row["replayed"] else "")
         row["flags"] = ",".join(f for f in flags if f)
-    columns = [
-        "id",
-        "failed_at",
-        "request_id",
-        "error_class",
-        "error_code",
-        "stage",
-        "specialist",
-        "tenant",
-        "origin_topic",
-        "flags",
-    ]
+        row["age"] = _age(now - row["failed_at_ms"])
+        row["error"] = "/".join(str(x) for x in (row["error_class"], row["error_code"]) if x)
+    # The origin topic and stage are in --json and `dlq show`; 80 columns hold the rest.
+    columns = ["id", "age", "request_id", "error", "specialist", "tenant", "flags"]
     _table(rows, columns, title, args.limit or DEFAULT_ROWS)
     _print_groups(groups)
     return 0
+
+
+def _age(ms: int) -> str:
+    """``ms`` as the one largest unit: 40s, 12m, 5h, 3d."""
+    seconds = max(0, ms // 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _print_groups(groups: dict[str, dict[str, int]]) -> None:
