@@ -245,6 +245,11 @@ class DeadLetterView:
         return self._field("origin_topic")
 
     @property
+    def origin_timestamp_ms(self) -> int:
+        """When the failed record was written to its origin topic (0 when unknown)."""
+        return int(self._field("origin_timestamp_ms") or 0)
+
+    @property
     def failed_at_ms(self) -> int:
         """When it was dead-lettered: the last failure, else the DLQ record's own timestamp."""
         return int(self._field("last_failure_ms") or self.timestamp_ms)
@@ -597,8 +602,7 @@ class DeadLetterStore:
         wanted: dict[str, int] = {}
         for letter in letters:
             if letter.request_id is not None:
-                origin_ms = int(letter._field("origin_timestamp_ms") or 0)
-                wanted[letter.request_id] = origin_ms if origin_ms > 0 else 0
+                wanted[letter.request_id] = max(0, letter.origin_timestamp_ms)
         topic = self.topics.responses
         if not wanted or not self.exists(topic):
             return set()

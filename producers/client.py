@@ -215,6 +215,11 @@ class _ClientBase:
         value = self.codec.encode(REQUEST, request, topic)
         return request_id, Outbound(topic, value, request_id.encode(), headers)
 
+    def expect(self, request_id: str) -> None:
+        """Await ``request_id`` too, though this client did not submit it (e.g. a request
+        another process sent, or one replayed from the DLQ)."""
+        self._responses.expect(request_id)
+
     @property
     def duplicate_responses(self) -> int:
         return self._responses.duplicates

@@ -59,18 +59,29 @@ class Seeded:
     specialist: str
     tenant: str
     error_class: str
+    #: "model": a worker gave up on the routed task; "route": the router failed (a handler
+    #: bug) on the client's request, before any specialist was chosen.
+    stage: str = "model"
+
+    @property
+    def listed_specialist(self) -> str | None:
+        return self.specialist if self.stage == "model" else None
+
+
+ROUTED = "dl-route"
 
 
 def seed_plan(n: int = 500) -> list[Seeded]:
-    return [
+    plan = [
         Seeded(
             f"dl-{i:03d}",
             SPECIALISTS[i % len(SPECIALISTS)],
             TENANTS[(i // len(SPECIALISTS)) % len(TENANTS)],
             "transient" if i % 7 == 0 else "permanent",
         )
-        for i in range(n)
+        for i in range(n - 1)
     ]
+    return [*plan, Seeded(ROUTED, "data", "initech", "permanent", stage="route")]
 
 
 PERMANENT = Failure(
@@ -91,9 +102,26 @@ async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -
         s: Outcomes(codec, topics, producer, f"{settings.topic_prefix}.worker:{s}", "model")
         for s in SPECIALISTS
     }
+    router = Outcomes(codec, topics, producer, f"{settings.topic_prefix}.router", "route")
     now = now_ms()
 
+    async def route_failure(i: int, item: Seeded) -> list[Outbound]:
+        text = f"/{item.specialist} question {i} FAULT:400"
+        request = build_request(text, tenant=item.tenant, request_id=item.request_id)
+        headers: list[tuple[str, str | bytes | None]] = [
+            (h.REQUEST_ID, item.request_id.encode()), (h.TENANT, item.tenant.encode()),
+        ]  # fmt: skip
+        msg = Message(
+            topic=topics.requests, partition=0, offset=i, key=item.request_id.encode(),
+            value=codec.encode(REQUEST, request, topics.requests), headers=headers,
+            timestamp=(1, now),
+        )  # fmt: skip
+        bug = Failure(ErrorClass.PERMANENT, "internal", "'prompt'", "KeyError")
+        return await router.fail(msg, bug)
+
     async def dead_letter(i: int, item: Seeded) -> list[Outbound]:
+        if item.stage == "route":
+            return await route_failure(i, item)
         text = f"{item.specialist} question {i}"
         if item.specialist == "data":
             text += " FAULT:400"
@@ -155,6 +183,7 @@ class World:
 
 
 def _workers(pipeline: Any) -> None:
+    pipeline.add_router()
     for specialist in SPECIALISTS:
         pipeline.add_worker(specialist, 32)
 
@@ -263,7 +292,9 @@ def test_list_json_has_every_record_and_counts_by_group(
     expected_classes["undecodable"] = len(GARBAGE)
     groups = out["groups"]
     assert groups["error_class"] == dict(expected_classes)
-    assert groups["specialist"] == {**dict.fromkeys(SPECIALISTS, 100), "(none)": 2}
+    specialists = Counter(x.listed_specialist or "(none)" for x in world.plan)
+    specialists["(none)"] += len(GARBAGE)
+    assert groups["specialist"] == dict(specialists)
     assert groups["tenant"] == {**Counter(x.tenant for x in world.plan), "(none)": 2}
     assert groups["age"] == {"<5m": out["matched"]}
 
@@ -330,7 +361,7 @@ def test_replay_answers_each_matching_request_once_and_a_second_replay_sends_not
     untouched = end_offsets(world.kafka, others)
     with SwitchboardClient(world.kafka, topic_prefix=world.topics.prefix) as client:
         for request_id in api_ids:
-            client._responses.expect(request_id)
+            client.expect(request_id)
         code, result = cli("dlq", "replay", "--specialist", "api", "--apply", "--json")
         assert code == 0, result
         assert result["sent"] == len(api_ids) and result["failed"] == []
@@ -365,15 +396,17 @@ def test_a_replayed_record_that_fails_again_is_parked_not_dead_lettered(
 ) -> None:
     """The data prompts carry FAULT:400, so their replay fails again: each lands in the parking
     lot (with the replay headers), its caller gets a `failed` response pointing there, and the
-    DLQ gains nothing: a replay never loops."""
-    chosen = world.ids(specialist="data", error_class="permanent")[:3]
+    DLQ gains nothing: a replay never loops. That holds for a request the router failed on too:
+    replayed to the requests topic, routed, then failed by the data worker."""
+    chosen = [*world.ids(specialist="data", error_class="permanent", stage="model")[:3], ROUTED]
     dlq_end = end_offsets(world.kafka, [world.topics.dlq])
     with SwitchboardClient(world.kafka, topic_prefix=world.topics.prefix) as client:
         for request_id in chosen:
-            client._responses.expect(request_id)
+            client.expect(request_id)
         args = [arg for rid in chosen for arg in ("--request-id", rid)]
         code, result = cli("dlq", "replay", *args, "--apply", "--json")
-        assert code == 0 and result["sent"] == 3
+        assert code == 0 and result["sent"] == len(chosen)
+        assert world.topics.requests in {r["origin_topic"] for r in result["records"]}
         failed = [client.result(rid, timeout=60) for rid in chosen]
     assert {r.status for r in failed} == {"failed"}
     assert {r.record["dlq"]["topic"] for r in failed} == {world.topics.parking_lot}
@@ -442,7 +475,7 @@ def test_rate_limits_the_replay(world: World, cli: Callable[..., tuple[int, Any]
     chosen = world.ids(specialist="security", tenant="acme")
     with SwitchboardClient(world.kafka, topic_prefix=world.topics.prefix) as client:
         for request_id in chosen:
-            client._responses.expect(request_id)
+            client.expect(request_id)
         began = time.monotonic()
         code, result = cli("dlq", "replay", "--specialist", "security", "--tenant", "acme",
                            "--rate", "20", "--limit", "11", "--apply", "--json")  # fmt: skip

@@ -100,7 +100,7 @@ def test_undecodable_bytes_go_to_the_dlq_and_the_router_keeps_going(
     producer.produce(f"{settings.topic_prefix}.requests", b"\x00garbage", b"k2",
                      headers=[("sb-request-id", b"corrupt-1"), ("sb-tenant", b"acme")])  # fmt: skip
     assert producer.flush(10) == 0
-    client._responses.expect("corrupt-1")
+    client.expect("corrupt-1")
     after = client.ask(SEED_BY_SPECIALIST["api"], timeout=60)
     assert after.status == "answered"
 
