@@ -26,8 +26,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from consumers.outcomes import RESPONSE_STATUS
-from switchboard.headers import header_value
+from switchboard.headers import STATUS, header_value
 from switchboard.tail import TopicTail
 
 
@@ -52,7 +51,7 @@ class AnsweredIndex:
         if key:
             request_id = key.decode("utf-8", "replace")
             self._answered[request_id] = msg.timestamp()[1]
-            status = header_value(msg.headers(), RESPONSE_STATUS)
+            status = header_value(msg.headers(), STATUS)
             if status is not None and status != "failed":
                 self._settled.add(request_id)
 

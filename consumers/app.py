@@ -71,7 +71,11 @@ class Pipeline:
         self.codec: Codec = make_codec(self.settings.schema_registry_url)
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
-        self.policy = RetryPolicy(self.topics, max_attempts=self.settings.max_attempts)
+        self.policy = RetryPolicy(
+            self.topics,
+            max_attempts=self.settings.max_attempts,
+            halt_pause_s=self.settings.halt_pause_s,
+        )
 
     @property
     def index(self) -> AnsweredIndex:
@@ -116,6 +120,7 @@ class Pipeline:
             codec=self.codec, topics=self.topics, outcomes=outcomes, index=self.index,
             rules=RouterRules(
                 max_prompt_bytes=s.max_prompt_bytes, max_metadata_entries=s.max_metadata_entries,
+                max_metadata_bytes=s.max_metadata_bytes,
                 tenants=s.tenants, dedup_window_s=s.dedup_window_s,
             ),
             limiter=TenantLimiter(),
@@ -153,6 +158,8 @@ class Pipeline:
             backend=self.backend_factory(self.settings, limiter), policy=self.policy,
             breaker=CircuitBreaker(
                 name=f"{specialist}:{self.settings.models[specialist]}",
+                failure_threshold=self.settings.breaker_failure_threshold,
+                open_s=self.settings.breaker_open_s,
                 on_state_change=_export_breaker_state,
             ),
             limiter=limiter,

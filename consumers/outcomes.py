@@ -23,7 +23,6 @@ from switchboard.topics import Topics
 
 #: Header on every response: its status, so the answered index can tell a ``failed`` response
 #: (which a DLQ replay may supersede) from a settled one without decoding the value.
-RESPONSE_STATUS = "sb-status"
 
 
 #: Kafka's legal topic names. A reply topic outside them fails every delivery attempt, and the
@@ -81,6 +80,12 @@ def replay_headers(msg: Message) -> list[tuple[str, bytes]]:
     return [(name, value.encode()) for name, value in found if value is not None]
 
 
+def header_pairs(msg: Message) -> list[tuple[str, Any]]:
+    """``msg``'s headers as (name, value) pairs: librdkafka gives a list, its stubs allow a dict."""
+    headers = msg.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
 def history_header(history: Sequence[Attempt]) -> bytes:
     # Bounded: the last 20 attempts are enough to explain a failure.
     return json.dumps([a.as_record() for a in history[-20:]]).encode()
@@ -112,7 +117,9 @@ class Outcomes:
         record = {
             "request_id": request_id,
             "tenant": str(request.get("tenant") or "default"),
-            "specialist": specialist if specialist is not None else (request.get("specialist") or ""),
+            "specialist": specialist
+            if specialist is not None
+            else (request.get("specialist") or ""),
             "status": status,
             "content": content,
             "responded_at_ms": now_ms(),
@@ -121,10 +128,12 @@ class Outcomes:
         }
         self._counts[status] = self._counts.get(status, 0) + 1
         topic = reply_topic(request.get("reply_to")) or self.topics.responses
-        headers = [(h.REQUEST_ID, request_id.encode()), (RESPONSE_STATUS, status.encode())]
+        headers = [(h.REQUEST_ID, request_id.encode()), (h.STATUS, status.encode())]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
-        return Outbound(topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers)
+        return Outbound(
+            topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers
+        )
 
     async def dead_letter(
         self,
@@ -151,7 +160,7 @@ class Outcomes:
             "original_value": msg.value() or b"",
             "original_headers": [
                 {"key": k, "value": v if isinstance(v, bytes | None) else str(v).encode()}
-                for k, v in (msg.headers() or [])
+                for k, v in header_pairs(msg)
             ],
             "origin_topic": msg.topic(),
             "origin_partition": msg.partition(),
@@ -173,9 +182,9 @@ class Outcomes:
             "consumer_group": self.consumer_group,
         }
         replayed = h.header_value(msg.headers(), h.REPLAY_ID) is not None
-        dlq = topic or self.topics.dlq
+        dlq = topic or (self.topics.parking_lot if replayed else self.topics.dlq)
         context = [
-            (h.CONNECT_TOPIC, msg.topic().encode()),
+            (h.CONNECT_TOPIC, str(msg.topic()).encode()),
             (h.CONNECT_PARTITION, str(msg.partition()).encode()),
             (h.CONNECT_OFFSET, str(msg.offset()).encode()),
             (h.CONNECT_STAGE, self.stage.encode()),
@@ -255,9 +264,11 @@ def _slimmed(record: dict[str, Any], msg: Message) -> dict[str, Any]:
         "original_value": value[:DLQ_VALUE_PREFIX_BYTES],
         "original_key": key[:DLQ_FIELD_PREFIX_BYTES] if key else key,
         "original_headers": [
-            {"key": hd["key"][:DLQ_FIELD_PREFIX_BYTES],
-             "value": hd["value"][:DLQ_FIELD_PREFIX_BYTES] if hd["value"] else hd["value"]}
+            {
+                "key": hd["key"][:DLQ_FIELD_PREFIX_BYTES],
+                "value": hd["value"][:DLQ_FIELD_PREFIX_BYTES] if hd["value"] else hd["value"],
+            }
             for hd in record["original_headers"]
-        ],  # fmt: skip
+        ],
         "error_message": (note + record["error_message"])[:4000],
     }

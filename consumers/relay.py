@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from consumers.outcomes import Outcomes, now_ms
+from consumers.outcomes import Outcomes, header_pairs, now_ms
 from consumers.runtime import Context
 from switchboard import headers as h
 from switchboard.aio_producer import Outbound
@@ -35,7 +35,7 @@ class RetryRelay:
         self._origins = frozenset({topics.requests, *(topics.tasks(s) for s in SPECIALISTS)})
 
     async def handle(self, msg: Message, _ctx: Context) -> Sequence[Outbound]:
-        headers = msg.headers() or []
+        headers = header_pairs(msg)
         origin = h.header_value(headers, h.RETRY_ORIGIN_TOPIC)
         if not origin:
             failure = classify(PermanentError("retry record has no origin topic header"))

@@ -45,7 +45,7 @@ from typing import Any, Final
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from consumers.outcomes import RESPONSE_STATUS, now_ms
+from consumers.outcomes import now_ms
 from consumers.resilience.ratelimit import TokenBucket
 from switchboard import headers as h
 from switchboard.admin import ensure_topics
@@ -612,7 +612,7 @@ class DeadLetterStore:
             request_id = (msg.key() or b"").decode("utf-8", "replace")
             if request_id not in wanted or request_id in settled:
                 return
-            status = h.header_value(message_headers(msg), RESPONSE_STATUS)
+            status = h.header_value(message_headers(msg), h.STATUS)
             if status is None:
                 with contextlib.suppress(DecodeError):
                     status = self.codec.decode(RESPONSE, msg.value(), topic).get("status")

@@ -50,6 +50,7 @@ class RouterRules:
 
     max_prompt_bytes: int = 32_000
     max_metadata_entries: int = 32
+    max_metadata_bytes: int = 8_192
     tenants: frozenset[str] = frozenset()
     dedup_window_s: float = 3600.0
     #: "reject": over the tenant's rate -> rejected with a retry hint; "delay": wait and route.
@@ -103,7 +104,7 @@ class Router:
     async def handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
         received_ms = now_ms()
         try:
-            request = self._codec.decode(REQUEST, msg.value() or b"", msg.topic())
+            request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
             return await self._outcomes.fail(msg, classify(exc))
         request_id = request["request_id"]
@@ -141,7 +142,9 @@ class Router:
         headers += replay_headers(msg)  # a replayed request that fails for good is parked
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
-        return [Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)]
+        return [
+            Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)
+        ]
 
     async def _validate(self, request: dict[str, Any]) -> tuple[str, str]:
         rules = self._rules
@@ -163,6 +166,13 @@ class Router:
         if len(metadata) > rules.max_metadata_entries:
             raise RequestInvalid(
                 f"metadata has {len(metadata)} entries; the limit is {rules.max_metadata_entries}",
+                code="too_much_metadata",
+            )
+        metadata_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        if metadata_bytes > rules.max_metadata_bytes:
+            raise RequestInvalid(
+                f"metadata is {metadata_bytes} bytes; the limit is {rules.max_metadata_bytes}: "
+                "keep metadata to short tags and ids",
                 code="too_much_metadata",
             )
         explicit = request.get("specialist")
@@ -199,9 +209,9 @@ class Router:
             headers = [
                 *(msg.headers() or []),
                 (h.RETRY_DUE_MS, str(due).encode()),
-                (h.RETRY_ORIGIN_TOPIC, msg.topic().encode()),
+                (h.RETRY_ORIGIN_TOPIC, str(msg.topic()).encode()),
             ]
-            return [Outbound(self._topics.retry(tier), msg.value(), msg.key(), headers)]
+            return [Outbound(self._topics.retry(tier), msg.value() or b"", msg.key(), headers)]
         return [
             self._outcomes.response(
                 request, "rejected",

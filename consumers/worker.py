@@ -72,7 +72,7 @@ class SpecialistWorker:
     async def handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
         picked_ms = now_ms()
         try:
-            request = self._codec.decode(REQUEST, msg.value() or b"", msg.topic())
+            request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
             return await self._outcomes.fail(msg, classify(exc), specialist=self.specialist)
         request_id = request["request_id"]
@@ -119,7 +119,10 @@ class SpecialistWorker:
                               decision.pause_s)  # fmt: skip
                     self._breaker.force_open(decision.pause_s)
                     continue
-                history = [*history, Attempt(attempt, now_ms(), failure.error_type, failure.message)]
+                history = [
+                    *history,
+                    Attempt(attempt, now_ms(), failure.error_type, failure.message),
+                ]
                 outputs = await self._after_failure(
                     msg, request, failure, decision, attempt, history
                 )
@@ -171,7 +174,7 @@ class SpecialistWorker:
             headers = [
                 (h.REQUEST_ID, str(request["request_id"]).encode()),
                 (h.RETRY_DUE_MS, str(now_ms() + int(decision.delay_s * 1000)).encode()),
-                (h.RETRY_ORIGIN_TOPIC, msg.topic().encode()),
+                (h.RETRY_ORIGIN_TOPIC, str(msg.topic()).encode()),
                 (h.RETRY_ATTEMPT, str(attempt).encode()),
                 (h.RETRY_HISTORY, history_header(history)),
                 *replay_headers(msg),  # a replayed record that fails for good is parked

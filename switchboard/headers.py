@@ -8,6 +8,8 @@ from typing import Any
 REQUEST_ID = "sb-request-id"
 TENANT = "sb-tenant"
 SPECIALIST = "sb-specialist"
+#: On responses: the terminal status (answered, rejected, ...), readable without decoding.
+STATUS = "sb-status"
 #: The topic the response should go to, so an undecodable request can still be answered.
 REPLY_TO = "sb-reply-to"
 #: W3C trace context, propagated on every hop.

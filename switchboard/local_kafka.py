@@ -113,10 +113,10 @@ def find_java(minimum: int = MIN_JAVA, jvm_root: Path = Path("/usr/lib/jvm")) ->
         # Only when some Java exists: a newer JDK beside the default one (e.g. a Temurin).
         best: tuple[int, str] | None = None
         for home in sorted(jvm_root.iterdir()):
-            java = home / "bin" / "java"
-            major = java_major(str(java)) if java.is_file() else None
+            candidate = home / "bin" / "java"
+            major = java_major(str(candidate)) if candidate.is_file() else None
             if major is not None and major >= minimum and (best is None or major > best[0]):
-                best = (major, str(java))
+                best = (major, str(candidate))
         if best:
             return best[1], best[0]
     if found_old:

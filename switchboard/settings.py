@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     # --- pipeline behaviour --------------------------------------------------------------
     max_prompt_bytes: int = Field(default=32_000, ge=1)
     max_metadata_entries: int = Field(default=32, ge=0)
+    max_metadata_bytes: int = Field(default=8_192, ge=0)
     tenants: Annotated[frozenset[str], NoDecode] = Field(
         default_factory=frozenset, description="Known tenants; empty means any tenant."
     )

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_END,
@@ -137,11 +137,12 @@ class TopicTail:
             except RuntimeError:  # closed under us during stop()
                 return
             for msg in batch:
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("tail %s: %s", self._topic, msg.error())
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("tail %s: %s", self._topic, err)
                     continue
-                self._next[msg.partition()] = msg.offset() + 1
+                self._next[cast(int, msg.partition())] = cast(int, msg.offset()) + 1
                 try:
                     self._on_message(msg)
                 except Exception:  # a bad record must not stop the tail

@@ -30,7 +30,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.runtime.tracker import PartitionTracker
 from switchboard import metrics
-from switchboard.aio_producer import AsyncProducer, DeliveryError, Outbound
+from switchboard.aio_producer import AsyncProducer, Outbound
+from switchboard.classify import classify_kafka
+from switchboard.errors import ErrorClass
 from switchboard.kafka_clients import consumer_config
 
 log = logging.getLogger(__name__)
@@ -225,7 +227,7 @@ class ConsumerRuntime:
                 finally:
                     self._in_flight -= 1
                     self._m_in_flight.dec()
-            await self._deliver(outputs)
+            await self._deliver(msg, ctx, outputs)
         finally:
             if key_tail is not None:
                 key_tail.set_result(None)
@@ -253,17 +255,28 @@ class ConsumerRuntime:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
 
-    async def _deliver(self, outputs: Sequence[Outbound]) -> None:
+    async def _deliver(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
         delay = 0.2
+        replaced = False
         while True:
             try:
                 await self._producer.send_all(outputs)
                 return
-            except DeliveryError as exc:
-                # librdkafka already retried for message.timeout.ms: the cluster is in trouble.
-                # Keep the offset open and try again; nothing is committed past this record.
+            except KafkaException as exc:  # DeliveryError too: a delivery report's error
+                permanent = classify_kafka(exc).error_class is ErrorClass.PERMANENT
+                if permanent and not replaced:
+                    # This output can never be written (too large, illegal topic): the record
+                    # takes the error path instead (DLQ and a failed answer), once.
+                    replaced = True
+                    outputs = await self._on_error(msg, ctx, exc)
+                    continue
+                # Transient (librdkafka already retried for message.timeout.ms: the cluster is
+                # in trouble), or the error path's own output failed too. Keep the offset open
+                # and try again: nothing is committed past this record, and lag shows it.
                 self.stats.delivery_retries += 1
-                log.warning("delivery failed (%s); retrying in %.1fs", exc, delay)
+                log.warning(
+                    "delivery for %s failed (%s); retrying in %.1fs", _where(msg), exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 

@@ -28,7 +28,7 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumers.outcomes import RESPONSE_STATUS, Attempt, Outcomes, now_ms
+from consumers.outcomes import Attempt, Outcomes, now_ms
 from consumers.replay import DeadLetterStore, acks_topic, message_headers, replays_topic
 from producers.client import SwitchboardClient, build_request
 from switchboard import headers as h
@@ -257,7 +257,7 @@ def key_of(msg: Message) -> str:
 
 def status_of(msg: Message) -> str | None:
     """A response's status, from the ``sb-status`` header every response carries."""
-    return h.header_value(message_headers(msg), RESPONSE_STATUS)
+    return h.header_value(message_headers(msg), h.STATUS)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

@@ -5,6 +5,7 @@ filling the DLQ, and every request still ends in exactly one terminal response."
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import uuid
@@ -24,7 +25,6 @@ from switchboard.fake_anthropic import FakeAnthropic
 from switchboard.fake_anthropic.faults import Fault
 from switchboard.fake_anthropic.prompts import request_key
 from switchboard.fake_anthropic.state import CallRecord
-from switchboard.policy import RetryPolicy
 from switchboard.serde import DEAD_LETTER, REQUEST, make_codec
 from switchboard.settings import Settings
 
@@ -43,11 +43,6 @@ THRESHOLD = 5
 
 
 def _router_relay_backend(p: Pipeline) -> None:
-    # The halt pause is a setting; the policy is built here from it so these tests do not wait
-    # the 30 s default between a spend limit's probes.
-    p.policy = RetryPolicy(
-        p.topics, max_attempts=p.settings.max_attempts, halt_pause_s=p.settings.halt_pause_s
-    )
     p.add_router()
     p.add_relay()
     p.add_worker("backend")
@@ -58,7 +53,6 @@ class Stage:
     settings: Settings
     running: RunningPipeline
     client: SwitchboardClient
-    kafka: dict[str, str]
 
     @property
     def worker(self) -> SpecialistWorker:
@@ -80,14 +74,17 @@ def _stage(
     kafka_bootstrap: str, kafka_config: dict[str, str], fake: FakeAnthropic, **overrides: Any
 ) -> Iterator[Stage]:
     settings = settings_for_test(
-        kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url,
+        kafka_bootstrap,
+        anthropic_api_key="sk-test",
+        anthropic_base_url=fake.base_url,
         **overrides,
-    )  # fmt: skip
+    )
     create_topics(settings, kafka_config)
-    with RunningPipeline(settings, kafka_config, _router_relay_backend) as running, (
-        SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix)
-    ) as client:
-        yield Stage(settings, running, client, kafka_config)
+    with (
+        RunningPipeline(settings, kafka_config, _router_relay_backend) as running,
+        SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
+    ):
+        yield Stage(settings, running, client)
 
 
 # --- reading what happened ------------------------------------------------------------------
@@ -199,14 +196,42 @@ def test_a_timed_out_call_is_retried_then_answered(
     as billed: no idempotency key exists, which is why timeouts are retried a capped number of
     times.)"""
     prompt = "profile the hot path (stall-once)"
-    with FakeAnthropic(latency_ms=20, faults=[f"timeout:seconds=10:match={prompt}:count=1"]) as fake:
+    with FakeAnthropic(
+        latency_ms=20, faults=[f"timeout:seconds=10:match={prompt}:count=1"]
+    ) as fake:
         with _stage(kafka_bootstrap, kafka_config, fake, anthropic_timeout_s=1.0) as stage:
             (response,) = stage.ask_all([prompt])
         calls = _calls(fake, prompt)
     assert (response.status, response.record["attempts"]) == ("answered", 2)
     assert [(c.status, c.outcome) for c in calls] == [(0, "client_gone"), (200, "ok")]
-    assert calls[0].seconds >= 1.0
-    assert calls[1].at - calls[0].at >= 1.0 + 0.75  # the timeout, then at least the backoff
+    # The SDK's clock starts a little before the fake's: allow it 0.1 s of the 1 s timeout.
+    assert calls[0].seconds >= 0.9
+    assert calls[1].at - calls[0].at >= 0.9 + 0.75  # the timeout, then at least the backoff
+
+
+def test_a_failure_that_never_clears_is_dead_lettered_when_attempts_run_out(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    """Every call for one request meets a 500 (transient): it is retried with growing backoff
+    until its three attempts are used, then dead-lettered with all three failures in the DLQ
+    record's history and answered `failed` with the pointer."""
+    prompt = "shard the orders table (always-500)"
+    with FakeAnthropic(latency_ms=20, faults=[f"500:match={prompt}"]) as fake:
+        with _stage(kafka_bootstrap, kafka_config, fake, max_attempts=3) as stage:
+            (failed,) = stage.ask_all([prompt])
+            pointer = failed.record["dlq"]
+            letter_msg = _read_at(
+                kafka_config, pointer["topic"], pointer["partition"], pointer["offset"]
+            )
+        calls = _calls(fake, prompt)
+    assert (failed.status, failed.record["attempts"]) == ("failed", 3)
+    assert [c.status for c in calls] == [500] * 3
+    gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
+    assert gaps[0] >= 0.75 and gaps[1] >= 1.5  # base 1 s doubling, jittered down at most 25%
+    letter = make_codec(None).decode(DEAD_LETTER, letter_msg.value(), pointer["topic"])
+    assert letter["request_id"] == failed.request_id
+    assert [a["attempt"] for a in letter["attempts"]] == [1, 2, 3]
+    assert {a["error_type"] for a in letter["attempts"]} == {"InternalServerError"}
 
 
 # --- permanent failures: dead-lettered once, answered `failed` with the pointer -------------
@@ -228,8 +253,9 @@ def test_a_400_is_dead_lettered_at_once_with_the_providers_message(
             assert failed.status == "failed" and healthy.status == "answered"
             pointer = failed.record["dlq"]
             assert pointer["topic"] == stage.dlq
-            letter_msg = _read_at(kafka_config, pointer["topic"], pointer["partition"],
-                                  pointer["offset"])  # fmt: skip
+            letter_msg = _read_at(
+                kafka_config, pointer["topic"], pointer["partition"], pointer["offset"]
+            )
             dlq_size = _topic_size(kafka_config, stage.dlq)
             tasks_topic = f"{stage.settings.topic_prefix}.tasks.backend"
         calls = _calls(fake, prompt)
@@ -260,26 +286,33 @@ def test_a_spend_limit_pauses_the_workers_until_it_is_lifted(
     nothing is dead-lettered or answered. Once the limit is lifted the next probe succeeds and
     all twenty requests are answered."""
     prompts = [f"plan capacity (spend-{i})" for i in range(20)]
-    with FakeAnthropic(latency_ms=50, faults=["spend-limit:sticky"]) as fake:
-        with _stage(kafka_bootstrap, kafka_config, fake, halt_pause_s=1.0) as stage:
-            ids = [stage.client.submit(f"/backend {p}") for p in prompts]
-            first = _wait_for(lambda: [c for c in fake.stats().calls if c.status == 429], 30,
-                              "the first spend-limit answer")[0]  # fmt: skip
-            window_s = 7.0
-            # A measured interval, not synchronisation: count the calls made while paused.
-            time.sleep(max(0.0, first.at + window_s - time.time()))
-            during = [c for c in fake.stats().calls if c.at <= first.at + window_s]
-            assert _topic_size(kafka_config, stage.dlq) == 0
-            assert _topic_size(kafka_config, f"{stage.settings.topic_prefix}.responses") == 0
-            fake.clear_faults()
-            lifted_at = time.time()
-            responses = [stage.client.result(r, 30) for r in ids]
-            answered_in_s = time.time() - lifted_at
-            dlq_size = _topic_size(kafka_config, stage.dlq)
+    with (
+        FakeAnthropic(latency_ms=50, faults=["spend-limit:sticky"]) as fake,
+        _stage(kafka_bootstrap, kafka_config, fake, halt_pause_s=1.0) as stage,
+    ):
+        ids = [stage.client.submit(f"/backend {p}") for p in prompts]
+        first = _wait_for(
+            lambda: [c for c in fake.stats().calls if c.status == 429],
+            30,
+            "the first spend-limit answer",
+        )[0]
+        window_s = 7.0
+        # A measured interval, not synchronisation: count the calls made while paused.
+        time.sleep(max(0.0, first.at + window_s - time.time()))
+        during = [c for c in fake.stats().calls if c.at <= first.at + window_s]
+        assert _topic_size(kafka_config, stage.dlq) == 0
+        assert _topic_size(kafka_config, f"{stage.settings.topic_prefix}.responses") == 0
+        fake.clear_faults()
+        lifted_at = time.time()
+        responses = [stage.client.result(r, 30) for r in ids]
+        answered_in_s = time.time() - lifted_at
+        dlq_size = _topic_size(kafka_config, stage.dlq)
     wave = [c for c in during if c.at < first.at + 1.0]
     probes = [c for c in during if c.at >= first.at + 1.0]
-    print(f"\nspend limit: {len(wave)} calls in flight when it hit, then {len(probes)} probe(s) "
-          f"in {window_s - 1:g}s; all answered {answered_in_s:.1f}s after it was lifted")  # fmt: skip
+    print(
+        f"\nspend limit: {len(wave)} calls in flight when it hit, then {len(probes)} probe(s) "
+        f"in {window_s - 1:g}s; all answered {answered_in_s:.1f}s after it was lifted"
+    )
     assert {c.status for c in during} == {429}
     assert len(wave) <= len(prompts)
     assert 1 <= len(probes) <= math.ceil(window_s / OPEN_S)
@@ -293,31 +326,42 @@ def test_a_systemic_failure_stops_model_calls_within_a_bound(
     kafka_bootstrap: str, kafka_config: dict[str, str], failure: str
 ) -> None:
     """200 requests wait while every call fails alike: a bad key (401, fatal: halt) or sticky
-    529s (overload: retried). The calls in flight when it starts fail, then only the breaker's
-    probes reach the model: over 10 s at most the in-flight cap plus one probe per cooldown.
-    Nothing is dead-lettered and nothing is answered."""
+    529s (overload: retried). The calls admitted before the breaker opens fail (the in-flight
+    cap, plus for 529s the few started before the fifth failure), then only the breaker's
+    probes reach the model, one per cooldown, counted over 10 s. Nothing is dead-lettered and
+    nothing is answered."""
     cap = 32
     options: dict[str, Any] = (
         {"api_keys": ["sk-live"]} if failure == "401" else {"faults": ["529:sticky"]}
     )
-    with FakeAnthropic(latency_ms=50, **options) as fake:
-        with _stage(kafka_bootstrap, kafka_config, fake, concurrency=cap, halt_pause_s=1.0,
-                    drain_timeout_s=1.0) as stage:  # fmt: skip
-            for i in range(200):
-                stage.client.submit(f"/backend design a queue (systemic-{i})")
-            first = _wait_for(lambda: fake.stats().calls, 30, "the first model call")[0]
-            window_s = 10.0
-            # A measured interval, not synchronisation: count the calls made in it.
-            time.sleep(max(0.0, first.at + window_s - time.time()))
-            calls = [c for c in fake.stats().calls if c.at <= first.at + window_s]
-            dlq_size = _topic_size(kafka_config, stage.dlq)
-            responses = _topic_size(kafka_config, f"{stage.settings.topic_prefix}.responses")
+    with (
+        FakeAnthropic(latency_ms=50, **options) as fake,
+        _stage(
+            kafka_bootstrap,
+            kafka_config,
+            fake,
+            concurrency=cap,
+            halt_pause_s=1.0,
+            drain_timeout_s=1.0,
+        ) as stage,
+    ):
+        for i in range(200):
+            stage.client.submit(f"/backend design a queue (systemic-{i})")
+        first = _wait_for(lambda: fake.stats().calls, 30, "the first model call")[0]
+        window_s = 10.0
+        # A measured interval, not synchronisation: count the calls made in it.
+        time.sleep(max(0.0, first.at + window_s - time.time()))
+        calls = [c for c in fake.stats().calls if c.at <= first.at + window_s]
+        dlq_size = _topic_size(kafka_config, stage.dlq)
+        responses = _topic_size(kafka_config, f"{stage.settings.topic_prefix}.responses")
     # Calls admitted while the breaker was still closed: the in-flight cap, plus (for 529s) the
     # calls started in the slots freed by the first threshold-1 failures; then the probes.
     early = cap if failure == "401" else cap + THRESHOLD - 1
     bound = early + math.ceil(window_s / OPEN_S)
-    print(f"\n{failure}: {len(calls)} model calls in {window_s:g}s while 200 requests wait "
-          f"(bound {bound}: {early} before the breaker opens + one probe per {OPEN_S:g}s)")  # fmt: skip
+    print(
+        f"\n{failure}: {len(calls)} model calls in {window_s:g}s while 200 requests wait "
+        f"(bound {bound}: {early} before the breaker opens + one probe per {OPEN_S:g}s)"
+    )
     assert {c.status for c in calls} == {401 if failure == "401" else 529}
     assert len(calls) <= bound
     assert dlq_size == 0 and responses == 0
@@ -354,12 +398,15 @@ def test_a_deadline_that_passes_while_the_workers_are_halted_ends_expired_on_tim
     """A bad key halts the worker for 30 s; a request with a 3 s deadline caught in that pause
     is answered `expired` at its deadline, not when the pause ends."""
     prompt = "threat model the login (halted-3s)"
-    with FakeAnthropic(latency_ms=20, api_keys=["sk-live"]) as fake:
-        with _stage(kafka_bootstrap, kafka_config, fake, halt_pause_s=30.0,
-                    drain_timeout_s=1.0) as stage:  # fmt: skip
-            submitted = time.monotonic()
-            (response,) = stage.ask_all([prompt], timeout_s=15, deadline_s=3.0)
-            took_s = time.monotonic() - submitted
+    with (
+        FakeAnthropic(latency_ms=20, api_keys=["sk-live"]) as fake,
+        _stage(
+            kafka_bootstrap, kafka_config, fake, halt_pause_s=30.0, drain_timeout_s=1.0
+        ) as stage,
+    ):
+        submitted = time.monotonic()
+        (response,) = stage.ask_all([prompt], timeout_s=15, deadline_s=3.0)
+        took_s = time.monotonic() - submitted
     assert response.status == "expired"
     assert took_s < 3.0 + 2.0
     assert fake.stats().total_calls == 1

@@ -10,11 +10,13 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from consumers.app import Pipeline
+from consumers.outcomes import DLQ_VALUE_PREFIX_BYTES
 from producers.client import SwitchboardClient, build_request
 from switchboard import headers as h
 from switchboard.errors import DecodeError
@@ -53,12 +55,19 @@ CODES = {
     "foreign_framing": {"bad_marker"},
 }
 COMMANDS = ("/backend", "/api", "/data", "/perf", "/security")
+QUESTIONS = (
+    "size the connection pool",
+    "design idempotent retries",
+    "cut p99 latency",
+    "model the threat of token theft",
+    "plan a schema migration",
+)
 ONE_MB = 1024 * 1024
 #: Undecodable and just under the broker's limit: it fits the requests topic, but not inside a
 #: DLQ record (original bytes plus context), so it is dead-lettered as a prefix and a pointer.
 NEAR_LIMIT_BYTES = 999_900
 
-Headers = list[tuple[str, bytes | None]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -72,11 +81,9 @@ class Poison:
 
 
 def _valid_request(rng: random.Random, i: int) -> dict[str, object]:
+    question = rng.choice(QUESTIONS)
     return build_request(
-        f"{rng.choice(COMMANDS)} poison run {i}: " + rng.choice(
-            ["size the connection pool", "design idempotent retries", "cut p99 latency",
-             "model the threat of token theft", "plan a schema migration"]
-        ),  # fmt: skip
+        f"{rng.choice(COMMANDS)} poison run {i}: {question}",
         request_id=f"valid-{i}-{uuid.uuid4().hex[:8]}",
     )
 
@@ -102,9 +109,14 @@ def _malformed(rng: random.Random, codec: SingleObjectCodec, topic: str) -> list
                 pass
             return SINGLE_OBJECT_MARKER + fingerprint + request_bytes()[10:]
         if kind == "wrong_contract":
-            response = {"request_id": uuid.uuid4().hex, "tenant": "default",
-                        "specialist": "api", "status": "answered", "content": "an answer",
-                        "responded_at_ms": int(time.time() * 1000)}  # fmt: skip
+            response = {
+                "request_id": uuid.uuid4().hex,
+                "tenant": "default",
+                "specialist": "api",
+                "status": "answered",
+                "content": "an answer",
+                "responded_at_ms": int(time.time() * 1000),
+            }
             return codec.encode(RESPONSE, response, topic)
         if kind == "empty":
             return b""
@@ -133,6 +145,28 @@ def _malformed(rng: random.Random, codec: SingleObjectCodec, topic: str) -> list
                     headers.append((h.REPLY_TO, b"no such topic!"))
             poison.append(Poison(kind, key, value, headers, request_id))
     return poison
+
+
+def _responses(
+    kafka: dict[str, str], topic: str, wanted: set[str], codec: SingleObjectCodec
+) -> dict[str, dict[str, Any]]:
+    """The responses on ``topic`` by request id, read until every id in ``wanted`` has one."""
+
+    def request_ids(messages: list[Message]) -> set[str]:
+        return {key.decode() for m in messages if (key := m.key())}
+
+    messages = read_topic(kafka, topic, timeout_s=60, until=lambda ms: wanted <= request_ids(ms))
+    return {
+        key.decode(): codec.decode(RESPONSE, m.value(), topic) for m in messages if (key := m.key())
+    }
+
+
+def _dead_letters(
+    kafka: dict[str, str], topic: str, count: int, codec: SingleObjectCodec
+) -> list[tuple[Message, dict[str, Any]]]:
+    """At least ``count`` records of the DLQ ``topic``, each with its decoded DeadLetter."""
+    messages = read_topic(kafka, topic, timeout_s=30, until=lambda ms: len(ms) >= count)
+    return [(m, codec.decode(DEAD_LETTER, m.value(), topic)) for m in messages]
 
 
 @pytest.fixture
@@ -174,16 +208,20 @@ def test_poison_never_stops_the_pipeline(
     ]
     records.append((b"near-limit", near_limit, []))
     records += [
-        (str(r["request_id"]).encode(), codec.encode(REQUEST, r, requests_topic),
-         [(h.REQUEST_ID, str(r["request_id"]).encode())])
+        (
+            str(r["request_id"]).encode(),
+            codec.encode(REQUEST, r, requests_topic),
+            [(h.REQUEST_ID, str(r["request_id"]).encode())],
+        )
         for r in valid
-    ]  # fmt: skip
+    ]
     rng.shuffle(records)
 
     began = time.monotonic()
     # lz4 keeps the 1 MB prompt (one repeated byte) far under the broker's batch limit.
-    producer = Producer({**kafka_config, "compression.type": "lz4", "linger.ms": 5,
-                         "message.max.bytes": 2 * ONE_MB})  # fmt: skip
+    producer = Producer(
+        {**kafka_config, "compression.type": "lz4", "linger.ms": 5, "message.max.bytes": 2 * ONE_MB}
+    )
     for key, value, headers in records:
         producer.produce(requests_topic, value, key, headers=headers or None)
         producer.poll(0)
@@ -192,16 +230,8 @@ def test_poison_never_stops_the_pipeline(
     expected_ids = {str(r["request_id"]) for r in valid} | {
         p.request_id for p in poison if p.request_id
     }
-    responses = {
-        m.key().decode(): codec.decode(RESPONSE, m.value(), m.topic())
-        for m in read_topic(
-            kafka_config, f"{prefix}.responses", timeout_s=60,
-            until=lambda ms: expected_ids <= {m.key().decode() for m in ms if m.key()},
-        )  # fmt: skip
-        if m.key()
-    }
-    letters = read_topic(kafka_config, f"{prefix}.dlq", timeout_s=30,
-                         until=lambda ms: len(ms) >= len(poison) + 1)  # fmt: skip
+    responses = _responses(kafka_config, f"{prefix}.responses", expected_ids, codec)
+    decoded = _dead_letters(kafka_config, f"{prefix}.dlq", len(poison) + 1, codec)
     took_s = time.monotonic() - began
 
     # No crash, and nothing fell through to a generic error handler.
@@ -220,14 +250,14 @@ def test_poison_never_stops_the_pipeline(
 
     # Every malformed record in the DLQ exactly once, with its original bytes (a tombstone's
     # null value is stored as empty bytes), and why it could not be read.
-    decoded = [(m, codec.decode(DEAD_LETTER, m.value(), m.topic())) for m in letters]
     (big,) = [d for m, d in decoded if m.key() == b"near-limit"]
     decoded = [(m, d) for m, d in decoded if m.key() != b"near-limit"]
-    assert big["original_value"] == near_limit[: 64 * 1024]
+    assert big["original_value"] == near_limit[:DLQ_VALUE_PREFIX_BYTES]
     where = f"{requests_topic}/{big['origin_partition']}/{big['origin_offset']}"
-    assert big["error_message"].startswith("[original record truncated") and where in big[
-        "error_message"
-    ]
+    assert (
+        big["error_message"].startswith("[original record truncated")
+        and where in big["error_message"]
+    )
     assert Counter(d["original_value"] for _m, d in decoded) == Counter(
         p.value or b"" for p in poison
     )
@@ -245,3 +275,57 @@ def test_poison_never_stops_the_pipeline(
         letter = by_place[(failed["dlq"]["partition"], failed["dlq"]["offset"])]
         assert (letter["original_value"], letter["request_id"]) == (p.value or b"", p.request_id)
     print(f"\npoison: {len(poison)} malformed + {VALID} valid handled in {took_s:.1f}s")
+
+
+def test_poison_on_a_retry_tier_is_dead_lettered_by_the_relay(
+    pipeline: RunningPipeline, kafka_config: dict[str, str]
+) -> None:
+    """Records on a retry tier that the relay must not send back: no origin header, or an
+    origin that is not the pipeline's requests or tasks topic (the DLQ itself, the retry tier,
+    another pipeline's topic, an illegal name). Each goes to the DLQ with its bytes from stage
+    `relay` and its caller is answered `failed`; a genuine retry whose due time is mangled is
+    sent back at once and answered."""
+    prefix = pipeline.pipeline.settings.topic_prefix
+    tier = f"{prefix}.retry.1s"
+    codec = SingleObjectCodec()
+    origins: dict[str, bytes | None] = {
+        "none": None,
+        "dlq": f"{prefix}.dlq".encode(),
+        "tier": tier.encode(),
+        "foreign": b"another-pipeline.tasks.backend",
+        "illegal": b"no such topic!",
+    }
+    run = uuid.uuid4().hex[:8]
+    producer = Producer(kafka_config)
+    for name, origin in origins.items():
+        headers: Headers = [(h.REQUEST_ID, f"relay-{name}-{run}".encode())]
+        if origin is not None:
+            headers.append((h.RETRY_ORIGIN_TOPIC, origin))
+        producer.produce(tier, f"poison via {name}".encode(), b"k", headers=headers)
+    task = build_request("/backend size the pool", request_id=f"relay-ok-{run}")
+    task.update(specialist="backend", prompt="size the pool", attempt=1)
+    producer.produce(
+        tier,
+        codec.encode(REQUEST, task, tier),
+        b"ok",
+        headers=[
+            (h.REQUEST_ID, str(task["request_id"]).encode()),
+            (h.RETRY_ORIGIN_TOPIC, f"{prefix}.tasks.backend".encode()),
+            (h.RETRY_DUE_MS, b"soon"),
+        ],
+    )
+    assert producer.flush(10) == 0
+
+    wanted = {f"relay-{name}-{run}" for name in origins} | {str(task["request_id"])}
+    responses = _responses(kafka_config, f"{prefix}.responses", wanted, codec)
+    letters = [d for _m, d in _dead_letters(kafka_config, f"{prefix}.dlq", len(origins), codec)]
+    assert responses[str(task["request_id"])]["status"] == "answered"
+    for name in origins:
+        assert responses[f"relay-{name}-{run}"]["status"] == "failed", name
+    assert sorted(d["original_value"] for d in letters) == sorted(
+        f"poison via {name}".encode() for name in origins
+    )
+    assert {(d["stage"], d["origin_topic"], d["error_class"]) for d in letters} == {
+        ("relay", tier, "permanent")
+    }
+    assert pipeline.error is None
