@@ -165,3 +165,11 @@ def test_attempt_is_one_based() -> None:
 def test_impossible_policies_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(TOPICS, **kwargs)  # type: ignore[arg-type]
+
+
+def test_halt_pause_is_configurable_and_the_provider_reset_wins() -> None:
+    policy = RetryPolicy(TOPICS, halt_pause_s=7.0)
+    halted = policy.decide(failure(F), 1, NOW_MS, None)
+    assert isinstance(halted, Halt) and halted.pause_s == 7.0
+    told = policy.decide(failure(F, retry_after_s=42.0), 1, NOW_MS, None)
+    assert isinstance(told, Halt) and told.pause_s == 42.0
