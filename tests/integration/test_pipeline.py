@@ -199,11 +199,50 @@ def test_model_triage_asks_the_cheap_model_and_falls_back_to_keywords(
             triage="model",
         )  # fmt: skip
         create_topics(settings, kafka_config)
-        with RunningPipeline(settings, kafka_config, _all), SwitchboardClient(
-            kafka_config, topic_prefix=settings.topic_prefix
-        ) as client:
+        with (
+            RunningPipeline(settings, kafka_config, _all),
+            SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
+        ):
             response = client.ask("How do we rotate signing keys for our OAuth tokens?", timeout=60)
         stats = fake.stats()
     assert response.status == "answered" and response.specialist == "security"
     assert stats.total_calls == 2  # one triage call, one specialist call
     assert sorted(stats.billed_by_key.values()) == [1, 1]
+
+
+def test_async_client_many_in_flight_and_duplicate_responses_ignored(
+    offline: tuple[Settings, SwitchboardClient], kafka_config: dict[str, str]
+) -> None:
+    """50 requests in flight from one AsyncSwitchboardClient all come back; a stray second
+    response for an answered id is counted and ignored (the first one wins)."""
+    import asyncio
+
+    from producers.client import AsyncSwitchboardClient
+    from switchboard.serde import RESPONSE
+
+    settings, _client = offline
+
+    async def main() -> tuple[list[Any], Any, int]:
+        async with AsyncSwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix, tenant="acme"
+        ) as client:
+            ids = [
+                await client.submit(f"/perf tune the connection pool, case {i}") for i in range(50)
+            ]
+            answers = await asyncio.gather(*(client.result(i, timeout=60) for i in ids))
+            codec = make_codec(None)
+            fake = dict(answers[0].record, content="a duplicate that must be ignored")
+            topic = f"{settings.topic_prefix}.responses"
+            producer = Producer(kafka_config)
+            producer.produce(topic, codec.encode(RESPONSE, fake, topic), ids[0].encode())
+            assert producer.flush(10) == 0
+            deadline = time.monotonic() + 15
+            while client.duplicate_responses == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return answers, await client.result(ids[0], timeout=1), client.duplicate_responses
+
+    answers, first, duplicates = asyncio.run(main())
+    assert [a.status for a in answers] == ["answered"] * 50
+    assert {a.specialist for a in answers} == {"perf"}
+    assert duplicates == 1
+    assert first.content == answers[0].content
