@@ -20,6 +20,7 @@ lint: install
 	ruff check . && ruff format --check . && mypy
 
 bench: install  ## benchmarks (never part of the test suite)
+	$(PYTHON) -m pip install -q -e ".[bench]"
 	$(PYTHON) -m benchmarks
 
 kafka-start: install

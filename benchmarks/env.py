@@ -21,7 +21,7 @@ from switchboard.admin import ensure_topics
 from switchboard.kafka_clients import local_broker, producer_config
 from switchboard.serde import REQUEST, SingleObjectCodec
 from switchboard.settings import SPECIALISTS, Settings
-from switchboard.topics import Topics
+from switchboard.topics import Topics, TopicSpec
 
 #: Tenants the generated load spreads over. The router allows each tenant 1,000 requests/s by
 #: default (``TenantLimiter``); one tenant would turn a capacity test into a rate-limit test.
@@ -66,10 +66,20 @@ class BenchKafka:
             local_broker(Settings()).stop()
 
     @contextlib.contextmanager
-    def pipeline_topics(self, partitions: int, tasks_partitions: int | None = None) -> Iterator[Topics]:
+    def pipeline_topics(
+        self, partitions: int, tasks_partitions: int | None = None
+    ) -> Iterator[Topics]:
         """Every topic of the pipeline under a fresh uuid prefix, deleted afterwards."""
         topics = Topics(f"bench-{uuid.uuid4().hex[:10]}")
-        specs = topics.specs(retention_ms=3_600_000, dlq_retention_ms=3_600_000)
+        specs = [
+            # Outputs carry the broker's append time: a rate or a hop latency then never
+            # depends on what timestamp a framework copies onto its output (Quix Streams keeps
+            # the input's). Requests keep CreateTime: the generator's scheduled send time.
+            s
+            if s.name == topics.requests
+            else TopicSpec(s.role, s.name, {**s.config, "message.timestamp.type": "LogAppendTime"})
+            for s in topics.specs(retention_ms=3_600_000, dlq_retention_ms=3_600_000)
+        ]
         tasks = {topics.tasks(s) for s in SPECIALISTS}
         plain = [s for s in specs if s.name not in tasks]
         task_specs = [s for s in specs if s.name in tasks]
@@ -163,7 +173,8 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
         "cpu": cpu,
         "python": sys.version.split()[0],
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": getattr(confluent_kafka, "__version__", None)
+        or str(confluent_kafka.version()),
         "librdkafka": confluent_kafka.libversion()[0],
         "java": java,
         "kernel": platform.release(),

@@ -83,11 +83,17 @@ def latency_run(bench: BenchKafka, kind: str, phases: list[dict[str, Any]], cap_
 
 def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -> dict[str, Any]:
     reps = 1 if quick else 2
-    seconds = 3.0 if quick else 20.0
+    seconds = 2.5 if quick else 20.0
     half_rate = 0.5 * state["raw_chain_capacity"]
     phases = [
         {"label": "warm", "rate": 100, "seconds": 2.0},
         {"label": "p100", "rate": 100, "seconds": seconds},
+        # Extra, for information: 50% of the pipeline's own capacity (G2, this run).
+        {
+            "label": "sbhalf",
+            "rate": round(0.5 * state.get("pipeline_capacity", 1000.0)),
+            "seconds": seconds,
+        },
         {"label": "half", "rate": round(half_rate), "seconds": seconds},
     ]
     cap_s = 4.0 if quick else 15.0
@@ -106,11 +112,33 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -
         p50 = med(sb, "half", "e2e_p50_ms") / med(raw, "half", "e2e_p50_ms")
         p99 = med(sb, "half", "e2e_p99_ms") / med(raw, "half", "e2e_p99_ms")
         censored = any(r["half"]["p99_censored"] for r in sb)
+        raw_p50 = med(raw, "half", "e2e_p50_ms")
+        behind = max(r["half"]["generator_max_behind_s"] for r in raw + sb)
+        # At 50% of its capacity the raw chain's latency must be bounded; if it is not, the
+        # generator and observer (which need CPU too) overloaded the machine, not the chain.
+        measurable = raw_p50 < 1000 and behind < 1.0
+        value = f"p50 {p50:.2f}x, p99 {p99:.2f}x" + (" (lower bounds)" if censored else "")
+        if not measurable:
+            value = (
+                f"not measurable here: at {phases[3]['rate']:,} req/s the raw chain's own "
+                f"p50 is {raw_p50:,.0f} ms (generator up to {behind:.1f} s behind)"
+            )
+        sbp50 = med(sb, "sbhalf", "e2e_p50_ms") / med(raw, "sbhalf", "e2e_p50_ms")
+        sbp99 = med(sb, "sbhalf", "e2e_p99_ms") / med(raw, "sbhalf", "e2e_p99_ms")
         out["G3"] = {
-            "value": f"p50 {p50:.2f}x, p99 {p99:.2f}x" + (" (lower bounds)" if censored else ""),
-            "target": "<= 1.3x and <= 2.0x", "passed": p50 <= 1.3 and p99 <= 2.0,
+            "value": value,
+            "target": "<= 1.3x and <= 2.0x", "passed": measurable and p50 <= 1.3 and p99 <= 2.0,
             "detail": {
-                "offered_rate": phases[2]["rate"], "seconds": seconds,
+                "ratios_at_half_raw_chain_capacity": {"p50": rounded(p50, 2), "p99": rounded(p99, 2),
+                                                      "lower_bounds": censored},
+                "generator_max_behind_s": behind,
+                "at_half_pipeline_capacity": {
+                    "offered_rate": phases[2]["rate"], "p50_ratio": rounded(sbp50, 2),
+                    "p99_ratio": rounded(sbp99, 2),
+                    "pipeline": {f: rounded(med(sb, "sbhalf", f), 1) for f in _FIELDS},
+                    "raw_chain": {f: rounded(med(raw, "sbhalf", f), 1) for f in _FIELDS},
+                },
+                "offered_rate": phases[3]["rate"], "seconds": seconds,
                 "pipeline": {f: rounded(med(sb, "half", f), 1) for f in _FIELDS},
                 "raw_chain": {f: rounded(med(raw, "half", f), 1) for f in _FIELDS},
                 "pipeline_unanswered_within_cap": [r["half"]["unanswered"] for r in sb],
@@ -123,7 +151,7 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -
         p99 = med(sb, "p100", "e2e_p99_ms")
         worst = max(added1, added2)
         out["G4"] = {
-            "value": f"+{added1:.1f} / +{added2:.1f} ms per hop (p50); e2e p99 {p99:.1f} ms",
+            "value": f"{added1:+.1f} / {added2:+.1f} ms per hop (p50); e2e p99 {p99:.1f} ms",
             "target": "<= 1 ms per hop; <= 25 ms", "passed": worst <= 1.0 and p99 <= 25.0,
             "detail": {
                 "pipeline": {f: rounded(med(sb, "p100", f), 1) for f in _FIELDS},

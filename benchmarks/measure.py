@@ -20,9 +20,7 @@ class Watermarks:
     def __init__(self, kafka: dict[str, Any], topics: Iterable[str]) -> None:
         self._consumer = Consumer({**kafka, "group.id": f"bench-wm-{uuid.uuid4().hex[:8]}"})
         meta = self._consumer.list_topics(timeout=10)
-        self._parts = [
-            TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions
-        ]
+        self._parts = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
 
     def total(self) -> int:
         return sum(
@@ -31,9 +29,15 @@ class Watermarks:
         )
 
     def wait_for(
-        self, n: int, timeout_s: float, tick_s: float = 0.1, on_tick: Callable[[int], None] | None = None
+        self,
+        n: int,
+        timeout_s: float,
+        tick_s: float = 0.1,
+        on_tick: Callable[[int], None] | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> tuple[int, float]:
-        """Wait until at least ``n`` records are there; returns (count, seconds waited)."""
+        """Wait until at least ``n`` records are there (or ``alive()`` turns false); returns
+        (count, seconds waited)."""
         began = time.monotonic()
         count = self.total()
         while count < n and time.monotonic() - began < timeout_s:
@@ -41,6 +45,8 @@ class Watermarks:
             count = self.total()
             if on_tick is not None:
                 on_tick(count)
+            if alive is not None and not alive():
+                break
         return count, time.monotonic() - began
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ Protocol over a pipe: the child builds its clients and says ``("ready", info)``;
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
@@ -73,10 +74,17 @@ class Stage:
             return 0.0
 
 
+#: A benchmark-only patch (``benchmarks.patches``) applied in every Switchboard stage of this
+#: run, to measure a proposed production change before anyone makes it (``--patch``).
+SWITCHBOARD_PATCH: str | None = None
+
+
 def start(name: str, kind: str, spec: dict[str, Any], *, ready_timeout_s: float = 60.0) -> Stage:
     """Start stage ``kind`` (a function name in ``benchmarks.stages``) and wait until it is ready."""
     from benchmarks import stages
 
+    if kind == "switchboard" and SWITCHBOARD_PATCH and "patch" not in spec:
+        spec = {**spec, "patch": SWITCHBOARD_PATCH}
     parent, child = _CTX.Pipe()
     proc = _CTX.Process(target=stages.entry, args=(kind, spec, child), name=name, daemon=True)
     proc.start()
@@ -93,6 +101,11 @@ def start(name: str, kind: str, spec: dict[str, Any], *, ready_timeout_s: float 
     return stage
 
 
+def all_alive(stages: list[Stage]) -> bool:
+    """False as soon as any stage process has ended (crashed: none ends before "stop")."""
+    return all(s.proc.is_alive() for s in stages)
+
+
 def go(*stages: Stage) -> None:
     for stage in stages:
         stage._cpu0 = stage.cpu_s()
@@ -106,10 +119,8 @@ def cpu_since_go(stage: Stage) -> float:
 def stop_all(stages: list[Stage], timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
     """Ask every stage to stop, collect their results, and make sure every process ended."""
     for stage in stages:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             stage.conn.send("stop")
-        except (BrokenPipeError, OSError):
-            pass
     deadline = time.monotonic() + timeout_s
     results: dict[str, dict[str, Any]] = {}
     for stage in stages:
@@ -125,5 +136,7 @@ def stop_all(stages: list[Stage], timeout_s: float = 60.0) -> dict[str, dict[str
         if stage.proc.is_alive():
             stage.proc.kill()  # our own child, by its handle
             stage.proc.join(5)
-        results[stage.name] = stage.result or {"error": "no result (killed or crashed)"}
+        if stage.result is None:
+            stage.result = {"error": "no result (killed or crashed)"}
+        results[stage.name] = stage.result
     return results

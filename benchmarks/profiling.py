@@ -23,7 +23,9 @@ from benchmarks.measure import Watermarks, middle_rate, read_topics
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _spy(pid: int, out: Path, seconds: float, fmt: str, native: bool = False) -> subprocess.Popen[bytes]:
+def _spy(
+    pid: int, out: Path, seconds: float, fmt: str, native: bool = False
+) -> subprocess.Popen[bytes]:
     cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--duration", str(int(seconds)),
            "--format", fmt, "--output", str(out), "--nonblocking", "--idle", "--threads"]  # fmt: skip
     if native:
@@ -44,11 +46,11 @@ def summarize(collapsed: Path, top: int = 25) -> dict[str, Any]:
         count = int(count_text)
         frames = stack.split(";")
         thread = frames[0]
-        threads[thread.split(" ")[0] if thread else "?"] += count
+        threads[thread.partition(": ")[2] or "?"] += count
         if "MainThread" not in thread:
             continue
         leaf = frames[-1]
-        if "select (selectors.py" in leaf or "_run_once" in leaf and "select" in leaf:
+        if "select (selectors.py" in leaf or ("_run_once" in leaf and "select" in leaf):
             idle += count
         total += count
         self_counts[_fn(leaf)] += count
@@ -57,7 +59,6 @@ def summarize(collapsed: Path, top: int = 25) -> dict[str, Any]:
     share = lambda c: round(100 * c / max(1, total), 1)  # noqa: E731
     return {
         "main_thread_samples": total,
-        "threads": dict(threads.most_common()),
         "self_pct": [(fn, share(c)) for fn, c in self_counts.most_common(top)],
         "inclusive_pct": [(fn, share(c)) for fn, c in incl_counts.most_common(top)],
     }
@@ -70,7 +71,9 @@ def _fn(frame: str) -> str:
     return f"{name} ({'/'.join(path.split('/')[-2:])})"
 
 
-def run(bench: BenchKafka, payloads: Payloads, n: int = 30_000, seconds: float = 12.0) -> dict[str, Any]:
+def run(
+    bench: BenchKafka, payloads: Payloads, n: int = 30_000, seconds: float = 12.0
+) -> dict[str, Any]:
     """Drain ``n`` requests through router + worker with py-spy attached to both."""
     if shutil.which("py-spy") is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}

@@ -8,6 +8,7 @@ after a stop is ever measured, so no stage spends time on a graceful close).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import threading
@@ -47,10 +48,8 @@ class Control:
         """Call ``on_stop`` (from a thread) when the parent says stop."""
 
         def wait() -> None:
-            try:
+            with contextlib.suppress(EOFError):
                 self.conn.recv()
-            except EOFError:
-                pass
             self._stop.set()
             on_stop()
 
@@ -88,9 +87,7 @@ def raw_hop(spec: dict[str, Any], ctl: Control) -> None:
     topics as the router (no decode: it cannot read the command).
     """
     kafka = spec["kafka"]
-    consumer = Consumer(
-        consumer_config(kafka, spec["group"], **{"enable.auto.offset.store": True})
-    )
+    consumer = Consumer(consumer_config(kafka, spec["group"], **{"enable.auto.offset.store": True}))
     producer = Producer(producer_config(kafka))
     outputs = list(spec["outputs"])
     ctl.ready()
@@ -157,6 +154,21 @@ def _count_flushes() -> dict[str, int]:
     return counts
 
 
+def _count_pauses() -> dict[str, int]:
+    """Count partition pauses: each one drops librdkafka's prefetched records for it."""
+    from consumers.runtime import loop as rt
+
+    counts = {"pause": 0}
+    original = rt.ConsumerRuntime._set_paused
+
+    def _set_paused(self: Any, ctx: Any, paused: bool) -> None:
+        counts["pause"] += int(paused)
+        original(self, ctx, paused)
+
+    rt.ConsumerRuntime._set_paused = _set_paused  # type: ignore[method-assign]
+    return counts
+
+
 def switchboard(spec: dict[str, Any], ctl: Control) -> None:
     """Switchboard's own consumers (``Pipeline``): ``spec["roles"]`` of router, worker:NAME,
     worker:all, relay; ``spec["backend"]`` instant, sleep:SECONDS or sdk (the real
@@ -167,6 +179,7 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
     if spec.get("patch"):
         importlib.import_module("benchmarks.patches").apply(spec["patch"])
     flushes = _count_flushes()
+    pauses = _count_pauses()
     backend_kind = spec.get("backend", "instant")
     sdk = backend_kind == "sdk"
     settings = Settings(
@@ -205,6 +218,7 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
     def take_snapshot() -> None:
         # Taken before the stop begins: only the hot path counts (close() flushes by design).
         snapshot["flushes_hot_path"] = flushes["flush"]
+        snapshot["pauses"] = pauses["pause"]
         snapshot["runtimes"] = {
             role: {
                 "received": r.stats.received,
@@ -331,6 +345,14 @@ def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
         latency_ms=spec.get("latency_ms", 0.0), rpm=spec.get("rpm"), tpm=spec.get("tpm"),
         cache_min_tokens=spec.get("cache_min_tokens", 0),
     ).start()  # fmt: skip
+    if spec.get("prespend_key"):
+        # The buckets start full (a minute's worth); spend that burst now, as steady traffic
+        # from this key would have, so the run measures the sustained limit.
+        from switchboard.fake_anthropic.prompts import PromptSplit
+
+        one = PromptSplit(cache_key=None, cached_tokens=0, uncached_tokens=1, cache_ttl_s=0.0)
+        while fake.state.admit(spec["prespend_key"], one).admitted:
+            pass
     ctl.ready({"base_url": fake.base_url})
     ctl.wait_go()
     while not ctl.stopping():

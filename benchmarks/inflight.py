@@ -1,0 +1,184 @@
+"""Slow models: G7 (one worker, one partition, model latency W, in-flight cap C) and G8 (a fake
+provider enforcing requests- and tokens-per-minute limits).
+
+G7 offers a preloaded backlog (offered rate far above C/W), so the target is C/W. Achieved is
+M / (last response - first response + W): the first response comes W after the worker starts,
+so this is responses per second of worker time, waves and refill gaps included. G7 is also the
+consumer runtime's own benchmark: ``python -m benchmarks --only G7`` prints the 6-cell table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import procs
+from benchmarks.env import BenchKafka, Payloads, preload
+from benchmarks.measure import Watermarks, read_topics, rounded
+from switchboard.serde import RESPONSE, SingleObjectCodec
+
+
+def g7_cell(bench: BenchKafka, payloads: Payloads, w_s: float, cap: int, waves: int,
+            backend: str = "sleep", patch: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """One cell: ``cap`` in flight, a model of ``w_s`` seconds, ``waves`` x ``cap`` tasks."""
+    m = cap * waves
+    records = payloads.tasks(m, "backend")
+    kafka = bench.config
+    with bench.pipeline_topics(1) as topics:
+        preload(kafka, topics.tasks("backend"), records)
+        stages = []
+        spec: dict[str, Any] = {
+            "kafka": kafka, "prefix": topics.prefix, "roles": ["worker:backend"],
+            "concurrency": cap, "backend": f"sleep:{w_s}",
+        }  # fmt: skip
+        if patch:
+            spec["patch"] = patch
+        if backend == "sdk":
+            fake = procs.start("fake", "fake_provider", {"latency_ms": w_s * 1000})
+            stages.append(fake)
+            spec.update(backend="sdk", base_url=fake.info["base_url"])
+        worker = procs.start("sb-worker", "switchboard", spec)
+        stages.append(worker)
+        wm = Watermarks(kafka, [topics.responses])
+        try:
+            procs.go(*stages)
+            budget = waves * (w_s + 2) * 2 + 30
+            count, waited = wm.wait_for(m, budget, alive=lambda: procs.all_alive(stages))
+            cpu = procs.cpu_since_go(worker)
+        finally:
+            results = procs.stop_all(stages)
+            wm.close()
+        stamps = sorted(ts for _k, ts, _t in read_topics(kafka, [topics.responses]))
+    runtime = results["sb-worker"].get("runtimes", {}).get("worker.backend", {})
+    span = (stamps[-1] - stamps[0]) / 1000 + w_s if stamps else waited
+    achieved = len(stamps) / span if span > 0 else 0.0
+    target = cap / w_s
+    return {
+        "W_s": w_s, "C": cap, "backend": backend, "tasks": m, "delivered": count,
+        "achieved_per_s": round(achieved, 1), "target_per_s": target,
+        "ratio": round(achieved / target, 3),
+        "rebalances": max(0, int(runtime.get("rebalances", 1)) - 1),
+        "max_in_flight": runtime.get("max_in_flight"),
+        "worker_cpu_s": round(cpu, 2),
+        "fake_calls": results.get("fake", {}).get("total_calls"),
+    }  # fmt: skip
+
+
+def g7(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
+    grid = [(1.0, c) for c in (100, 500, 1000)]
+    if not quick:
+        grid += [(5.0, c) for c in (100, 500, 1000)]
+    cells = []
+    for w_s, cap in grid:
+        waves = (4 if quick else 6) if w_s <= 1 else 3
+        cells.append(g7_cell(bench, payloads, w_s, cap, waves))
+    sdk_grid = [(1.0, 100)] if quick else [(1.0, 100), (5.0, 500)]
+    sdk = [g7_cell(bench, payloads, w, c, 4 if w <= 1 else 3, backend="sdk") for w, c in sdk_grid]
+    worst = min(c["ratio"] for c in cells)
+    rebalanced = sum(c["rebalances"] for c in cells + sdk)
+    return {
+        "value": worst, "target": ">= 0.90, no rebalance",
+        "passed": worst >= 0.90 and rebalanced == 0 and all(c["ratio"] >= 0.9 for c in sdk),
+        "detail": {"cells": cells, "sdk_cells": sdk, "rebalances": rebalanced,
+                   "note": "value = the worst asyncio.sleep cell; quick runs W=1 only"
+                   if quick else "value = the worst asyncio.sleep cell"},
+    }  # fmt: skip
+
+
+def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
+    """Answered calls per second against the provider's binding limit, once its initial burst
+    (a full bucket) is spent; every 429 must end answered, not failed or dead-lettered."""
+    rpm, tpm, latency_ms, cap = 600, 2_000_000, 200.0, 64
+    seconds = 16.0 if quick else 60.0
+    binding = rpm / 60
+    m = int(binding * seconds * 3)
+    records = payloads.tasks(m, "backend", prefix="rl")
+    kafka = bench.config
+    with bench.pipeline_topics(1) as topics:
+        preload(kafka, topics.tasks("backend"), records)
+        fake = procs.start("fake", "fake_provider",
+                           {"latency_ms": latency_ms, "rpm": rpm, "tpm": tpm,
+                            "prespend_key": "sk-bench"})  # fmt: skip
+        worker = procs.start("sb-worker", "switchboard", {
+            "kafka": kafka, "prefix": topics.prefix, "roles": ["worker:backend", "relay"],
+            "concurrency": cap, "backend": "sdk", "base_url": fake.info["base_url"],
+        })  # fmt: skip
+        wm = Watermarks(kafka, [topics.responses])
+        try:
+            procs.go(fake, worker)
+            wm.wait_for(m, seconds, alive=lambda: procs.all_alive([fake, worker]))
+        finally:
+            results = procs.stop_all([worker, fake])
+            wm.close()
+        codec = SingleObjectCodec()
+        statuses: dict[str, int] = {}
+        for value in _values(kafka, topics.responses):
+            status = codec.decode(RESPONSE, value, topics.responses)["status"]
+            statuses[status] = statuses.get(status, 0) + 1
+        dead = len(read_topics(kafka, [topics.dlq]))
+    calls = sorted(results["fake"].get("calls", []))
+    limited = [at for at, status, _o in calls if status == 429]
+    ok = [at for at, status, _o in calls if status == 200]
+    if not calls or not ok:
+        return {
+            "value": None,
+            "target": ">= 0.90, no 429 unhandled",
+            "passed": False,
+            "detail": {"error": "no calls reached the fake provider", "results": results},
+        }
+    # From the first 429 (the bucket is empty then, whatever accrued before the run) to the end.
+    start = limited[0] if limited else calls[0][0] + 2.0
+    end = calls[-1][0]
+    window = max(1e-9, end - start)
+    achieved = sum(1 for at in ok if start <= at <= end) / window
+    ratio = achieved / binding
+    unhandled = statuses.get("failed", 0) + dead
+    return {
+        "value": round(ratio, 3), "target": ">= 0.90, no 429 unhandled",
+        "passed": ratio >= 0.90 and unhandled == 0,
+        "detail": {
+            "rpm": rpm, "tpm": tpm, "binding_per_s": binding, "achieved_per_s": round(achieved, 2),
+            "window_s": round(window, 1), "provider_latency_ms": latency_ms, "cap": cap,
+            "calls": len(calls), "http_429": len(limited), "answered_responses": statuses.get("answered", 0),
+            "failed_responses": statuses.get("failed", 0), "dead_letters": dead,
+            "note": "binding limit = rpm (tpm enforced but not binding); the fake's initial "
+                    "burst (a full minute's bucket) is spent before the run; window runs from "
+                    "the first 429 (bucket empty) to the last call",
+        },
+    }  # fmt: skip
+
+
+def _values(kafka: dict[str, Any], topic: str) -> list[bytes]:
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({**kafka, "group.id": f"bench-v-{uuid.uuid4().hex[:8]}"})
+    meta = consumer.list_topics(topic, timeout=10)
+    ends = {}
+    for p in meta.topics[topic].partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high > low:
+            ends[p] = high
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    out = []
+    while ends:
+        batch = consumer.consume(5000, 2.0)
+        if not batch:
+            break
+        for msg in batch:
+            if msg.error() is None:
+                out.append(msg.value())
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+    consumer.close()
+    return out
+
+
+def run(bench: BenchKafka, payloads: Payloads, quick: bool, only: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "G7" in only:
+        out["G7"] = g7(bench, payloads, quick)
+    if "G8" in only:
+        out["G8"] = g8(bench, payloads, quick)
+    _ = rounded
+    return out

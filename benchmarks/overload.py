@@ -1,0 +1,109 @@
+"""G9: overload at 2x capacity, then half capacity: drain rate, memory growth, nothing lost.
+
+Phases from one open-loop generator: ``warm`` (excluded), ``over`` at 2T, ``under`` at T/2,
+where T is the pipeline capacity measured by G2 in this run. Backlog(t) = requests sent by t
+minus responses seen by t. Drain rate = the backlog at the end of ``over`` divided by the time
+it took to fall to near zero (or how far it fell by the end). Spare capacity = T - T/2.
+Memory = the peak RSS of the router and worker processes minus their RSS at "go".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from benchmarks import procs
+from benchmarks.capacity import stage_specs
+from benchmarks.env import BenchKafka
+from benchmarks.measure import Watermarks, read_topics, rounded
+
+
+def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]:
+    capacity = state["pipeline_capacity"]
+    over_s = 8.0 if quick else 60.0
+    under_s = 2.5 * over_s + 4
+    phases = [
+        {"label": "warm", "rate": 50, "seconds": 2.0},
+        {"label": "over", "rate": round(2 * capacity), "seconds": over_s},
+        {"label": "under", "rate": round(capacity / 2), "seconds": under_s},
+    ]
+    total = sum(int(p["rate"] * p["seconds"]) for p in phases)
+    kafka = bench.config
+    with bench.pipeline_topics(3) as topics:
+        stages = [procs.start(*s) for s in stage_specs("switchboard", bench, topics, "chain")]
+        obs = procs.start("observer", "observer", {"kafka": kafka, "topics": [topics.responses]})
+        gen = procs.start("generator", "generator",
+                          {"kafka": kafka, "topic": topics.requests, "phases": phases})  # fmt: skip
+        rss: list[tuple[float, float]] = []
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                rss.append((time.time(), sum(s.rss_mb() for s in stages)))
+                time.sleep(0.25)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        wm = Watermarks(kafka, [topics.responses])
+        try:
+            rss_go = sum(s.rss_mb() for s in stages)
+            procs.go(*stages, obs, gen)
+            sampler.start()
+            if not gen.conn.poll(over_s + under_s + 60):
+                raise RuntimeError("the generator did not finish")
+            report = gen.conn.recv()[1]["phases"]
+            _count, _ = wm.wait_for(total, 20.0 if quick else 60.0,
+                                   alive=lambda: procs.all_alive(stages))  # fmt: skip
+        finally:
+            sampling.set()
+            results = procs.stop_all([*stages, obs, gen])
+            wm.close()
+        sent = sorted(ts / 1000 for k, ts, _t in read_topics(kafka, [topics.requests])
+                      if not k.startswith(b"warm-"))  # fmt: skip
+    seen_map: dict[bytes, float] = results["observer"].get("seen", {})
+    seen = sorted(t for k, t in seen_map.items() if not k.startswith(b"warm-"))
+    lost = len(sent) - len(seen)
+    over, under = report[1], report[2]
+    # Backlog on a 0.1 s grid from the start of "over" to the end of "under".
+    grid, backlog = [], []
+    i = j = 0
+    t = over["start"]
+    while t <= under["end"] + 0.05:
+        while i < len(sent) and sent[i] <= t:
+            i += 1
+        while j < len(seen) and seen[j] <= t:
+            j += 1
+        grid.append(t)
+        backlog.append(i - j)
+        t += 0.1
+    peak_i = max(range(len(backlog)), key=lambda k: backlog[k]) if backlog else 0
+    peak = backlog[peak_i] if backlog else 0
+    floor = max(10, int(under["rate"] * 0.25))  # a quarter second of arrivals: "drained"
+    drained_i = next((k for k in range(peak_i, len(backlog)) if backlog[k] <= floor), None)
+    if drained_i is not None and drained_i > peak_i:
+        drain_rate = (peak - backlog[drained_i]) / (grid[drained_i] - grid[peak_i])
+    else:
+        last = len(backlog) - 1
+        drain_rate = (peak - backlog[last]) / max(1e-9, grid[last] - grid[peak_i])
+    spare = capacity - under["sent"] / max(1e-9, under["end"] - under["start"])
+    over_seen = [x for x in seen if over["start"] + 1 <= x <= over["end"]]
+    in_run_capacity = len(over_seen) / max(1e-9, over["end"] - over["start"] - 1)
+    growth = (max((m for _t, m in rss), default=rss_go) - rss_go) if rss else float("nan")
+    ratio = drain_rate / spare if spare > 0 else float("nan")
+    return {
+        "value": f"drain {ratio:.2f} of spare; +{growth:.0f} MB; lost {lost}",
+        "target": ">= 0.8 of spare capacity; <= 200 MB; nothing lost",
+        "passed": ratio >= 0.8 and growth <= 200 and lost == 0,
+        "detail": {
+            "capacity_from_G2": rounded(capacity, 0), "offered": [p["rate"] for p in phases],
+            "phase_seconds": {"over": over_s, "under": under_s},
+            "quick_note": "--quick shortens the 60 s overload phase to 8 s" if quick else None,
+            "peak_backlog": peak, "drained": drained_i is not None,
+            "drain_rate_per_s": rounded(drain_rate, 0), "spare_per_s": rounded(spare, 0),
+            "drain_over_spare": rounded(ratio), "served_during_overload_per_s":
+            rounded(in_run_capacity, 0), "rss_growth_mb": rounded(growth, 1),
+            "rss_at_go_mb": rounded(rss_go, 1), "requests": len(sent), "answered": len(seen),
+            "lost": lost, "duplicates": results["observer"].get("duplicates"),
+            "generator": report,
+        },
+    }  # fmt: skip
