@@ -8,7 +8,8 @@ in Kafka rather than in memory. A record is never sent back before its due time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -34,25 +35,39 @@ class RetryRelay:
         # header (a DLQ, a retry tier, a topic of another pipeline, an illegal name) is poison.
         self._origins = frozenset({topics.requests, *(topics.tasks(s) for s in SPECIALISTS)})
 
-    async def handle(self, msg: Message, _ctx: Context) -> Sequence[Outbound]:
+    def handle(
+        self, msg: Message, _ctx: Context
+    ) -> Sequence[Outbound] | Awaitable[Sequence[Outbound]]:
+        """The record back to its origin: at once when due, else after a wait in its own task."""
         headers = header_pairs(msg)
         origin = h.header_value(headers, h.RETRY_ORIGIN_TOPIC)
         if not origin:
             failure = classify(PermanentError("retry record has no origin topic header"))
-            return await self._outcomes.fail(msg, failure)
+            return self._outcomes.fail(msg, failure)
         if origin not in self._origins:
             failure = classify(PermanentError(
                 f"retry record's origin topic {origin[:300]!r} is not this pipeline's requests "
                 "or tasks topic"
             ))  # fmt: skip
-            return await self._outcomes.fail(msg, failure)
+            return self._outcomes.fail(msg, failure)
         try:
             due_ms = int(h.header_value(headers, h.RETRY_DUE_MS) or 0)
         except ValueError:
             due_ms = 0  # a mangled due time: send it back now rather than never
         wait_ms = due_ms - now_ms()
         if wait_ms > 0:
-            await asyncio.sleep(wait_ms / 1000)
+            return self._after(wait_ms / 1000, msg, origin, headers)
+        return self._send_back(msg, origin, headers)
+
+    async def _after(
+        self, wait_s: float, msg: Message, origin: str, headers: list[tuple[str, Any]]
+    ) -> Sequence[Outbound]:
+        await asyncio.sleep(wait_s)
+        return self._send_back(msg, origin, headers)
+
+    def _send_back(
+        self, msg: Message, origin: str, headers: list[tuple[str, Any]]
+    ) -> list[Outbound]:
         self.relayed += 1
         kept = [(k, v) for k, v in headers if k not in _RELAY_ONLY]
         return [Outbound(origin, msg.value() or b"", msg.key(), kept)]

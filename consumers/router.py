@@ -8,9 +8,10 @@ header survived).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,19 +30,18 @@ from switchboard.serde import REQUEST, Codec
 from switchboard.settings import SPECIALISTS
 from switchboard.topics import Topics
 
+#: Records to deliver now, or an awaitable of them (see the runtime's Handler).
+Outputs = Sequence[Outbound] | Awaitable[Sequence[Outbound]]
+
+
+async def _resolved(outputs: Outputs) -> Sequence[Outbound]:
+    return await outputs if inspect.isawaitable(outputs) else outputs
+
 
 class Triage(Protocol):
-    async def classify(self, text: str) -> TriageResult: ...
+    """Picks a specialist for free text, at once or (a model) after a wait."""
 
-
-class KeywordTriageAsync:
-    """The deterministic keyword classifier behind the async triage interface."""
-
-    def __init__(self) -> None:
-        self._triage = KeywordTriage()
-
-    async def classify(self, text: str) -> TriageResult:
-        return self._triage.classify(text)
+    def classify(self, text: str) -> TriageResult | Awaitable[TriageResult]: ...
 
 
 @dataclass(frozen=True)
@@ -96,40 +96,77 @@ class Router:
         self._outcomes = outcomes
         self._index = index
         self._rules = rules
-        self._triage = triage or KeywordTriageAsync()
+        self._triage: Triage = triage or KeywordTriage()
         self._limiter = limiter
         self._recent = RecentIds(rules.dedup_window_s)
         self.duplicates = 0
 
-    async def handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
+    def handle(self, msg: Message, ctx: Context) -> Outputs:
+        """Route one request. Returns the records at once in the common case (the runtime's
+        fast path); an awaitable only when it must wait (index barrier, model triage, DLQ)."""
         received_ms = now_ms()
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
-            return await self._outcomes.fail(msg, classify(exc))
-        request_id = request["request_id"]
+            return self._outcomes.fail(msg, classify(exc))
+        if not self._index.synced(ctx.assigned_at):
+            return self._route_after_sync(msg, ctx, request, received_ms)
+        return self._route(msg, request, received_ms)
+
+    async def _route_after_sync(
+        self, msg: Message, ctx: Context, request: dict[str, Any], received_ms: int
+    ) -> Sequence[Outbound]:
         await self._index.sync(ctx.assigned_at)
+        return await _resolved(self._route(msg, request, received_ms))
+
+    def _route(self, msg: Message, request: dict[str, Any], received_ms: int) -> Outputs:
+        request_id = request["request_id"]
         # A DLQ replay follows the request's own `failed` response: only another status skips it.
         replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
         if self._index.is_answered(request_id, replay=replay) or (
             not replay and self._recent.seen(request_id)
         ):
             self.duplicates += 1
-            return []
+            return ()
         try:
-            specialist, prompt = await self._validate(request)
+            specialist, prompt = self._validate(request)
         except RequestInvalid as exc:
-            self._recent.add(request_id)
-            return [self._outcomes.response(request, "rejected", str(exc), error_code=exc.code)]
+            return self._reject(request, exc)
+        if specialist is None:
+            verdict = self._triage.classify(prompt)
+            if inspect.isawaitable(verdict):
+                return self._route_after_triage(msg, request, prompt, verdict, received_ms)
+            specialist = verdict.specialist
+        return self._task(msg, request, specialist, prompt, received_ms)
+
+    async def _route_after_triage(
+        self,
+        msg: Message,
+        request: dict[str, Any],
+        prompt: str,
+        verdict: Awaitable[TriageResult],
+        received_ms: int,
+    ) -> Sequence[Outbound]:
+        return self._task(msg, request, (await verdict).specialist, prompt, received_ms)
+
+    def _reject(self, request: dict[str, Any], exc: RequestInvalid) -> list[Outbound]:
+        self._recent.add(request["request_id"])
+        return [self._outcomes.response(request, "rejected", str(exc), error_code=exc.code)]
+
+    def _task(
+        self, msg: Message, request: dict[str, Any], specialist: str, prompt: str, received_ms: int
+    ) -> list[Outbound]:
+        request_id = request["request_id"]
         if self._limiter is not None and (wait_s := self._limiter.check(request["tenant"])) > 0:
             return self._over_limit(msg, request, wait_s)
         self._recent.add(request_id)
         task = dict(request)
         task["specialist"] = specialist
         task["prompt"] = prompt
+        routed_ms = now_ms()
         meta = dict(task.get("metadata") or {})
-        meta["routed_at_ms"] = str(now_ms())
-        meta["route_ms"] = str(now_ms() - received_ms)
+        meta["routed_at_ms"] = str(routed_ms)
+        meta["route_ms"] = str(routed_ms - received_ms)
         task["metadata"] = meta
         topic = self._topics.tasks(specialist)
         headers = [
@@ -146,7 +183,8 @@ class Router:
             Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)
         ]
 
-    async def _validate(self, request: dict[str, Any]) -> tuple[str, str]:
+    def _validate(self, request: dict[str, Any]) -> tuple[str | None, str]:
+        """The specialist (None: triage decides) and the prompt; raises RequestInvalid."""
         rules = self._rules
         if not request["request_id"].strip():
             raise RequestInvalid("request_id is empty: give every request a unique id")
@@ -193,7 +231,7 @@ class Router:
             )
         name = explicit or command
         if name is None:
-            return (await self._triage.classify(prompt)).specialist, prompt
+            return None, prompt
         if name not in SPECIALISTS:
             raise RequestInvalid(
                 f"unknown specialist {name!r}: use one of "

@@ -1,20 +1,24 @@
 """An asyncio face on confluent-kafka's Producer: ``await send(...)`` resolves on delivery.
 
 librdkafka batches and retries on its own threads; a small poller thread serves delivery reports
-and hands each one to the event loop. Nothing on the hot path flushes.
+and hands them to the event loop in batches (one wake-up per poll, not one per record).
+Nothing on the hot path flushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 Headers = Sequence[tuple[str, bytes | str | None]]
+#: Called on the event loop when a record's delivery is settled: (error or None, message).
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,10 @@ class AsyncProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
         self._running = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Delivery reports waiting for the event loop; filled on whichever thread polls.
+        self._settled: deque[tuple[DeliveryCallback, KafkaError | None, Message]] = deque()
+        self._drain_scheduled = False
         self._poller = threading.Thread(
             target=self._poll_forever, name="producer-poll", daemon=True
         )
@@ -49,18 +57,36 @@ class AsyncProducer:
     def _poll_forever(self) -> None:
         while self._running:
             self._producer.poll(0.05)
+            self._wake_loop()
 
-    def send(self, record: Outbound) -> asyncio.Future[Message]:
-        """Produce ``record``; the returned future resolves when the broker has acknowledged it."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
+    def _wake_loop(self) -> None:
+        loop = self._loop
+        if self._settled and not self._drain_scheduled and loop is not None:
+            self._drain_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed under us: nobody is waiting any more
+                self._drain_scheduled = False
+
+    def _drain(self) -> None:
+        """On the event loop: run the callbacks of every settled delivery."""
+        self._drain_scheduled = False
+        settled = self._settled
+        while settled:
+            callback, err, msg = settled.popleft()
+            callback(err, msg)
+
+    def produce(self, record: Outbound, callback: DeliveryCallback) -> None:
+        """Produce ``record``; ``callback`` runs on the event loop once it is settled.
+
+        The cheap path for the runtime: no future per record.
+        """
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        settled = self._settled
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            # Runs on the poller thread: hand the outcome to the event loop.
-            if err is not None:
-                loop.call_soon_threadsafe(_set_exception, future, DeliveryError(err))
-            else:
-                loop.call_soon_threadsafe(_set_result, future, msg)
+            settled.append((callback, err, msg))  # on the poller thread; deque is thread-safe
 
         while True:
             try:
@@ -68,33 +94,43 @@ class AsyncProducer:
                     record.topic, record.value, record.key,
                     headers=list(record.headers) or None, on_delivery=on_delivery,
                 )  # fmt: skip
-                return future
+                return
             except BufferError:
                 # The local queue is full: let delivery reports drain it, then try again.
                 self._producer.poll(0.05)
+                self._wake_loop()
+
+    def send(self, record: Outbound) -> asyncio.Future[Message]:
+        """Produce ``record``; the returned future resolves when the broker has acknowledged it."""
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        def settle(err: KafkaError | None, msg: Message) -> None:
+            if future.done():
+                return
+            if err is not None:
+                future.set_exception(DeliveryError(err))
+            else:
+                future.set_result(msg)
+
+        self.produce(record, settle)
+        return future
 
     async def send_all(self, records: Sequence[Outbound]) -> list[Message]:
         """Produce every record and wait until all are delivered (raises the first failure)."""
         if not records:
             return []
+        if len(records) == 1:
+            return [await self.send(records[0])]
         return list(await asyncio.gather(*(self.send(r) for r in records)))
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for everything queued; returns how many records are still undelivered."""
-        return int(self._producer.flush(timeout_s))
+        remaining = int(self._producer.flush(timeout_s))
+        self._wake_loop()
+        return remaining
 
     def close(self, timeout_s: float = 30.0) -> int:
         remaining = self.flush(timeout_s)
         self._running = False
         self._poller.join(timeout=1.0)
         return remaining
-
-
-def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
-    if not future.done():
-        future.set_result(msg)
-
-
-def _set_exception(future: asyncio.Future[Message], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)

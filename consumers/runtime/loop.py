@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -70,6 +71,10 @@ class Context:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     paused: bool = False
     revoked: bool = False
+    #: Fast-path records whose outputs are produced but not yet acknowledged.
+    fast_pending: int = 0
+    #: Completed offsets not yet stored (set by _complete, cleared once per loop turn).
+    dirty: bool = False
 
 
 @dataclass
@@ -85,7 +90,9 @@ class RunStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
-Handler = Callable[[Message, Context], Awaitable[Sequence[Outbound]]]
+#: A handler returns the records to deliver, or an awaitable of them when it must wait on
+#: something (a model call, a barrier). Returning them directly takes the fast path.
+Handler = Callable[[Message, Context], Sequence[Outbound] | Awaitable[Sequence[Outbound]]]
 ErrorHandler = Callable[[Message, Context, BaseException], Awaitable[Sequence[Outbound]]]
 
 
@@ -117,6 +124,7 @@ class ConsumerRuntime:
         # One thread owns every blocking librdkafka consumer call.
         self._poll_thread = concurrent.futures.ThreadPoolExecutor(1, "consumer-poll")
         self._last_activity = time.monotonic()
+        self._dirty: list[Context] = []
         #: Set once this member holds at least one partition (tests and the demo wait on it).
         self.assigned = asyncio.Event()
         self._m_records = metrics.RECORDS.labels(config.group_id)
@@ -161,22 +169,33 @@ class ConsumerRuntime:
                 want = self.config.batch_size
                 if max_messages is not None:
                     want = min(want, max_messages - self.stats.received)
-                batch = await self._in_poll_thread(
-                    consumer.consume, want, self.config.poll_timeout_s
-                )
+                batch = await self._in_poll_thread(self._fetch, consumer, want)
                 for msg in batch:
                     self._dispatch(msg)
                 if batch:
                     self._last_activity = time.monotonic()
                 elif (
                     idle_timeout is not None
-                    and self._in_flight == 0
                     and time.monotonic() - self._last_activity >= idle_timeout
+                    and not any(c.tasks or c.fast_pending for c in self._parts.values())
                 ):
                     break
         finally:
             await self._shutdown()
         return self.stats
+
+    def _fetch(self, consumer: Consumer, want: int) -> list[Message]:
+        """On the poll thread: wait for the first record only, then take what is there.
+
+        ``consume(n, timeout)`` would wait out the whole timeout unless n records arrive,
+        adding up to that much latency per hop at low rates.
+        """
+        first = consumer.poll(self.config.poll_timeout_s)
+        if first is None:
+            return []
+        if want <= 1:
+            return [first]
+        return [first, *consumer.consume(want - 1, 0)]
 
     # --- dispatch ----------------------------------------------------------------------
     def _dispatch(self, msg: Message) -> None:
@@ -193,17 +212,70 @@ class ConsumerRuntime:
             return  # fetched just before a revoke: the next owner reads it again
         self.stats.received += 1
         ctx.tracker.start(cast(int, msg.offset()))
-        task = asyncio.create_task(self._process(msg, ctx))
+        if not ctx.paused and ctx.tracker.outstanding >= 2 * self._share():
+            # Twice the share is fetched: the second half waits in memory, so when a wave of
+            # slow calls completes the next one starts at once (pausing drops prefetched data).
+            self._set_paused(ctx, True)
+        if self.config.ordering == "key":
+            self._spawn(ctx, self._process(msg, ctx, None))
+            return
+        try:
+            result = self._handler(msg, ctx)
+        except Exception as exc:
+            self._spawn(ctx, self._process(msg, ctx, None, exc))
+            return
+        if inspect.isawaitable(result):
+            self._spawn(ctx, self._process(msg, ctx, result))
+        else:
+            # The fast path: the handler answered without waiting on anything, so the record
+            # needs no task, no slot and no future: its outputs go straight to the producer.
+            self._deliver_fast(msg, ctx, result)
+
+    def _spawn(self, ctx: Context, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         ctx.tasks.add(task)
         task.add_done_callback(ctx.tasks.discard)
-        if not ctx.paused and ctx.tracker.outstanding >= self._share():
-            self._set_paused(ctx, True)
 
     def _share(self) -> int:
         """Each partition's share of the in-flight cap (at least one record)."""
         return max(1, self.config.concurrency // max(1, len(self._parts)))
 
-    async def _process(self, msg: Message, ctx: Context) -> None:
+    def _deliver_fast(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
+        if not outputs:
+            self._complete(msg, ctx)
+            return
+        remaining = len(outputs)
+        failure: list[KafkaError] = []
+        ctx.fast_pending += 1
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if err is not None:
+                failure.append(err)
+            if remaining:
+                return
+            ctx.fast_pending -= 1
+            if failure:
+                # Rare: redo the delivery on the slow path, which retries or dead-letters.
+                self._spawn(ctx, self._redeliver(msg, ctx, outputs))
+            else:
+                self._complete(msg, ctx)
+
+        for out in outputs:
+            self._producer.produce(out, delivered)
+
+    async def _redeliver(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
+        await self._deliver(msg, ctx, outputs)
+        self._complete(msg, ctx)
+
+    async def _process(
+        self,
+        msg: Message,
+        ctx: Context,
+        started: Awaitable[Sequence[Outbound]] | None,
+        raised: Exception | None = None,
+    ) -> None:
         key_tail: asyncio.Future[None] | None = None
         key = msg.key() if self.config.ordering == "key" else None
         try:
@@ -223,21 +295,35 @@ class ConsumerRuntime:
                 self._m_in_flight.inc()
                 self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
                 try:
-                    outputs = await self._handle(msg, ctx)
+                    handling, started = started, None
+                    outputs = await self._handle(msg, ctx, handling, raised)
                 finally:
                     self._in_flight -= 1
                     self._m_in_flight.dec()
             await self._deliver(msg, ctx, outputs)
         finally:
+            if inspect.iscoroutine(started):
+                started.close()  # cancelled or left before it ran: no "never awaited" warning
             if key_tail is not None:
                 key_tail.set_result(None)
                 if self._key_tails.get(key) is key_tail:  # type: ignore[arg-type]
                     del self._key_tails[key]  # type: ignore[arg-type]
         self._complete(msg, ctx)
 
-    async def _handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
+    async def _handle(
+        self,
+        msg: Message,
+        ctx: Context,
+        started: Awaitable[Sequence[Outbound]] | None,
+        raised: Exception | None,
+    ) -> Sequence[Outbound]:
         try:
-            return await self._handler(msg, ctx)
+            if raised is not None:
+                raise raised
+            if started is None:
+                result = self._handler(msg, ctx)
+                return await result if inspect.isawaitable(result) else result
+            return await started
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -284,17 +370,33 @@ class ConsumerRuntime:
         ctx.tracker.finish(cast(int, msg.offset()))
         self.stats.completed += 1
         self._m_records.inc()
-        offset = ctx.tracker.committable_offset()
-        if offset is not None and not ctx.revoked and self._consumer is not None:
-            # Commit order: this offset's outputs and every earlier offset's are delivered.
+        if not ctx.dirty:
+            ctx.dirty = True
+            self._dirty.append(ctx)
+            if len(self._dirty) == 1:
+                asyncio.get_running_loop().call_soon(self._store_dirty)
+
+    def _store_dirty(self) -> None:
+        """Once per loop turn: store the committable offset of every partition that moved."""
+        dirty, self._dirty = self._dirty, []
+        offsets = []
+        share = self._share()
+        for ctx in dirty:
+            ctx.dirty = False
+            if ctx.revoked:
+                continue  # the revoke path commits what is contiguous
+            offset = ctx.tracker.committable_offset()
+            if offset is not None:
+                offsets.append(TopicPartition(ctx.topic, ctx.partition, offset))
+            if ctx.paused and ctx.tracker.outstanding <= share:
+                self._set_paused(ctx, False)
+        if offsets and self._consumer is not None:
+            # Commit order: each stored offset's outputs, and every earlier offset's, are
+            # delivered; librdkafka commits what is stored.
             try:
-                self._consumer.store_offsets(
-                    offsets=[TopicPartition(ctx.topic, ctx.partition, offset)]
-                )
+                self._consumer.store_offsets(offsets=offsets)
             except KafkaException as exc:  # revoked under us: the revoke path commits
                 log.debug("store_offsets: %s", exc)
-        if ctx.paused and not ctx.revoked and ctx.tracker.outstanding <= self._share() // 2:
-            self._set_paused(ctx, False)
 
     def _set_paused(self, ctx: Context, paused: bool) -> None:
         if self._consumer is None:
@@ -378,8 +480,12 @@ class ConsumerRuntime:
         for ctx in contexts:
             ctx.revoked = True
         pending = {t for c in contexts for t in c.tasks}
-        if pending and not abandon:
-            _done, pending = await asyncio.wait(pending, timeout=self.config.revoke_timeout_s)
+        if not abandon:
+            began = time.monotonic()
+            if pending:
+                _done, pending = await asyncio.wait(pending, timeout=self.config.revoke_timeout_s)
+            left = self.config.revoke_timeout_s - (time.monotonic() - began)
+            await self._wait_fast(contexts, max(1.0, left))
         await self._cancel(pending)
         offsets = []
         for ctx in contexts:
@@ -393,6 +499,12 @@ class ConsumerRuntime:
                 )
         return offsets
 
+    async def _wait_fast(self, contexts: Sequence[Context], timeout_s: float) -> None:
+        """Until the fast-path records of ``contexts`` are acknowledged (or ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while any(c.fast_pending for c in contexts) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
     async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
         """Abandon tasks: their outputs are never sent, their offsets never committed."""
         for task in tasks:
@@ -404,10 +516,14 @@ class ConsumerRuntime:
     # --- shutdown ----------------------------------------------------------------------
     async def _shutdown(self) -> None:
         consumer = self._consumer
+        began = time.monotonic()
         tasks = {t for c in self._parts.values() for t in c.tasks}
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=self.config.drain_timeout_s)
             await self._cancel(pending)
+        left = self.config.drain_timeout_s - (time.monotonic() - began)
+        await self._wait_fast(list(self._parts.values()), max(1.0, left))
+        self._store_dirty()
         if consumer is not None:
             offsets = []
             for ctx in self._parts.values():
