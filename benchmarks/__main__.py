@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--json OUT.json] [--only G1,G7] [--profile] [--patch NAME]``."""
+"""``python -m benchmarks [--quick] [--json OUT.json] [--only G1,G7] [--profile]``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import procs, report
+from benchmarks import report
 from benchmarks.env import BenchKafka, Payloads, machine
 from benchmarks.report import GOALS
 
@@ -24,8 +24,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated goals, e.g. G1,G7 (default: all)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the router and worker during a drain; nothing else")  # fmt: skip
-    parser.add_argument("--patch", help="apply benchmarks.patches.NAME in every Switchboard "
-                        "stage (measures a proposed change; never updates README/latest)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -36,11 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown goals {sorted(unknown)}; use {', '.join(GOALS)}", file=sys.stderr)
         return 2
-    procs.SWITCHBOARD_PATCH = args.patch
     began = time.monotonic()
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
-        "command": command.strip(), "quick": args.quick, "patch": args.patch,
+        "command": command.strip(), "quick": args.quick,
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(), "loadavg_at_start": _loadavg(),
         "baselines": {}, "errors": {}, "timings_s": {},
@@ -103,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if "G7" in results:
         print("\nG7 cells:\n" + report.g7_table(results["G7"]))
     full_set = only == set(GOALS)
-    report.write(results, args.json, update_readme=full_set and not args.patch)
-    if args.patch:
-        goals = "all" if full_set else "-".join(sorted(only, key=lambda g: int(g[1:])))
-        out = report.RESULTS / f"patched-{args.patch}-{goals}.json"
-        report.RESULTS.mkdir(exist_ok=True)
-        out.write_text(__import__("json").dumps(results, indent=2, default=str))
-        print(f"\npatched run written to {out}")
+    report.write(results, args.json, update_readme=full_set)
     bench.stop_if_started()
     return 0
 

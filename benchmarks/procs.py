@@ -74,17 +74,10 @@ class Stage:
             return 0.0
 
 
-#: A benchmark-only patch (``benchmarks.patches``) applied in every Switchboard stage of this
-#: run, to measure a proposed production change before anyone makes it (``--patch``).
-SWITCHBOARD_PATCH: str | None = None
-
-
 def start(name: str, kind: str, spec: dict[str, Any], *, ready_timeout_s: float = 60.0) -> Stage:
     """Start stage ``kind`` (a function name in ``benchmarks.stages``) and wait until it is ready."""
     from benchmarks import stages
 
-    if kind == "switchboard" and SWITCHBOARD_PATCH and "patch" not in spec:
-        spec = {**spec, "patch": SWITCHBOARD_PATCH}
     parent, child = _CTX.Pipe()
     proc = _CTX.Process(target=stages.entry, args=(kind, spec, child), name=name, daemon=True)
     proc.start()

@@ -113,10 +113,13 @@ class InstantBackend:
 
     name = "instant"
 
-    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Any:
+    def answer_now(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Any:
         from consumers.specialists.backends import Answer
 
         return Answer(status="answered", content="ok", backend="instant")
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Any:
+        return self.answer_now(specialist, prompt, request)
 
 
 class SleepBackend:
@@ -176,8 +179,6 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
     from consumers.app import Pipeline, make_backend
     from switchboard.settings import SPECIALISTS, Settings
 
-    if spec.get("patch"):
-        importlib.import_module("benchmarks.patches").apply(spec["patch"])
     flushes = _count_flushes()
     pauses = _count_pauses()
     backend_kind = spec.get("backend", "instant")

@@ -65,6 +65,10 @@ class AnsweredIndex:
         """Whether to skip the record: any response, or for a ``replay`` one not ``failed``."""
         return request_id in (self._settled if replay else self._answered)
 
+    def busy(self, request_id: str) -> bool:
+        """True while ``request_id`` is claimed (in flight) in this process."""
+        return request_id in self._in_flight
+
     def synced(self, since: float) -> bool:
         """True when every response that existed at monotonic time ``since`` has been read."""
         return self._synced_at >= since

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Message
@@ -63,18 +63,58 @@ class SpecialistWorker:
         self._limiter = limiter
         self.model_calls = 0
         self.skipped = 0
+        self._answer_now: Callable[[str, str, Mapping[str, Any]], Answer] | None = getattr(
+            backend, "answer_now", None
+        )
 
     @property
     def breaker(self) -> CircuitBreaker:
         """This worker's circuit breaker; read it on the worker's event loop (or once stopped)."""
         return self._breaker
 
-    async def handle(self, msg: Message, ctx: Context) -> Sequence[Outbound]:
+    def handle(
+        self, msg: Message, ctx: Context
+    ) -> Sequence[Outbound] | Awaitable[Sequence[Outbound]]:
+        """Answer one task: at once when nothing needs waiting (an instant backend), else an
+        awaitable the runtime runs as a task (model calls, barriers, retries)."""
         picked_ms = now_ms()
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
-            return await self._outcomes.fail(msg, classify(exc), specialist=self.specialist)
+            return self._outcomes.fail(msg, classify(exc), specialist=self.specialist)
+        if self._answer_now is not None:
+            answered = self._try_answer_now(msg, ctx, request, picked_ms)
+            if answered is not None:
+                return answered
+        return self._handle(msg, ctx, request, picked_ms)
+
+    def _try_answer_now(
+        self, msg: Message, ctx: Context, request: dict[str, Any], picked_ms: int
+    ) -> list[Outbound] | None:
+        """The fast path, or None when anything would need a wait (or a retry decision)."""
+        request_id = request["request_id"]
+        deadline = request.get("deadline_ms")
+        if (
+            not self._index.synced(ctx.assigned_at)
+            or self._index.busy(request_id)
+            or (deadline is not None and now_ms() >= deadline)
+            or not self._breaker.allows_call()
+        ):
+            return None
+        replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
+        if self._index.is_answered(request_id, replay=replay):
+            self.skipped += 1  # already answered (a redelivery) or a duplicate: never twice
+            return []
+        assert self._answer_now is not None
+        answer = self._answer_now(self.specialist, request["prompt"], request)
+        self.model_calls += 1
+        self._index.mark_answered(request_id)
+        attempt = int(request.get("attempt") or 0) + 1
+        return [self._response(request, answer, attempt, picked_ms)]
+
+    async def _handle(
+        self, msg: Message, ctx: Context, request: dict[str, Any], picked_ms: int
+    ) -> Sequence[Outbound]:
         request_id = request["request_id"]
         await self._index.sync(ctx.assigned_at)
         # A DLQ replay follows the request's own `failed` response: only another status skips it.

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from consumers.runtime.slots import Slots
 from consumers.runtime.tracker import PartitionTracker
 from switchboard import metrics
 from switchboard.aio_producer import AsyncProducer, Outbound
@@ -120,7 +121,7 @@ class ConsumerRuntime:
         self.stats = RunStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
-        self._sem = asyncio.Semaphore(config.concurrency)
+        self._sem = Slots(config.concurrency)
         # One thread owns every blocking librdkafka consumer call.
         self._poll_thread = concurrent.futures.ThreadPoolExecutor(1, "consumer-poll")
         self._last_activity = time.monotonic()

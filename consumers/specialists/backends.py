@@ -35,6 +35,10 @@ class Answer:
 
 
 class SpecialistBackend(Protocol):
+    """Answers a specialist request. A backend that never waits (the rulebook) may also offer
+    ``answer_now(specialist, prompt, request) -> Answer``, which lets the worker answer on the
+    runtime's fast path."""
+
     name: str
 
     async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer: ...
@@ -49,6 +53,9 @@ class OfflineBackend:
         self._rulebook = OfflineRulebook()
 
     async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
+        return self.answer_now(specialist, prompt, request)
+
+    def answer_now(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
         began = time.perf_counter()
         result = self._rulebook.answer(specialist, prompt)
         return Answer(

@@ -79,9 +79,7 @@ _DATA_SIZE = re.compile(
     _FLAGS,
 )
 
-_DURATION = (
-    r"(?P<{n}>\d{{1,9}}(?:\.\d{{1,6}})?)\s*(?P<{u}>ms|milliseconds?|µs|us|microseconds?|s|secs?|seconds?)\b"
-)
+_DURATION = r"(?P<{n}>\d{{1,9}}(?:\.\d{{1,6}})?)\s*(?P<{u}>ms|milliseconds?|µs|us|microseconds?|s|secs?|seconds?)\b"
 _BOUND = r"(?:<=?|≤|under|below|sub-?|less\s+than|at\s+most|max(?:imum)?\s+(?:of\s+)?)\s*"
 _FROM_TO = re.compile(
     r"from\s+(?:an?\s+)?(?:p\d{1,3}(?:\.\d{1,3})?\s+(?:of\s+)?)?"
