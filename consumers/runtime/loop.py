@@ -213,9 +213,7 @@ class ConsumerRuntime:
             return  # fetched just before a revoke: the next owner reads it again
         self.stats.received += 1
         ctx.tracker.start(cast(int, msg.offset()))
-        if not ctx.paused and ctx.tracker.outstanding >= 2 * self._share():
-            # Twice the share is fetched: the second half waits in memory, so when a wave of
-            # slow calls completes the next one starts at once (pausing drops prefetched data).
+        if not ctx.paused and self._over_bound(ctx):
             self._set_paused(ctx, True)
         if self.config.ordering == "key":
             self._spawn(ctx, self._process(msg, ctx, None))
@@ -240,6 +238,18 @@ class ConsumerRuntime:
     def _share(self) -> int:
         """Each partition's share of the in-flight cap (at least one record)."""
         return max(1, self.config.concurrency // max(1, len(self._parts)))
+
+    def _over_bound(self, ctx: Context) -> bool:
+        """Pause when slow work reaches twice the partition's share (the second half waits in
+        memory, so when a wave of slow calls completes the next one starts at once: pausing
+        drops librdkafka's prefetched records), or when too many fast-path records await
+        their acknowledgements (those are cheap: only memory bounds them)."""
+        slow = ctx.tracker.outstanding - ctx.fast_pending
+        return slow >= 2 * self._share() or ctx.fast_pending >= 4 * self.config.batch_size
+
+    def _under_bound(self, ctx: Context, share: int) -> bool:
+        slow = ctx.tracker.outstanding - ctx.fast_pending
+        return slow <= share and ctx.fast_pending <= 2 * self.config.batch_size
 
     def _deliver_fast(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
         if not outputs:
@@ -389,7 +399,7 @@ class ConsumerRuntime:
             offset = ctx.tracker.committable_offset()
             if offset is not None:
                 offsets.append(TopicPartition(ctx.topic, ctx.partition, offset))
-            if ctx.paused and ctx.tracker.outstanding <= share:
+            if ctx.paused and self._under_bound(ctx, share):
                 self._set_paused(ctx, False)
         if offsets and self._consumer is not None:
             # Commit order: each stored offset's outputs, and every earlier offset's, are
