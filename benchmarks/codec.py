@@ -22,15 +22,6 @@ from switchboard.serde import REQUEST
 from switchboard.topics import Topics
 
 
-def _drive(coro: Any) -> Any:
-    """Run a coroutine that never suspends, without an event loop."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise RuntimeError("the coroutine suspended; it needs an event loop")
-
-
 def run(payloads: Payloads, quick: bool) -> dict[str, Any]:
     codec = payloads.codec
     router = Router(codec=codec, topics=Topics("bench"), outcomes=None, index=None,  # type: ignore[arg-type]
@@ -41,7 +32,7 @@ def run(payloads: Payloads, quick: bool) -> dict[str, Any]:
     def full() -> None:
         for value in values:
             request = codec.decode(REQUEST, value, topic)
-            specialist, prompt = _drive(router._validate(request))
+            specialist, prompt = router._validate(request)
             task = dict(request, specialist=specialist, prompt=prompt)
             codec.encode(REQUEST, task, topic)
 

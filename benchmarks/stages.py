@@ -189,6 +189,9 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
         anthropic_api_key="sk-bench" if sdk else None,
         anthropic_base_url=spec.get("base_url"),
         drain_timeout_s=1.0,
+        # One tenant sends everything here: the per-tenant limit (1,000 req/s by default)
+        # would turn capacity runs into rejection runs. The raw baselines have no limiter.
+        tenant_rate_per_s=0.0,
         **spec.get("settings", {}),
     )
 

@@ -121,9 +121,13 @@ class Pipeline:
             rules=RouterRules(
                 max_prompt_bytes=s.max_prompt_bytes, max_metadata_entries=s.max_metadata_entries,
                 max_metadata_bytes=s.max_metadata_bytes,
-                tenants=s.tenants, dedup_window_s=s.dedup_window_s,
+                tenants=s.tenants, dedup_window_s=s.dedup_window_s, over_limit=s.over_limit,
             ),
-            limiter=TenantLimiter(),
+            limiter=(
+                TenantLimiter(default_rate=s.tenant_rate_per_s, default_burst=s.tenant_burst)
+                if s.tenant_rate_per_s > 0
+                else None
+            ),
             triage=self._triage(),
         )  # fmt: skip
         return self._runtime(

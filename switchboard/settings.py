@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         default_factory=frozenset, description="Known tenants; empty means any tenant."
     )
     dedup_window_s: float = Field(default=3600.0, ge=0)
+    #: Per-tenant request rate at the router (the seed's "1000 RPS per user"); 0 turns it off.
+    tenant_rate_per_s: float = Field(default=1000.0, ge=0)
+    tenant_burst: int = Field(default=1000, ge=1)
+    #: Over the tenant's rate: "reject" (answered rejected with a retry hint) or "delay"
+    #: (held in a retry tier until the bucket allows it, then routed).
+    over_limit: str = Field(default="reject", pattern="^(reject|delay)$")
     concurrency: int = Field(default=64, ge=1, le=10_000)
     #: Static group membership (``group.instance.id`` = ``<role>-<instance_id>``): a restarted
     #: process with the same id takes its partitions back at once, without a rebalance.

@@ -246,3 +246,31 @@ def test_async_client_many_in_flight_and_duplicate_responses_ignored(
     assert {a.specialist for a in answers} == {"perf"}
     assert duplicates == 1
     assert first.content == answers[0].content
+
+
+@pytest.mark.parametrize("over_limit", ["reject", "delay"])
+def test_tenant_rate_limit_rejects_with_a_retry_hint_or_delays(
+    kafka_bootstrap: str, kafka_config: dict[str, str], over_limit: str
+) -> None:
+    """A tenant allowed 2 requests (burst 2, then 1/s) sends 6 at once: with "reject" the
+    extra ones come back rejected with a retry hint; with "delay" all six are answered."""
+    settings = settings_for_test(
+        kafka_bootstrap, tenant_rate_per_s=1.0, tenant_burst=2, over_limit=over_limit
+    )
+    create_topics(settings, kafka_config)
+    with (
+        RunningPipeline(settings, kafka_config, _all),
+        SwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix, tenant="bursty"
+        ) as client,
+    ):
+        ids = client.submit_many([{"text": f"/api design endpoint {i}"} for i in range(6)])
+        results = [client.result(r, timeout=60) for r in ids]
+    statuses = [r.status for r in results]
+    if over_limit == "reject":
+        assert statuses.count("answered") >= 2 and "rejected" in statuses
+        rejected = next(r for r in results if r.status == "rejected")
+        assert rejected.record["error_code"] == "rate_limited"
+        assert "retry in" in rejected.content
+    else:
+        assert statuses == ["answered"] * 6
