@@ -84,8 +84,11 @@ def env(
     kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
     with FakeAnthropic(latency_ms=(50, 500)) as fake:
+        # Thousands of requests from one tenant at once: these tests are about the runtime,
+        # so the router's per-tenant rate limit (1,000 req/s by default) is off.
         settings = settings_for_test(kafka_bootstrap, anthropic_api_key="sk-test",
-                                 anthropic_base_url=fake.base_url, partitions=4)  # fmt: skip
+                                     anthropic_base_url=fake.base_url, partitions=4,
+                                     tenant_rate_per_s=0)  # fmt: skip
         create_topics(settings, kafka_config)
 
         def router_only(p: Pipeline) -> None:
@@ -134,9 +137,16 @@ def test_sigkill_five_times_every_request_answered_exactly_once(
     worker.start()
     ids = _submit(client, 2000, "kill")
     rng = random.Random(42)
+    in_flight_at_kills = []
     try:
         for _ in range(5):
-            time.sleep(rng.uniform(1.5, 4.0))
+            # Kill while model calls are in flight (not while the process is still starting).
+            worker.wait_running()
+            deadline = time.monotonic() + 60
+            while fake.stats().in_flight < 20 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.05, 1.0))
+            in_flight_at_kills.append(fake.stats().in_flight)
             worker.kill()
             worker.start()
         responses = _await_all(client, ids, timeout_s=240)
@@ -148,8 +158,10 @@ def test_sigkill_five_times_every_request_answered_exactly_once(
     stats = fake.stats()
     repeated = sum(n - 1 for n in stats.billed_by_key.values() if n > 1)
     resent = sum(n - 1 for n in stats.calls_by_key.values() if n > 1)
-    print(f"\nafter 5 SIGKILLs: {resent} calls repeated, {repeated} of them billed twice "
-          f"(bound {5 * cap}); max in flight {stats.max_in_flight}")  # fmt: skip
+    print(f"\nafter 5 SIGKILLs (in flight at each: {in_flight_at_kills}): {resent} calls "
+          f"repeated, {repeated} of them billed twice (bound {5 * cap}); "
+          f"max in flight {stats.max_in_flight}")  # fmt: skip
+    assert min(in_flight_at_kills) > 0  # every kill hit work in progress
     assert repeated <= resent <= 5 * cap
     assert stats.max_in_flight <= cap
 
