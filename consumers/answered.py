@@ -94,6 +94,10 @@ class AnsweredIndex:
         """
         while (running := self._in_flight.get(request_id)) is not None:
             await asyncio.shield(running)
+        return self.try_claim(request_id, replay=replay)
+
+    def try_claim(self, request_id: str, *, replay: bool = False) -> bool:
+        """``claim`` when ``request_id`` is not in flight here (the caller checked ``busy``)."""
         if self.is_answered(request_id, replay=replay):
             return False
         self._in_flight[request_id] = asyncio.get_running_loop().create_future()

@@ -116,10 +116,17 @@ class SpecialistWorker:
         self, msg: Message, ctx: Context, request: dict[str, Any], picked_ms: int
     ) -> Sequence[Outbound]:
         request_id = request["request_id"]
-        await self._index.sync(ctx.assigned_at)
+        if not self._index.synced(ctx.assigned_at):
+            await self._index.sync(ctx.assigned_at)
         # A DLQ replay follows the request's own `failed` response: only another status skips it.
         replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
-        if not await self._index.claim(request_id, replay=replay):
+        index = self._index
+        claimed = (
+            await index.claim(request_id, replay=replay)
+            if index.busy(request_id)
+            else index.try_claim(request_id, replay=replay)
+        )
+        if not claimed:
             self.skipped += 1  # already answered (a redelivery) or a duplicate: never twice
             return []
         status: str | None = None
@@ -176,6 +183,8 @@ class SpecialistWorker:
         An open breaker (a halt lasts 30 s by default) can hold a call far longer than its
         request is wanted: the caller is answered ``expired`` at the deadline, not after.
         """
+        if self._breaker.try_acquire():
+            return True  # closed (the usual case): no wait, no timer
         if deadline is None:
             await self._breaker.acquire()
             return True
