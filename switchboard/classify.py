@@ -209,8 +209,9 @@ def _classify_status(
     error_code = getattr(exc, "error_code", None)  # absent from older SDKs: then None
     should_retry = headers.get("x-should-retry")
 
-    def failure(error_class: ErrorClass, code: str, *, overload: bool = False,
-                systemic: bool = False) -> Failure:
+    def failure(
+        error_class: ErrorClass, code: str, *, overload: bool = False, systemic: bool = False
+    ) -> Failure:
         return Failure(
             error_class,
             code,
@@ -302,6 +303,7 @@ _KAFKA_FATAL: Final = _codes(
     "_UNKNOWN_TOPIC",
     "_UNKNOWN_PARTITION",
 )
+
 
 def classify_kafka(err: KafkaError | KafkaException) -> Failure:
     """Classify a ``confluent_kafka.KafkaError``, or a ``KafkaException`` carrying one."""

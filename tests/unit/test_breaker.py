@@ -142,8 +142,14 @@ def test_cooldown_is_never_shorter_than_the_providers_retry_after() -> None:
     breaker, _ = make(clock, failure_threshold=1)
     assert breaker.try_acquire()
     breaker.record_failure(
-        Failure(ErrorClass.TRANSIENT, "rate_limited", "429", "RateLimitError",
-                retry_after_s=90.0, overload=True)
+        Failure(
+            ErrorClass.TRANSIENT,
+            "rate_limited",
+            "429",
+            "RateLimitError",
+            retry_after_s=90.0,
+            overload=True,
+        )
     )
     assert breaker.reopen_in_s == 90.0  # beyond max_open_s too: the provider's word
 

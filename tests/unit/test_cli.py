@@ -37,7 +37,9 @@ def test_bad_arguments_are_one_line_that_says_what_to_change(argv: list[str]) ->
     assert "error:" in lines[0] and "--help" in lines[0]
 
 
-def test_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_setting_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SWITCHBOARD_PARTITIONS", "zero")
     assert main(["settings"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -57,7 +59,9 @@ def test_topics_list_json_has_roles(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(set(t) == {"role", "name"} for t in topics)
 
 
-def test_settings_print_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_settings_print_masks_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-very-secret")
     monkeypatch.setenv(
         "SWITCHBOARD_KAFKA_CONFIG",

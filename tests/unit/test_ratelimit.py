@@ -67,8 +67,9 @@ def test_token_bucket_rejects_impossible_requests() -> None:
 
 def test_tenants_have_their_own_buckets_and_overrides() -> None:
     clock = FakeClock()
-    limiter = TenantLimiter(default_rate=2.0, default_burst=2, overrides={"vip": (100.0, 5)},
-                            clock=clock)
+    limiter = TenantLimiter(
+        default_rate=2.0, default_burst=2, overrides={"vip": (100.0, 5)}, clock=clock
+    )
     assert [limiter.check("a") for _ in range(3)] == [0.0, 0.0, 0.5]
     assert limiter.check("b") == 0.0  # a's debt is not b's
     assert [limiter.check("vip") for _ in range(6)] == [0.0] * 5 + [pytest.approx(0.01)]
@@ -237,12 +238,14 @@ def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
     asyncio.run(scenario())
 
 
-def _headers(requests: int | None = None, tokens: int | None = None,
-             reset_in_s: float | None = None) -> dict[str, str]:
+def _headers(
+    requests: int | None = None, tokens: int | None = None, reset_in_s: float | None = None
+) -> dict[str, str]:
     headers: dict[str, str] = {}
     reset = (
         datetime.fromtimestamp(WALL + reset_in_s, UTC).isoformat().replace("+00:00", "Z")
-        if reset_in_s is not None else None
+        if reset_in_s is not None
+        else None
     )
     if requests is not None:
         headers["Anthropic-RateLimit-Requests-Remaining"] = str(requests)
