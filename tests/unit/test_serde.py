@@ -15,7 +15,6 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,9 @@ from switchboard.serde import (
     make_codec,
     schemas_dir,
 )
+from tests.unit.avro_compat import from_avro_datum, to_avro_datum
 
 TOPIC = "switchboard.requests"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # --- sample records: every contract, full and minimal, unicode and empty containers --------
 
@@ -257,35 +256,6 @@ def spec_fingerprint(schema: dict[str, Any]) -> bytes:
     """
     canonical = avro.schema.parse(json.dumps(strip_logical_types(schema))).canonical_form
     return rabin_crc64(canonical.encode())
-
-
-def to_avro_datum(value: Any, schema: Any) -> Any:
-    """Our dict as the `avro` package wants it: timestamp-millis fields as datetimes."""
-    if isinstance(schema, list):  # every union here is ["null", X]
-        return None if value is None else to_avro_datum(value, schema[1])
-    if isinstance(schema, dict):
-        if schema.get("logicalType") == "timestamp-millis":
-            return EPOCH + timedelta(milliseconds=value)
-        kind = schema["type"]
-        if kind == "record":
-            return {f["name"]: to_avro_datum(value[f["name"]], f["type"]) for f in schema["fields"]}
-        if kind == "array":
-            return [to_avro_datum(v, schema["items"]) for v in value]
-        if kind == "map":
-            return {k: to_avro_datum(v, schema["values"]) for k, v in value.items()}
-        if isinstance(kind, (dict, list)):
-            return to_avro_datum(value, kind)
-    return value
-
-
-def from_avro_datum(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return (value - EPOCH) // timedelta(milliseconds=1)
-    if isinstance(value, dict):
-        return {k: from_avro_datum(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_avro_datum(v) for v in value]
-    return value
 
 
 # --- round trips -------------------------------------------------------------------------
