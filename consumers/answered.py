@@ -29,6 +29,9 @@ from confluent_kafka import Message
 from switchboard.headers import STATUS, header_value
 from switchboard.tail import TopicTail
 
+#: How often the tail thread forgets answers older than the dedup window.
+_PRUNE_EVERY_S = 60.0
+
 
 class AnsweredIndex:
     """Request ids that already have a terminal response, plus the ones in flight here."""
@@ -41,6 +44,7 @@ class AnsweredIndex:
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self._synced_at = 0.0
         self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
+        self._next_prune = time.monotonic() + _PRUNE_EVERY_S
         since = int(time.time() * 1000) - self._window_ms
         self._tail = TopicTail(
             config, responses_topic, self._on_response, since_ms=since, name="answered-index"
@@ -54,6 +58,9 @@ class AnsweredIndex:
             status = header_value(msg.headers(), STATUS)
             if status is not None and status != "failed":
                 self._settled.add(request_id)
+        if time.monotonic() >= self._next_prune:  # keeps memory to one window of answers
+            self._next_prune = time.monotonic() + _PRUNE_EVERY_S
+            self.prune()
 
     def mark_answered(self, request_id: str, *, failed: bool = False) -> None:
         """Record our own delivered response at once (the tail will see it later too)."""
@@ -115,9 +122,10 @@ class AnsweredIndex:
     def prune(self) -> int:
         """Forget answers older than the window; returns how many were dropped."""
         horizon = int(time.time() * 1000) - self._window_ms
-        old = [rid for rid, ts in self._answered.items() if ts < horizon]
+        # A snapshot: the event loop may add answers while the tail thread prunes.
+        old = [rid for rid, ts in list(self._answered.items()) if ts < horizon]
         for rid in old:
-            del self._answered[rid]
+            self._answered.pop(rid, None)
             self._settled.discard(rid)
         return len(old)
 
