@@ -43,12 +43,12 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
 from consumers.outcomes import now_ms
 from consumers.resilience.ratelimit import TokenBucket
 from switchboard import headers as h
-from switchboard.admin import ensure_topics
+from switchboard.admin import end_offsets, ensure_topics
 from switchboard.aio_producer import AsyncProducer, Outbound
 from switchboard.errors import ConfigError, DecodeError, ErrorClass, TransientError
 from switchboard.serde import DEAD_LETTER, RESPONSE, Codec
@@ -523,12 +523,7 @@ class DeadLetterStore:
 
     def read(self, topic: str, on_message: Callable[[Message], None], since_ms: int | None) -> None:
         """Pass every record of ``topic`` below its current end offsets to ``on_message``."""
-        parts = self.admin.list_topics(topic, timeout=self.timeout_s).topics[topic].partitions
-        offsets = self.admin.list_offsets(
-            {TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
-            request_timeout=self.timeout_s,
-        )
-        ends = {tp.partition: f.result().offset for tp, f in offsets.items()}
+        ends = end_offsets(self.admin, topic, timeout_s=self.timeout_s)
         if not any(ends.values()):
             return
 

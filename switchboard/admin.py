@@ -5,10 +5,46 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from switchboard.topics import TopicSpec
+
+#: Errors a just-created topic gives while its leadership settles: the metadata already names
+#: a leader, but that broker has not taken the partition over yet.
+SETTLING_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+    }
+)
+
+
+def is_settling(err: KafkaError) -> bool:
+    """True for an error that goes away by itself once leadership settles: retry it."""
+    return bool(err.retriable()) or err.code() in SETTLING_ERRORS
+
+
+def end_offsets(admin: AdminClient, topic: str, *, timeout_s: float = 30.0) -> dict[int, int]:
+    """Partition -> end offset of ``topic``, retrying while a new topic's leadership settles."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            parts = admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+            offsets = admin.list_offsets(
+                {TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
+                request_timeout=timeout_s,
+            )
+            return {tp.partition: f.result().offset for tp, f in offsets.items()}
+        except KafkaException as exc:
+            if not is_settling(exc.args[0]) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)

@@ -23,22 +23,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from switchboard.admin import is_settling
 from switchboard.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-#: Errors a just-created topic gives while its leadership settles.
-_SETTLING = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-        KafkaError.UNKNOWN_LEADER_EPOCH,
-        KafkaError.FENCED_LEADER_EPOCH,
-        KafkaError.OFFSET_NOT_AVAILABLE,
-    }
-)
 
 
 class TopicTail:
@@ -85,8 +73,7 @@ class TopicTail:
             except KafkaException as exc:
                 # Leadership of a just-created topic may still be settling.
                 err = exc.args[0]
-                settling = err.retriable() or err.code() in _SETTLING
-                if not settling or time.monotonic() > deadline:
+                if not is_settling(err) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
 
