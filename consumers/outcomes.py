@@ -207,6 +207,7 @@ class Outcomes:
                 raise
             record = _slimmed(record, msg)
             key = record["original_key"]
+            context.append((h.DLQ_TRUNCATED, str(len(msg.value() or b"")).encode()))
             delivered = await self.producer.send(
                 Outbound(dlq, self.codec.encode(DEAD_LETTER, record, dlq), key, context)
             )

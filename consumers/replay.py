@@ -213,6 +213,11 @@ class DeadLetterView:
     def undecodable(self) -> bool:
         return self.record is None
 
+    @property
+    def truncated(self) -> bool:
+        """Whether the copy of the original was cut to fit the DLQ (it cannot be replayed)."""
+        return h.header_value(self.headers, h.DLQ_TRUNCATED) is not None
+
     def _field(self, name: str) -> Any:
         return None if self.record is None else self.record.get(name)
 
@@ -277,6 +282,7 @@ class DeadLetterView:
             "failed_at_ms": self.failed_at_ms,
             "acked": acked,
             "replayed": replayed,
+            "truncated": self.truncated,
         }
 
     def replay_record(self, replay_id: str) -> Outbound:
@@ -383,6 +389,7 @@ def select(
 
 #: Why ``plan_replay`` leaves a record out (the keys of ``ReplayPlan.skipped``).
 SKIP_UNDECODABLE: Final = "undecodable"
+SKIP_TRUNCATED: Final = "truncated"
 SKIP_REPLAYED: Final = "already_replayed"
 SKIP_ANSWERED: Final = "already_answered"
 SKIP_DUPLICATE: Final = "duplicate_request"
@@ -409,19 +416,26 @@ def plan_replay(
 ) -> ReplayPlan:
     """Which of ``letters`` (already selected) to send.
 
-    Left out: undecodable records (no origin to send to), records whose pointer is in the
+    Left out: undecodable records (no origin to send to), truncated copies (replaying a prefix
+    would only fail again: the full original is at the letter's origin pointer), records whose pointer is in the
     replays ledger (``replayed``), requests with a response other than ``failed``
     (``settled``), older dead letters of a request that is replayed from a newer one, and
     everything past ``limit``.
     """
     skipped: dict[str, list[DeadLetterView]] = {
-        k: [] for k in (SKIP_UNDECODABLE, SKIP_REPLAYED, SKIP_ANSWERED, SKIP_DUPLICATE, SKIP_LIMIT)
-    }
+        k: []
+        for k in (
+            SKIP_UNDECODABLE, SKIP_TRUNCATED, SKIP_REPLAYED, SKIP_ANSWERED, SKIP_DUPLICATE,
+            SKIP_LIMIT,
+        )
+    }  # fmt: skip
     newest: dict[str, DeadLetterView] = {}
     candidates: list[DeadLetterView] = []
     for letter in sorted(letters, key=lambda x: (x.failed_at_ms, x.topic, x.partition, x.offset)):
         if letter.undecodable or not letter.origin_topic:
             skipped[SKIP_UNDECODABLE].append(letter)
+        elif letter.truncated:
+            skipped[SKIP_TRUNCATED].append(letter)
         elif letter.pointer in replayed:
             skipped[SKIP_REPLAYED].append(letter)
         elif letter.request_id is not None and letter.request_id in settled:

@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,15 +100,30 @@ def build_request(
     }
 
 
-class _Responses:
-    """Follows the response topic and keeps the first response for each awaited request id."""
+#: Responses a client keeps for ``result()`` before the oldest is dropped (see ``_Responses``).
+DEFAULT_KEEP_RESPONSES = 100_000
 
-    def __init__(self, kafka: dict[str, Any], topic: str, codec: Codec) -> None:
+
+class _Responses:
+    """Follows the response topic and keeps the first response for each awaited request id.
+
+    Memory is bounded: at most ``keep`` responses are held, oldest dropped first (with their
+    ids, so a late duplicate of a dropped one is no longer counted). A long-lived client that
+    collects each result soon after it arrives never notices; call ``forget(id)`` to drop one
+    early.
+    """
+
+    def __init__(
+        self, kafka: dict[str, Any], topic: str, codec: Codec, keep: int = DEFAULT_KEEP_RESPONSES
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep_responses must be at least 1, not {keep}")
         self._codec = codec
         self._topic = topic
+        self._keep = keep
         self._lock = threading.Condition()
         self._wanted: set[str] = set()
-        self._results: dict[str, Response] = {}
+        self._results: OrderedDict[str, Response] = OrderedDict()
         self._futures: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]
         ] = {}
@@ -136,10 +152,17 @@ class _Responses:
         )  # fmt: skip
         with self._lock:
             self._results[request_id] = response
+            while len(self._results) > self._keep:
+                dropped, _ = self._results.popitem(last=False)
+                self._wanted.discard(dropped)
             waiters = self._futures.pop(request_id, [])
             self._lock.notify_all()
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future, response)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._results)
 
     def wait(self, request_id: str, timeout_s: float) -> Response:
         deadline = time.monotonic() + timeout_s
@@ -193,12 +216,15 @@ class _ClientBase:
         codec: Codec | None = None,
         tenant: str = "default",
         reply_topic: str | None = None,
+        keep_responses: int = DEFAULT_KEEP_RESPONSES,
     ) -> None:
         self.topics = Topics(topic_prefix)
         self.codec = codec or make_codec(None)
         self.tenant = tenant
         self.reply_topic = reply_topic
-        self._responses = _Responses(kafka, reply_topic or self.topics.responses, self.codec)
+        self._responses = _Responses(
+            kafka, reply_topic or self.topics.responses, self.codec, keep_responses
+        )
 
     def _outbound(self, text: str, **kwargs: Any) -> tuple[str, Outbound]:
         kwargs.setdefault("tenant", self.tenant)
@@ -219,6 +245,15 @@ class _ClientBase:
         """Await ``request_id`` too, though this client did not submit it (e.g. a request
         another process sent, or one replayed from the DLQ)."""
         self._responses.expect(request_id)
+
+    def forget(self, request_id: str) -> None:
+        """Stop awaiting ``request_id`` and drop its response if one is held."""
+        self._responses.forget(request_id)
+
+    @property
+    def held_responses(self) -> int:
+        """Responses held for ``result()``: at most ``keep_responses``."""
+        return len(self._responses)
 
     @property
     def duplicate_responses(self) -> int:

@@ -28,6 +28,11 @@ RETRY_HISTORY = "sb-retry-history"
 REPLAY_ID = "sb-replay-id"
 REPLAY_OF = "sb-replay-of"  # "topic/partition/offset" of the dead letter replayed
 
+# --- dead letters ------------------------------------------------------------------------
+#: On a DLQ record whose copy of the original had to be cut to fit: the original value's size
+#: in bytes. Such a record is not replayed (the full original is at its origin pointer).
+DLQ_TRUNCATED = "sb-dlq-truncated"
+
 # --- Kafka Connect-style DLQ context headers (so existing tools can read our DLQ) ------
 CONNECT_TOPIC = "__connect.errors.topic"
 CONNECT_PARTITION = "__connect.errors.partition"

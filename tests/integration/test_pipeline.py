@@ -3,7 +3,9 @@ responses -> client, with the offline rulebook and with the real SDK against the
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,6 +248,40 @@ def test_async_client_many_in_flight_and_duplicate_responses_ignored(
     assert {a.specialist for a in answers} == {"perf"}
     assert duplicates == 1
     assert first.content == answers[0].content
+
+
+def test_client_memory_is_bounded_by_keep_responses(
+    offline: tuple[Settings, SwitchboardClient], kafka_config: dict[str, str]
+) -> None:
+    """A client keeping 5 responses holds 5 after 12 answers (the others are dropped, not
+    kept forever); forget() drops one early; keep_responses=0 is refused."""
+    settings, _client = offline
+    with (
+        SwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix, tenant="acme", keep_responses=5
+        ) as client,
+        SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as watcher,
+    ):
+        ids = [uuid.uuid4().hex for _ in range(12)]
+        for request_id in ids:
+            watcher.expect(request_id)
+        for i, request_id in enumerate(ids):
+            client.submit(f"/data size the partitions for case {i}", request_id=request_id)
+        # The watcher keeps everything: once it has all 12, they are on the topic; the barrier
+        # makes sure the bounded client has read them too.
+        assert {watcher.result(i, timeout=60).status for i in ids} == {"answered"}
+        client._responses._tail.barrier().result(timeout=30)
+        assert client.held_responses == 5
+        held = []
+        for request_id in ids:
+            with contextlib.suppress(TimeoutError):
+                held.append(client.result(request_id, timeout=0.01))
+        assert len(held) == 5
+        client.forget(held[0].request_id)
+        assert client.held_responses == 4
+        assert client.duplicate_responses == 0
+    with pytest.raises(ValueError, match="keep_responses"):
+        SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix, keep_responses=0)
 
 
 @pytest.mark.parametrize("over_limit", ["reject", "delay"])

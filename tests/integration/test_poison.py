@@ -250,7 +250,8 @@ def test_poison_never_stops_the_pipeline(
 
     # Every malformed record in the DLQ exactly once, with its original bytes (a tombstone's
     # null value is stored as empty bytes), and why it could not be read.
-    (big,) = [d for m, d in decoded if m.key() == b"near-limit"]
+    ((big_msg, big),) = [(m, d) for m, d in decoded if m.key() == b"near-limit"]
+    assert h.header_value(big_msg.headers(), h.DLQ_TRUNCATED) == str(len(near_limit))
     decoded = [(m, d) for m, d in decoded if m.key() != b"near-limit"]
     assert big["original_value"] == near_limit[:DLQ_VALUE_PREFIX_BYTES]
     where = f"{requests_topic}/{big['origin_partition']}/{big['origin_offset']}"

@@ -15,6 +15,7 @@ from consumers.replay import (
     SKIP_DUPLICATE,
     SKIP_LIMIT,
     SKIP_REPLAYED,
+    SKIP_TRUNCATED,
     SKIP_UNDECODABLE,
     DeadLetterView,
     ReplayFilter,
@@ -51,6 +52,7 @@ def letter(
     error_code: str | None = "invalid_request",
     failed_at: int = NOW,
     headers: list[dict[str, Any]] | None = None,
+    dlq_headers: list[tuple[str, bytes]] | None = None,
 ) -> DeadLetterView:
     record = {
         "original_key": b"key", "original_value": b"value",
@@ -62,7 +64,10 @@ def letter(
         "request_id": request_id, "tenant": tenant, "specialist": specialist,
     }  # fmt: skip
     value = CODEC.encode(DEAD_LETTER, record, DLQ)
-    msg = Message(topic=DLQ, partition=0, offset=offset, value=value, timestamp=(1, failed_at))
+    msg = Message(
+        topic=DLQ, partition=0, offset=offset, value=value, timestamp=(1, failed_at),
+        headers=dlq_headers or [],
+    )  # fmt: skip
     return DeadLetterView.from_message(msg, CODEC)
 
 
@@ -186,15 +191,18 @@ def test_plan_sends_oldest_first_and_says_why_it_leaves_records_out() -> None:
     dup_new = letter(6, request_id="e", failed_at=NOW - MIN)
     no_id = letter(7, request_id=None)
     junk = garbage(8)
+    cut = letter(9, request_id="f", dlq_headers=[(h.DLQ_TRUNCATED, b"1048000")])
     plan = plan_replay(
-        [fresh, older, replayed, answered, dup_old, dup_new, no_id, junk],
+        [fresh, older, replayed, answered, dup_old, dup_new, no_id, junk, cut],
         replayed={replayed.pointer}, settled={"d"},
     )  # fmt: skip
     assert [x.offset for x in plan.to_send] == [2, 6, 1, 7]
     assert plan.skipped_counts() == {
-        SKIP_UNDECODABLE: 1, SKIP_REPLAYED: 1, SKIP_ANSWERED: 1, SKIP_DUPLICATE: 1,
+        SKIP_UNDECODABLE: 1, SKIP_TRUNCATED: 1, SKIP_REPLAYED: 1, SKIP_ANSWERED: 1,
+        SKIP_DUPLICATE: 1,
     }  # fmt: skip
     assert plan.skipped[SKIP_DUPLICATE] == [dup_old]
+    assert cut.truncated and cut.summary()["truncated"] and not fresh.truncated
 
 
 def test_plan_limit_keeps_the_oldest() -> None:
