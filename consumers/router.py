@@ -122,7 +122,8 @@ class Router:
     def _route(self, msg: Message, request: dict[str, Any], received_ms: int) -> Outputs:
         request_id = request["request_id"]
         # A DLQ replay follows the request's own `failed` response: only another status skips it.
-        replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
+        carried = replay_headers(msg)
+        replay = any(name == h.REPLAY_ID for name, _value in carried)
         if self._index.is_answered(request_id, replay=replay) or (
             not replay and self._recent.seen(request_id)
         ):
@@ -135,9 +136,9 @@ class Router:
         if specialist is None:
             verdict = self._triage.classify(prompt)
             if inspect.isawaitable(verdict):
-                return self._route_after_triage(msg, request, prompt, verdict, received_ms)
+                return self._route_after_triage(msg, request, prompt, verdict, received_ms, carried)
             specialist = verdict.specialist
-        return self._task(msg, request, specialist, prompt, received_ms)
+        return self._task(msg, request, specialist, prompt, received_ms, carried)
 
     async def _route_after_triage(
         self,
@@ -146,15 +147,23 @@ class Router:
         prompt: str,
         verdict: Awaitable[TriageResult],
         received_ms: int,
+        carried: list[tuple[str, bytes]],
     ) -> Sequence[Outbound]:
-        return self._task(msg, request, (await verdict).specialist, prompt, received_ms)
+        specialist = (await verdict).specialist
+        return self._task(msg, request, specialist, prompt, received_ms, carried)
 
     def _reject(self, request: dict[str, Any], exc: RequestInvalid) -> list[Outbound]:
         self._recent.add(request["request_id"])
         return [self._outcomes.response(request, "rejected", str(exc), error_code=exc.code)]
 
     def _task(
-        self, msg: Message, request: dict[str, Any], specialist: str, prompt: str, received_ms: int
+        self,
+        msg: Message,
+        request: dict[str, Any],
+        specialist: str,
+        prompt: str,
+        received_ms: int,
+        carried: list[tuple[str, bytes]],
     ) -> list[Outbound]:
         request_id = request["request_id"]
         if self._limiter is not None and (wait_s := self._limiter.check(request["tenant"])) > 0:
@@ -176,7 +185,7 @@ class Router:
         ]
         if request.get("traceparent"):
             headers.append((h.TRACEPARENT, request["traceparent"].encode()))
-        headers += replay_headers(msg)  # a replayed request that fails for good is parked
+        headers += carried  # a replayed request that fails for good is parked
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
         return [

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -84,6 +84,9 @@ class AsyncProducer:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         settled = self._settled
+        headers = record.headers
+        if headers and type(headers) is not list:
+            headers = list(headers)  # librdkafka takes a list (or dict); most already are
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             settled.append((callback, err, msg))  # on the poller thread; deque is thread-safe
@@ -92,7 +95,8 @@ class AsyncProducer:
             try:
                 self._producer.produce(
                     record.topic, record.value, record.key,
-                    headers=list(record.headers) or None, on_delivery=on_delivery,
+                    headers=cast(list[tuple[str, bytes | str | None]], headers) or None,
+                    on_delivery=on_delivery,
                 )  # fmt: skip
                 return
             except BufferError:

@@ -223,7 +223,8 @@ class ConsumerRuntime:
         except Exception as exc:
             self._spawn(ctx, self._process(msg, ctx, None, exc))
             return
-        if inspect.isawaitable(result):
+        # A list or tuple is by far the common answer: skip the costlier awaitable check.
+        if type(result) is not list and type(result) is not tuple and inspect.isawaitable(result):
             self._spawn(ctx, self._process(msg, ctx, result))
         else:
             # The fast path: the handler answered without waiting on anything, so the record

@@ -310,3 +310,19 @@ def test_impossible_requests_fail_before_touching_kafka(
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_replay_headers_carry_the_last_replay_id_and_pointer_only() -> None:
+    from consumers.outcomes import replay_headers
+
+    plain = Message(topic="t", headers=[("sb-request-id", b"r")])
+    assert replay_headers(plain) == []
+    assert replay_headers(Message(topic="t")) == []
+    replayed = Message(
+        topic="t",
+        headers=[
+            (h.REPLAY_OF, b"dlq/0/1"), ("sb-request-id", b"r"),
+            (h.REPLAY_ID, b"replay-old"), (h.REPLAY_ID, b"replay-new"),
+        ],
+    )  # fmt: skip
+    assert replay_headers(replayed) == [(h.REPLAY_ID, b"replay-new"), (h.REPLAY_OF, b"dlq/0/1")]
