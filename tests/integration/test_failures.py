@@ -388,7 +388,8 @@ def test_a_deadline_that_passes_during_retries_ends_expired(
     assert response.record["error_code"] == "deadline_exceeded"
     assert calls and {c.status for c in calls} == {529}
     assert response.record["attempts"] == len(calls)
-    assert took_s < 2.0 + 1.5
+    # By about its deadline: well before the next retry tier (10 s) could have run.
+    assert took_s < 2.0 + 3.0
     assert dlq_size == 0
 
 
@@ -408,5 +409,6 @@ def test_a_deadline_that_passes_while_the_workers_are_halted_ends_expired_on_tim
         (response,) = stage.ask_all([prompt], timeout_s=15, deadline_s=3.0)
         took_s = time.monotonic() - submitted
     assert response.status == "expired"
-    assert took_s < 3.0 + 2.0
+    # At its deadline, not when the 30 s pause ends (slack for a loaded 2-core CI machine).
+    assert took_s < 3.0 + 4.0
     assert fake.stats().total_calls == 1
