@@ -23,6 +23,7 @@ import concurrent.futures
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -122,8 +123,12 @@ class ConsumerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self._sem = Slots(config.concurrency)
-        # One thread owns every blocking librdkafka consumer call.
+        # One thread owns every librdkafka consumer call. confluent-kafka serialises a
+        # consumer's methods against a poll() in progress, so a store_offsets or pause made on
+        # the event loop would block the loop (every runtime of the process) for up to the
+        # poll timeout: the loop queues them here and the poll thread runs them between polls.
         self._poll_thread = concurrent.futures.ThreadPoolExecutor(1, "consumer-poll")
+        self._consumer_ops: deque[tuple[str, Any]] = deque()
         self._last_activity = time.monotonic()
         self._dirty: list[Context] = []
         #: Set once this member holds at least one partition (tests and the demo wait on it).
@@ -191,6 +196,7 @@ class ConsumerRuntime:
         ``consume(n, timeout)`` would wait out the whole timeout unless n records arrive,
         adding up to that much latency per hop at low rates.
         """
+        self._run_consumer_ops(consumer)
         first = consumer.poll(self.config.poll_timeout_s)
         if first is None:
             return []
@@ -391,7 +397,7 @@ class ConsumerRuntime:
     def _store_dirty(self) -> None:
         """Once per loop turn: store the committable offset of every partition that moved."""
         dirty, self._dirty = self._dirty, []
-        offsets = []
+        stores: list[tuple[Context, int]] = []
         share = self._share()
         for ctx in dirty:
             ctx.dirty = False
@@ -399,33 +405,49 @@ class ConsumerRuntime:
                 continue  # the revoke path commits what is contiguous
             offset = ctx.tracker.committable_offset()
             if offset is not None:
-                offsets.append(TopicPartition(ctx.topic, ctx.partition, offset))
+                stores.append((ctx, offset))
             if ctx.paused and self._under_bound(ctx, share):
                 self._set_paused(ctx, False)
-        if offsets and self._consumer is not None:
+        if stores:
             # Commit order: each stored offset's outputs, and every earlier offset's, are
             # delivered; librdkafka commits what is stored.
-            try:
-                self._consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:  # revoked under us: the revoke path commits
-                log.debug("store_offsets: %s", exc)
+            self._consumer_ops.append(("store", stores))
 
     def _set_paused(self, ctx: Context, paused: bool) -> None:
-        if self._consumer is None:
+        """Pause or resume ``ctx``'s partition (done on the poll thread before its next poll)."""
+        if self._consumer is None or ctx.paused == paused:
             return
-        tp = [TopicPartition(ctx.topic, ctx.partition)]
-        try:
-            if paused:
-                self._consumer.pause(tp)
-            else:
-                self._consumer.resume(tp)
-            ctx.paused = paused
-            if paused:
-                self._m_paused.inc()
-            else:
-                self._m_paused.dec()
-        except KafkaException as exc:
-            log.debug("pause/resume %s: %s", tp, exc)
+        ctx.paused = paused
+        if paused:
+            self._m_paused.inc()
+        else:
+            self._m_paused.dec()
+        self._consumer_ops.append(("pause" if paused else "resume", ctx))
+
+    def _run_consumer_ops(self, consumer: Consumer) -> None:
+        """On the poll thread: the stores, pauses and resumes the event loop asked for, in
+        order. A partition revoked meanwhile is skipped: the revoke path committed it, and a
+        stale store must not move a later owner's (or a new assignment's) offset back."""
+        ops = self._consumer_ops
+        while ops:
+            kind, arg = ops.popleft()
+            try:
+                if kind == "store":
+                    offsets = [
+                        TopicPartition(ctx.topic, ctx.partition, offset)
+                        for ctx, offset in arg
+                        if not ctx.revoked
+                    ]
+                    if offsets:
+                        consumer.store_offsets(offsets=offsets)
+                elif not arg.revoked:
+                    tp = [TopicPartition(arg.topic, arg.partition)]
+                    if kind == "pause":
+                        consumer.pause(tp)
+                    else:
+                        consumer.resume(tp)
+            except KafkaException as exc:  # revoked under us: the revoke path commits
+                log.debug("%s: %s", kind, exc)
 
     # --- rebalance (callbacks run on the poll thread) -----------------------------------
     def _cb_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -537,6 +559,7 @@ class ConsumerRuntime:
         await self._wait_fast(list(self._parts.values()), max(1.0, left))
         self._store_dirty()
         if consumer is not None:
+            await self._in_poll_thread(self._run_consumer_ops, consumer)
             offsets = []
             for ctx in self._parts.values():
                 ctx.tracker.committable_offset()
