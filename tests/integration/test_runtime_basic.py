@@ -56,3 +56,66 @@ def test_slow_handlers_complete_out_of_order_and_commit_in_order(
     out = read_topic(kafka_config, sink, until=lambda m: len(m) >= n, timeout_s=30)
     assert sorted(m.value() for m in out) == sorted(f"r{i}".encode() for i in range(n))
     assert committed_offsets(kafka_config, group, source, 1) == [n]
+
+
+def test_no_consumer_call_is_made_on_the_event_loop(
+    kafka_config: dict[str, str],
+    make_topic: Callable[..., str],
+    unique: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """confluent-kafka blocks a consumer's methods behind a poll() in progress on another
+    thread, so a store_offsets, pause or resume made on the event loop would stall every
+    runtime of the process. With a cap of 4 (so partitions pause and resume) and 300 records,
+    every such call runs on the poll thread, and the offsets still reach the commit."""
+    import threading
+
+    import consumers.runtime.loop as loop_module
+
+    source, sink = make_topic("src"), make_topic("sink")
+    group = unique("g")
+    n = 300
+    produce_all(kafka_config, source, ((None, f"r{i}".encode()) for i in range(n)))
+    calls: list[tuple[str, int]] = []
+
+    class WatchedConsumer(loop_module.Consumer):  # type: ignore[misc,name-defined]
+        def store_offsets(self, *args: object, **kwargs: object) -> None:
+            calls.append(("store_offsets", threading.get_ident()))
+            super().store_offsets(*args, **kwargs)
+
+        def pause(self, *args: object, **kwargs: object) -> None:
+            calls.append(("pause", threading.get_ident()))
+            super().pause(*args, **kwargs)
+
+        def resume(self, *args: object, **kwargs: object) -> None:
+            calls.append(("resume", threading.get_ident()))
+            super().resume(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "Consumer", WatchedConsumer)
+
+    async def handler(msg: Message, _ctx: Context) -> Sequence[Outbound]:
+        await asyncio.sleep(0.002)
+        return [Outbound(sink, msg.value())]
+
+    async def on_error(msg: Message, _ctx: Context, exc: BaseException) -> Sequence[Outbound]:
+        raise AssertionError(f"unexpected error {exc}")
+
+    loop_thread = 0
+
+    async def main() -> None:
+        nonlocal loop_thread
+        loop_thread = threading.get_ident()
+        producer = AsyncProducer({**kafka_config, "linger.ms": 2})
+        runtime = ConsumerRuntime(
+            RuntimeConfig([source], group, kafka_config, concurrency=4),
+            handler, producer=producer, on_error=on_error,
+        )  # fmt: skip
+        stats = await runtime.run(max_messages=n, idle_timeout=20)
+        producer.close()
+        assert stats.completed == n
+
+    asyncio.run(main())
+    kinds = {kind for kind, _ in calls}
+    assert {"store_offsets", "pause", "resume"} <= kinds
+    assert [kind for kind, thread in calls if thread == loop_thread] == []
+    assert committed_offsets(kafka_config, group, source, 1) == [n]
