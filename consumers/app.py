@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class Pipeline:
     workers: dict[str, SpecialistWorker] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.settings.gil_switch_interval_ms > 0:
+            sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000)
         self.topics = Topics(self.settings.topic_prefix)
         self.codec: Codec = make_codec(self.settings.schema_registry_url)
         self.producer = AsyncProducer(producer_config(self.kafka))
