@@ -45,11 +45,31 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     broker = LocalKafka(STATE_DIR / "kafka")
     bootstrap, started, _note = broker.start()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    before = set(admin.list_topics(timeout=30).topics)
     try:
         yield bootstrap
     finally:
+        _delete_new_topics(admin, before)
         if started:
             broker.stop()
+
+
+def _delete_new_topics(admin: AdminClient, before: set[str]) -> None:
+    """Delete the topics this session created on the local broker, which keeps its data
+    between sessions: thousands of leftover uuid topics would slow every later start and run.
+    Topics of a pipeline a developer runs alongside (the default prefix) are kept."""
+    try:
+        created = [
+            name
+            for name in admin.list_topics(timeout=30).topics
+            if name not in before and not name.startswith(("__", "switchboard."))
+        ]
+        if created:
+            for future in admin.delete_topics(created, operation_timeout=30).values():
+                future.result(timeout=60)
+    except Exception as exc:  # tidying must never fail the run
+        print(f"\nleft some test topics on the local broker: {exc}")
 
 
 @pytest.fixture(scope="session")
