@@ -417,10 +417,10 @@ def plan_replay(
     """Which of ``letters`` (already selected) to send.
 
     Left out: undecodable records (no origin to send to), truncated copies (replaying a prefix
-    would only fail again: the full original is at the letter's origin pointer), records whose pointer is in the
-    replays ledger (``replayed``), requests with a response other than ``failed``
-    (``settled``), older dead letters of a request that is replayed from a newer one, and
-    everything past ``limit``.
+    would only fail again: the full original is at the letter's origin pointer), records
+    whose pointer is in the replays ledger (``replayed``), requests with a response other than
+    ``failed`` (``settled``), older dead letters of a request that is replayed from a newer
+    one, and everything past ``limit``.
     """
     skipped: dict[str, list[DeadLetterView]] = {
         k: []
