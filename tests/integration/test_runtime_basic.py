@@ -10,11 +10,30 @@ import pytest
 from confluent_kafka import Message
 
 from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
+from consumers.runtime.loop import Handler
 from switchboard.aio_producer import AsyncProducer, Outbound
 
 from .helpers import committed_offsets, produce_all, read_topic
 
 pytestmark = pytest.mark.integration
+
+
+async def _unexpected(msg: Message, _ctx: Context, exc: BaseException) -> Sequence[Outbound]:
+    raise AssertionError(f"unexpected error {exc}")
+
+
+async def _run_to_completion(
+    kafka_config: dict[str, str], source: str, group: str, handler: Handler, n: int, cap: int
+) -> None:
+    """One runtime over ``source`` until ``n`` records are handled (and their outputs sent)."""
+    producer = AsyncProducer({**kafka_config, "linger.ms": 2})
+    runtime = ConsumerRuntime(
+        RuntimeConfig([source], group, kafka_config, concurrency=cap),
+        handler, producer=producer, on_error=_unexpected,
+    )  # fmt: skip
+    stats = await runtime.run(max_messages=n, idle_timeout=20)
+    producer.close()
+    assert stats.completed == n
 
 
 def test_slow_handlers_complete_out_of_order_and_commit_in_order(
@@ -38,20 +57,7 @@ def test_slow_handlers_complete_out_of_order_and_commit_in_order(
         concurrent -= 1
         return [Outbound(sink, msg.value())]
 
-    async def on_error(msg: Message, _ctx: Context, exc: BaseException) -> Sequence[Outbound]:
-        raise AssertionError(f"unexpected error {exc}")
-
-    async def main() -> None:
-        producer = AsyncProducer({**kafka_config, "linger.ms": 2})
-        runtime = ConsumerRuntime(
-            RuntimeConfig([source], group, kafka_config, concurrency=cap),
-            handler, producer=producer, on_error=on_error,
-        )  # fmt: skip
-        stats = await runtime.run(max_messages=n, idle_timeout=20)
-        producer.close()
-        assert stats.completed == n
-
-    asyncio.run(main())
+    asyncio.run(_run_to_completion(kafka_config, source, group, handler, n, cap))
     assert 1 < high_water <= cap
     out = read_topic(kafka_config, sink, until=lambda m: len(m) >= n, timeout_s=30)
     assert sorted(m.value() for m in out) == sorted(f"r{i}".encode() for i in range(n))
@@ -97,22 +103,12 @@ def test_no_consumer_call_is_made_on_the_event_loop(
         await asyncio.sleep(0.002)
         return [Outbound(sink, msg.value())]
 
-    async def on_error(msg: Message, _ctx: Context, exc: BaseException) -> Sequence[Outbound]:
-        raise AssertionError(f"unexpected error {exc}")
-
     loop_thread = 0
 
     async def main() -> None:
         nonlocal loop_thread
         loop_thread = threading.get_ident()
-        producer = AsyncProducer({**kafka_config, "linger.ms": 2})
-        runtime = ConsumerRuntime(
-            RuntimeConfig([source], group, kafka_config, concurrency=4),
-            handler, producer=producer, on_error=on_error,
-        )  # fmt: skip
-        stats = await runtime.run(max_messages=n, idle_timeout=20)
-        producer.close()
-        assert stats.completed == n
+        await _run_to_completion(kafka_config, source, group, handler, n, cap=4)
 
     asyncio.run(main())
     kinds = {kind for kind, _ in calls}
