@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,7 @@ class Pipeline:
         self.codec: Codec = make_codec(self.settings.schema_registry_url)
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
+        self._index_syncs: set[asyncio.Task[None]] = set()
         self.policy = RetryPolicy(
             self.topics,
             max_attempts=self.settings.max_attempts,
@@ -112,9 +114,27 @@ class Pipeline:
                 consumer_overrides=overrides, **config,
             ),
             handler, producer=self.producer, on_error=on_error,
+            on_assign=self._sync_index_now,
         )  # fmt: skip
         self.runtimes[role] = runtime
         return runtime
+
+    def _sync_index_now(self, _assigned: object) -> None:
+        """On an assignment, start reading the answered index up to now at once: the first
+        record of each new partition waits for exactly that barrier, so it is ready (or under
+        way) when the record arrives, instead of begun by it (~100 ms per hop after a start or
+        a rebalance)."""
+        if self._index is None:
+            return
+        task = asyncio.ensure_future(self._index.sync(time.monotonic()))
+        self._index_syncs.add(task)
+        task.add_done_callback(self._sync_done)
+
+    def _sync_done(self, task: asyncio.Task[None]) -> None:
+        self._index_syncs.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The handlers wait on the same barrier and meet the same error there.
+            log.warning("answered index sync on assignment failed: %s", exc)
 
     def add_router(self, concurrency: int | None = None) -> ConsumerRuntime:
         s = self.settings
@@ -205,6 +225,9 @@ class Pipeline:
             await self.close()
 
     async def close(self) -> None:
+        for task in self._index_syncs:
+            task.cancel()
+        await asyncio.gather(*self._index_syncs, return_exceptions=True)
         await asyncio.to_thread(self.producer.close)
         if self._index is not None:
             await asyncio.to_thread(self._index.close)
