@@ -23,8 +23,8 @@ from benchmarks.measure import (
     read_topics,
     rounded,
 )
-from switchboard.settings import SPECIALISTS
-from switchboard.topics import Topics
+from switchboard.core.settings import SPECIALISTS
+from switchboard.core.topics import Topics
 
 #: The peers of G10, by the module name under ``benchmarks/peers/`` (``<name>_app.py``).
 PEERS = ("quix", "faststream", "faust")

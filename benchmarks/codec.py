@@ -18,8 +18,8 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from benchmarks.env import Payloads
 from consumers.router import Router, RouterRules
-from switchboard.serde import REQUEST
-from switchboard.topics import Topics
+from switchboard.core.serde import REQUEST
+from switchboard.core.topics import Topics
 
 
 def run(payloads: Payloads, quick: bool) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from producers.client import build_request
-from switchboard.admin import ensure_topics
-from switchboard.kafka_clients import local_broker, producer_config
-from switchboard.serde import REQUEST, SingleObjectCodec
-from switchboard.settings import SPECIALISTS, Settings
-from switchboard.topics import Topics, TopicSpec
+from switchboard.cli.bootstrap import local_broker
+from switchboard.core.admin import ensure_topics
+from switchboard.core.kafka_clients import producer_config
+from switchboard.core.serde import REQUEST, SingleObjectCodec
+from switchboard.core.settings import SPECIALISTS, Settings
+from switchboard.core.topics import Topics, TopicSpec
 
 #: Tenants the generated load spreads over. The router allows each tenant 1,000 requests/s by
 #: default (``TenantLimiter``); one tenant would turn a capacity test into a rate-limit test.

@@ -14,7 +14,7 @@ from typing import Any
 from benchmarks import procs
 from benchmarks.env import BenchKafka, Payloads, preload
 from benchmarks.measure import Watermarks, read_topics, rounded
-from switchboard.serde import RESPONSE, SingleObjectCodec
+from switchboard.core.serde import RESPONSE, SingleObjectCodec
 
 
 def g7_cell(bench: BenchKafka, payloads: Payloads, w_s: float, cap: int, waves: int,

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from switchboard.kafka_clients import consumer_config, producer_config
+from switchboard.core.kafka_clients import consumer_config, producer_config
 
 
 class Control:
@@ -142,8 +142,8 @@ class SleepBackend:
 def _count_flushes() -> dict[str, int]:
     """Swap confluent-kafka's Producer for a subclass counting ``flush`` calls, everywhere
     Switchboard builds one (G6)."""
-    import switchboard.aio_producer
-    import switchboard.kafka_clients
+    import switchboard.core.aio_producer
+    import switchboard.core.kafka_clients
 
     counts = {"flush": 0}
 
@@ -152,8 +152,8 @@ def _count_flushes() -> dict[str, int]:
             counts["flush"] += 1
             return int(super().flush(*args, **kwargs))
 
-    switchboard.aio_producer.Producer = CountingProducer  # type: ignore[misc]
-    switchboard.kafka_clients.Producer = CountingProducer  # type: ignore[misc]
+    switchboard.core.aio_producer.Producer = CountingProducer  # type: ignore[misc]
+    switchboard.core.kafka_clients.Producer = CountingProducer  # type: ignore[misc]
     return counts
 
 
@@ -177,7 +177,7 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
     worker:all, relay; ``spec["backend"]`` instant, sleep:SECONDS or sdk (the real
     ``AsyncAnthropic`` against ``spec["base_url"]``)."""
     from consumers.app import Pipeline, make_backend
-    from switchboard.settings import SPECIALISTS, Settings
+    from switchboard.core.settings import SPECIALISTS, Settings
 
     flushes = _count_flushes()
     pauses = _count_pauses()
@@ -343,7 +343,7 @@ def observer(spec: dict[str, Any], ctl: Control) -> None:
 
 def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
     """``FakeAnthropic`` in its own process, so the worker's event loop has its core to itself."""
-    from switchboard.fake_anthropic import FakeAnthropic
+    from switchboard.devtools.fake_anthropic import FakeAnthropic
 
     fake = FakeAnthropic(
         latency_ms=spec.get("latency_ms", 0.0), rpm=spec.get("rpm"), tpm=spec.get("tpm"),
@@ -352,7 +352,7 @@ def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
     if spec.get("prespend_key"):
         # The buckets start full (a minute's worth); spend that burst now, as steady traffic
         # from this key would have, so the run measures the sustained limit.
-        from switchboard.fake_anthropic.prompts import PromptSplit
+        from switchboard.devtools.fake_anthropic.prompts import PromptSplit
 
         one = PromptSplit(cache_key=None, cached_tokens=0, uncached_tokens=1, cache_ttl_s=0.0)
         while fake.state.admit(spec["prespend_key"], one).admitted:

@@ -26,8 +26,8 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from switchboard.headers import STATUS, header_value
-from switchboard.tail import TopicTail
+from switchboard.core.headers import STATUS, header_value
+from switchboard.core.tail import TopicTail
 
 #: How often the tail thread forgets answers older than the dedup window.
 _PRUNE_EVERY_S = 60.0

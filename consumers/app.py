@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from anthropic import AsyncAnthropic
-
 from consumers.answered import AnsweredIndex
 from consumers.outcomes import Outcomes
 from consumers.relay import RetryRelay
@@ -28,14 +26,14 @@ from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
 from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
-from switchboard import metrics
-from switchboard.aio_producer import AsyncProducer, Outbound
-from switchboard.classify import classify
-from switchboard.kafka_clients import producer_config
-from switchboard.policy import RetryPolicy
-from switchboard.serde import Codec, make_codec
-from switchboard.settings import SPECIALISTS, Settings
-from switchboard.topics import RETRY_TIERS_S, Topics
+from switchboard.core import metrics
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.classify import classify
+from switchboard.core.kafka_clients import producer_config
+from switchboard.core.policy import RetryPolicy
+from switchboard.core.serde import Codec, make_codec
+from switchboard.core.settings import SPECIALISTS, Settings
+from switchboard.core.topics import RETRY_TIERS_S, Topics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,8 @@ def make_backend(settings: Settings, limiter: AimdLimiter | None = None) -> Spec
     """Claude when an API key is set, else the offline rulebook."""
     if settings.anthropic_api_key is None:
         return OfflineBackend()
+    from anthropic import AsyncAnthropic  # here, not at the top: routers and relays never need it
+
     client = AsyncAnthropic(
         api_key=settings.anthropic_api_key.get_secret_value(),
         base_url=settings.anthropic_base_url,
@@ -163,6 +163,8 @@ class Pipeline:
         s = self.settings
         if s.triage != "model" or s.anthropic_api_key is None:
             return None
+        from anthropic import AsyncAnthropic  # only a model-triaging router needs the SDK
+
         client = AsyncAnthropic(
             api_key=s.anthropic_api_key.get_secret_value(), base_url=s.anthropic_base_url,
             timeout=10.0, max_retries=1,

@@ -15,11 +15,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from switchboard import headers as h
-from switchboard.aio_producer import AsyncProducer, Outbound
-from switchboard.classify import Failure
-from switchboard.serde import DEAD_LETTER, RESPONSE, Codec
-from switchboard.topics import Topics
+from switchboard.core import headers as h
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.classify import Failure
+from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
+from switchboard.core.topics import Topics
 
 #: Header on every response: its status, so the answered index can tell a ``failed`` response
 #: (which a DLQ replay may supersede) from a settled one without decoding the value.

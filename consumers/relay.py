@@ -15,11 +15,11 @@ from confluent_kafka import Message
 
 from consumers.outcomes import Outcomes, header_pairs, now_ms
 from consumers.runtime import Context
-from switchboard import headers as h
-from switchboard.aio_producer import Outbound
-from switchboard.classify import classify
-from switchboard.errors import PermanentError
-from switchboard.settings import SPECIALISTS
+from switchboard.core import headers as h
+from switchboard.core.aio_producer import Outbound
+from switchboard.core.classify import classify
+from switchboard.core.errors import PermanentError
+from switchboard.core.settings import SPECIALISTS
 
 _RELAY_ONLY = frozenset({h.RETRY_DUE_MS, h.RETRY_ORIGIN_TOPIC})
 

@@ -47,13 +47,13 @@ from confluent_kafka.admin import AdminClient
 
 from consumers.outcomes import now_ms
 from consumers.resilience.ratelimit import TokenBucket
-from switchboard import headers as h
-from switchboard.admin import end_offsets, ensure_topics
-from switchboard.aio_producer import AsyncProducer, Outbound
-from switchboard.errors import ConfigError, DecodeError, ErrorClass, TransientError
-from switchboard.serde import DEAD_LETTER, RESPONSE, Codec
-from switchboard.tail import TopicTail
-from switchboard.topics import Topics, TopicSpec
+from switchboard.core import headers as h
+from switchboard.core.admin import end_offsets, ensure_topics
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.errors import ConfigError, DecodeError, ErrorClass, TransientError
+from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
+from switchboard.core.tail import TopicTail
+from switchboard.core.topics import Topics, TopicSpec
 
 #: What ``error_class`` says of a DLQ value that does not decode as a DeadLetter.
 UNDECODABLE: Final = "undecodable"

@@ -22,13 +22,13 @@ from consumers.outcomes import Outcomes, now_ms, replay_headers
 from consumers.resilience.ratelimit import TenantLimiter
 from consumers.runtime import Context
 from consumers.triage import KeywordTriage, TriageResult, parse_command
-from switchboard import headers as h
-from switchboard.aio_producer import Outbound
-from switchboard.classify import classify
-from switchboard.errors import DecodeError, RequestInvalid
-from switchboard.serde import REQUEST, Codec
-from switchboard.settings import SPECIALISTS
-from switchboard.topics import Topics
+from switchboard.core import headers as h
+from switchboard.core.aio_producer import Outbound
+from switchboard.core.classify import classify
+from switchboard.core.errors import DecodeError, RequestInvalid
+from switchboard.core.serde import REQUEST, Codec
+from switchboard.core.settings import SPECIALISTS
+from switchboard.core.topics import Topics
 
 #: Records to deliver now, or an awaitable of them (see the runtime's Handler).
 Outputs = Sequence[Outbound] | Awaitable[Sequence[Outbound]]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-
-from anthropic import AsyncAnthropic
+from typing import TYPE_CHECKING
 
 from consumers.triage import KeywordTriage, TriageResult
-from switchboard.settings import SPECIALISTS
+from switchboard.core.settings import SPECIALISTS
+
+if TYPE_CHECKING:  # for types only: importing the SDK takes seconds, and routers never call it
+    from anthropic import AsyncAnthropic
 
 log = logging.getLogger(__name__)
 

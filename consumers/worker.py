@@ -28,12 +28,12 @@ from consumers.resilience.breaker import CircuitBreaker
 from consumers.resilience.ratelimit import AimdLimiter
 from consumers.runtime import Context
 from consumers.specialists.backends import Answer, SpecialistBackend
-from switchboard import headers as h
-from switchboard.aio_producer import Outbound
-from switchboard.classify import Failure, classify
-from switchboard.errors import DecodeError
-from switchboard.policy import Dead, Drop, Expire, Halt, Retry, RetryPolicy
-from switchboard.serde import REQUEST, Codec
+from switchboard.core import headers as h
+from switchboard.core.aio_producer import Outbound
+from switchboard.core.classify import Failure, classify
+from switchboard.core.errors import DecodeError
+from switchboard.core.policy import Dead, Drop, Expire, Halt, Retry, RetryPolicy
+from switchboard.core.serde import REQUEST, Codec
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from typing import Any
 
 from confluent_kafka import Message, Producer
 
-from switchboard import headers as h
-from switchboard.aio_producer import AsyncProducer, Outbound
-from switchboard.kafka_clients import producer_config
-from switchboard.serde import REQUEST, RESPONSE, Codec, make_codec
-from switchboard.tail import TopicTail
-from switchboard.topics import Topics
+from switchboard.core import headers as h
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.kafka_clients import producer_config
+from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
+from switchboard.core.tail import TopicTail
+from switchboard.core.topics import Topics
 
 TERMINAL_STATUSES = ("answered", "rejected", "refused", "expired", "failed")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from switchboard.local_kafka import LocalKafka
+from switchboard.devtools.local_kafka import LocalKafka
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = Path(os.environ.get("SWITCHBOARD_STATE_DIR", REPO / ".switchboard")).resolve()

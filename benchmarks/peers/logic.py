@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from consumers.triage import parse_command
-from switchboard.serde import REQUEST, RESPONSE, SingleObjectCodec
-from switchboard.settings import SPECIALISTS
+from switchboard.core.serde import REQUEST, RESPONSE, SingleObjectCodec
+from switchboard.core.settings import SPECIALISTS
 
 CODEC = SingleObjectCodec()
 

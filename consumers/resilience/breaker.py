@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from switchboard.classify import Failure
+    from switchboard.core.classify import Failure
 
 __all__ = ["BreakerState", "CircuitBreaker"]
 

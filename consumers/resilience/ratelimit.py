@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from switchboard.classify import Failure
+    from switchboard.core.classify import Failure
 
 __all__ = ["AimdLimiter", "TenantLimiter", "TokenBucket"]
 

@@ -32,11 +32,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.runtime.slots import Slots
 from consumers.runtime.tracker import PartitionTracker
-from switchboard import metrics
-from switchboard.aio_producer import AsyncProducer, Outbound
-from switchboard.classify import classify_kafka
-from switchboard.errors import ErrorClass
-from switchboard.kafka_clients import consumer_config
+from switchboard.core import metrics
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.classify import classify_kafka
+from switchboard.core.errors import ErrorClass
+from switchboard.core.kafka_clients import consumer_config
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from anthropic import AsyncAnthropic
+from typing import TYPE_CHECKING, Any, Protocol
 
 from consumers.specialists.personas import load_persona
 from consumers.specialists.rulebook import OfflineRulebook
+
+if TYPE_CHECKING:  # for types only: importing the SDK takes seconds, and routers never call it
+    from anthropic import AsyncAnthropic
 
 #: Published prices in micro-dollars per token (input, output): $ per million tokens == µ$ per
 #: token. Cache reads cost a tenth of input, cache writes 1.25x input.

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from switchboard.settings import SPECIALISTS  # the one list of specialists
+from switchboard.core.settings import SPECIALISTS  # the one list of specialists
 
 _PACKAGE = __name__.rpartition(".")[0]
 

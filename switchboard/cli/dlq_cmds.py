@@ -13,10 +13,11 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from switchboard.errors import ConfigError, ErrorClass
-from switchboard.kafka_clients import producer_config, resolve_bootstrap
-from switchboard.settings import SPECIALISTS, Settings
-from switchboard.topics import Topics
+from switchboard.cli.bootstrap import resolve_bootstrap
+from switchboard.core.errors import ConfigError, ErrorClass
+from switchboard.core.kafka_clients import producer_config
+from switchboard.core.settings import SPECIALISTS, Settings
+from switchboard.core.topics import Topics
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -218,7 +219,7 @@ def _source(args: argparse.Namespace, settings: Settings) -> str:
 
 def _store(settings: Settings, source: str) -> tuple[dict[str, Any], DeadLetterStore]:
     from consumers.replay import DeadLetterStore
-    from switchboard.serde import make_codec
+    from switchboard.core.serde import make_codec
 
     kafka = settings.client_config(resolve_bootstrap(settings))
     codec = make_codec(settings.schema_registry_url)
@@ -450,8 +451,8 @@ def _preview(value: bytes) -> str:
 def _detail(letter: DeadLetterView, store: DeadLetterStore) -> dict[str, Any]:
     """The stable JSON of ``dlq show --json``."""
     from consumers.replay import iso
-    from switchboard.errors import DecodeError
-    from switchboard.serde import REQUEST
+    from switchboard.core.errors import DecodeError
+    from switchboard.core.serde import REQUEST
 
     detail: dict[str, Any] = {
         "id": letter.id,
@@ -587,7 +588,7 @@ async def _send(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from consumers.replay import Replayer
-    from switchboard.aio_producer import AsyncProducer
+    from switchboard.core.aio_producer import AsyncProducer
 
     producer = AsyncProducer(producer_config(kafka))
     replayer = Replayer(producer, topics, replay_id=replay_id, rate=rate)
@@ -659,7 +660,7 @@ def purge_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     async def write() -> int:
-        from switchboard.aio_producer import AsyncProducer
+        from switchboard.core.aio_producer import AsyncProducer
 
         producer = AsyncProducer(producer_config(kafka))
         try:

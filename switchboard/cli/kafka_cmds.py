@@ -7,10 +7,11 @@ import json
 import time
 from typing import Any
 
-from switchboard.admin import ensure_topics
-from switchboard.kafka_clients import local_broker, make_admin, resolve_bootstrap
-from switchboard.settings import Settings
-from switchboard.topics import Topics
+from switchboard.cli.bootstrap import local_broker, resolve_bootstrap
+from switchboard.core.admin import ensure_topics
+from switchboard.core.kafka_clients import make_admin
+from switchboard.core.settings import Settings
+from switchboard.core.topics import Topics
 
 
 def register(sub: Any) -> None:

@@ -10,8 +10,8 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from switchboard.errors import SwitchboardError
-from switchboard.settings import Settings
+from switchboard.core.errors import SwitchboardError
+from switchboard.core.settings import Settings
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["fake-anthropic"]:
         # The fake server parses its own options (--port, --fault, ...): hand them over whole.
-        from switchboard.fake_anthropic import main as fake_main
+        from switchboard.devtools.fake_anthropic import main as fake_main
 
         return int(fake_main(args_list[1:]))
     parser = build_parser()

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from switchboard.admin import ensure_topics
-from switchboard.errors import ConfigError
-from switchboard.kafka_clients import local_broker, make_admin, resolve_bootstrap
-from switchboard.settings import SPECIALISTS, Settings
-from switchboard.topics import Topics
+from switchboard.cli.bootstrap import local_broker, resolve_bootstrap
+from switchboard.core.admin import ensure_topics
+from switchboard.core.errors import ConfigError
+from switchboard.core.kafka_clients import make_admin
+from switchboard.core.settings import SPECIALISTS, Settings
+from switchboard.core.topics import Topics
 
 
 def _positive_float(text: str) -> float:
@@ -113,7 +114,7 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from producers.client import ResultTimeout, SwitchboardClient
-    from switchboard.serde import make_codec
+    from switchboard.core.serde import make_codec
 
     if (args.text is None) == (args.file is None):
         raise ConfigError("give the request TEXT or --file REQUESTS.jsonl (exactly one)")
@@ -210,7 +211,7 @@ def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int
     log = logging.getLogger("switchboard")
     log.info("settings: %s", json.dumps(settings.masked(), sort_keys=True))
     if settings.metrics_port:
-        from switchboard.metrics import serve_metrics
+        from switchboard.core.metrics import serve_metrics
 
         serve_metrics(settings.metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
@@ -276,7 +277,7 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     from consumers.app import Pipeline, install_signal_handlers
     from producers.client import AsyncSwitchboardClient, ResultTimeout
-    from switchboard.serde import make_codec
+    from switchboard.core.serde import make_codec
 
     console = Console()
     started = _start_broker_if_needed(settings)

@@ -11,9 +11,9 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from consumers.app import Pipeline
-from switchboard.admin import ensure_topics
-from switchboard.settings import Settings
-from switchboard.topics import Topics
+from switchboard.core.admin import ensure_topics
+from switchboard.core.settings import Settings
+from switchboard.core.topics import Topics
 
 
 def settings_for_test(bootstrap: str, **overrides: Any) -> Settings:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from consumers.app import Pipeline
-from switchboard.settings import Settings
+from switchboard.core.settings import Settings
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 

@@ -31,16 +31,16 @@ from confluent_kafka.admin import AdminClient
 from consumers.outcomes import Attempt, Outcomes, now_ms
 from consumers.replay import DeadLetterStore, acks_topic, message_headers, replays_topic
 from producers.client import SwitchboardClient, build_request
-from switchboard import headers as h
-from switchboard.aio_producer import AsyncProducer, Outbound
-from switchboard.classify import Failure
 from switchboard.cli.main import main
-from switchboard.errors import ErrorClass
-from switchboard.fake_anthropic import FakeAnthropic
-from switchboard.kafka_clients import producer_config
-from switchboard.serde import DEAD_LETTER, REQUEST, make_codec
-from switchboard.settings import SPECIALISTS, Settings
-from switchboard.topics import Topics
+from switchboard.core import headers as h
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.classify import Failure
+from switchboard.core.errors import ErrorClass
+from switchboard.core.kafka_clients import producer_config
+from switchboard.core.serde import DEAD_LETTER, REQUEST, make_codec
+from switchboard.core.settings import SPECIALISTS, Settings
+from switchboard.core.topics import Topics
+from switchboard.devtools.fake_anthropic import FakeAnthropic
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 

@@ -21,12 +21,12 @@ from consumers.app import Pipeline
 from consumers.resilience.breaker import BreakerState
 from consumers.worker import SpecialistWorker
 from producers.client import Response, SwitchboardClient
-from switchboard.fake_anthropic import FakeAnthropic
-from switchboard.fake_anthropic.faults import Fault
-from switchboard.fake_anthropic.prompts import request_key
-from switchboard.fake_anthropic.state import CallRecord
-from switchboard.serde import DEAD_LETTER, REQUEST, make_codec
-from switchboard.settings import Settings
+from switchboard.core.serde import DEAD_LETTER, REQUEST, make_codec
+from switchboard.core.settings import Settings
+from switchboard.devtools.fake_anthropic import FakeAnthropic
+from switchboard.devtools.fake_anthropic.faults import Fault
+from switchboard.devtools.fake_anthropic.prompts import request_key
+from switchboard.devtools.fake_anthropic.state import CallRecord
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 

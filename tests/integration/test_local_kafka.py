@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from switchboard.local_kafka import BrokerError, LocalKafka
+from switchboard.devtools.local_kafka import BrokerError, LocalKafka
 
 from ..conftest import STATE_DIR
 

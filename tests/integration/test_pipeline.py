@@ -14,9 +14,9 @@ from confluent_kafka import Producer
 
 from consumers.app import Pipeline
 from producers.client import SwitchboardClient
-from switchboard.fake_anthropic import FakeAnthropic
-from switchboard.serde import DEAD_LETTER, make_codec
-from switchboard.settings import SPECIALISTS, Settings
+from switchboard.core.serde import DEAD_LETTER, make_codec
+from switchboard.core.settings import SPECIALISTS, Settings
+from switchboard.devtools.fake_anthropic import FakeAnthropic
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 from .helpers import read_topic
@@ -220,7 +220,7 @@ def test_async_client_many_in_flight_and_duplicate_responses_ignored(
     import asyncio
 
     from producers.client import AsyncSwitchboardClient
-    from switchboard.serde import RESPONSE
+    from switchboard.core.serde import RESPONSE
 
     settings, _client = offline
 

@@ -18,9 +18,9 @@ from confluent_kafka import Message, Producer
 from consumers.app import Pipeline
 from consumers.outcomes import DLQ_VALUE_PREFIX_BYTES
 from producers.client import SwitchboardClient, build_request
-from switchboard import headers as h
-from switchboard.errors import DecodeError
-from switchboard.serde import (
+from switchboard.core import headers as h
+from switchboard.core.errors import DecodeError
+from switchboard.core.serde import (
     DEAD_LETTER,
     REQUEST,
     RESPONSE,

@@ -11,7 +11,7 @@ from confluent_kafka import Message
 
 from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
 from consumers.runtime.loop import Handler
-from switchboard.aio_producer import AsyncProducer, Outbound
+from switchboard.core.aio_producer import AsyncProducer, Outbound
 
 from .helpers import committed_offsets, produce_all, read_topic
 

@@ -18,8 +18,8 @@ import pytest
 
 from consumers.app import Pipeline
 from producers.client import SwitchboardClient
-from switchboard.fake_anthropic import FakeAnthropic
-from switchboard.settings import Settings
+from switchboard.core.settings import Settings
+from switchboard.devtools.fake_anthropic import FakeAnthropic
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 from .helpers import read_topic

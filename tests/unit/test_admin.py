@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from switchboard.admin import end_offsets, is_settling
+from switchboard.core.admin import end_offsets, is_settling
 
 
 class FlakyAdmin:

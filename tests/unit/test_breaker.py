@@ -8,8 +8,8 @@ import random
 import pytest
 
 from consumers.resilience.breaker import BreakerState, CircuitBreaker
-from switchboard.classify import Failure
-from switchboard.errors import ErrorClass
+from switchboard.core.classify import Failure
+from switchboard.core.errors import ErrorClass
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.serialization import SerializationError
 from fastavro.read import SchemaResolutionError
 
-from switchboard.classify import (
+from switchboard.core.classify import (
     MAX_MESSAGE_CHARS,
     Failure,
     classify,
@@ -28,7 +28,7 @@ from switchboard.classify import (
     classify_kafka,
     parse_retry_after,
 )
-from switchboard.errors import (
+from switchboard.core.errors import (
     ConfigError,
     DecodeError,
     ErrorClass,

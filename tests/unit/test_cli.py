@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from switchboard.cli.main import main
-from switchboard.settings import Settings
+from switchboard.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

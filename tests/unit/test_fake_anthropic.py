@@ -24,7 +24,13 @@ import httpx2
 import pytest
 from anthropic.types.messages.batch_create_params import Request
 
-from switchboard.fake_anthropic import FakeAnthropic, FakeStats, Fault, FaultSpecError, main
+from switchboard.devtools.fake_anthropic import (
+    FakeAnthropic,
+    FakeStats,
+    Fault,
+    FaultSpecError,
+    main,
+)
 
 MODEL = "claude-sonnet-5-5"
 REPO = Path(__file__).resolve().parents[2]
@@ -589,7 +595,7 @@ def test_main_serves_as_a_process_until_sigterm() -> None:
     """The process prints its URL, obeys --fault, answers the control API, exits 0."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.fake_anthropic", "--port", "0", "--fault", "529"],
+        [sys.executable, "-m", "switchboard.devtools.fake_anthropic", "--port", "0", "--fault", "529"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -136,6 +136,6 @@ def test_parse_persona_rejects_malformed_files(text: str) -> None:
 
 def test_specialists_agree_with_the_shared_settings() -> None:
     """Two modules name the specialists; they must never drift apart."""
-    from switchboard.settings import SPECIALISTS as SETTINGS_SPECIALISTS
+    from switchboard.core.settings import SPECIALISTS as SETTINGS_SPECIALISTS
 
     assert SPECIALISTS == SETTINGS_SPECIALISTS

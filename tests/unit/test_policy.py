@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from switchboard.classify import Failure
-from switchboard.errors import ErrorClass
-from switchboard.policy import (
+from switchboard.core.classify import Failure
+from switchboard.core.errors import ErrorClass
+from switchboard.core.policy import (
     ATTEMPTS_EXHAUSTED,
     DEADLINE_REACHED,
     DEFAULT_HALT_S,
@@ -20,7 +20,7 @@ from switchboard.policy import (
     Retry,
     RetryPolicy,
 )
-from switchboard.topics import Topics
+from switchboard.core.topics import Topics
 
 TOPICS = Topics("t")
 NOW_MS = 1_700_000_000_000

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter, TokenBucket
-from switchboard.classify import Failure
-from switchboard.errors import ErrorClass
+from switchboard.core.classify import Failure
+from switchboard.core.errors import ErrorClass
 
 WALL = 1_700_000_000.0
 

@@ -30,11 +30,11 @@ from consumers.replay import (
     replays_topic,
     select,
 )
-from switchboard import headers as h
 from switchboard.cli.main import main
-from switchboard.errors import ConfigError
-from switchboard.serde import DEAD_LETTER, SingleObjectCodec
-from switchboard.topics import Topics
+from switchboard.core import headers as h
+from switchboard.core.errors import ConfigError
+from switchboard.core.serde import DEAD_LETTER, SingleObjectCodec
+from switchboard.core.topics import Topics
 
 NOW = 1_750_000_000_000  # epoch ms
 MIN = 60_000

@@ -17,7 +17,7 @@ import avro.schema
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from switchboard.serde import (
+from switchboard.core.serde import (
     CONTRACTS,
     DEAD_LETTER,
     REQUEST,

@@ -24,8 +24,8 @@ import avro.schema
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from switchboard.errors import ConfigError, DecodeError, PermanentError, TransientError
-from switchboard.serde import (
+from switchboard.core.errors import ConfigError, DecodeError, PermanentError, TransientError
+from switchboard.core.serde import (
     CONTRACTS,
     DEAD_LETTER,
     REQUEST,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from switchboard.topics import TopicSpec
+from switchboard.core.topics import TopicSpec
 
 #: Errors a just-created topic gives while its leadership settles: the metadata already names
 #: a leader, but that broker has not taken the partition over yet.

@@ -6,9 +6,9 @@ Modules by role: ``faults`` (spec syntax and the fault plan), ``prompts`` (readi
 (``FakeAnthropic``'s lifecycle) and ``cli`` (``main``).
 """
 
-from switchboard.fake_anthropic.cli import main
-from switchboard.fake_anthropic.fake import FakeAnthropic
-from switchboard.fake_anthropic.faults import Fault, FaultSpecError
-from switchboard.fake_anthropic.state import CallRecord, FakeStats
+from switchboard.devtools.fake_anthropic.cli import main
+from switchboard.devtools.fake_anthropic.fake import FakeAnthropic
+from switchboard.devtools.fake_anthropic.faults import Fault, FaultSpecError
+from switchboard.devtools.fake_anthropic.state import CallRecord, FakeStats
 
 __all__ = ["CallRecord", "FakeAnthropic", "FakeStats", "Fault", "FaultSpecError", "main"]

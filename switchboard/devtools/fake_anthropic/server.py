@@ -16,12 +16,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from switchboard.fake_anthropic.batches import Batch
-from switchboard.fake_anthropic.faults import ApiError, Fault, FaultSpecError
-from switchboard.fake_anthropic.prompts import last_user_text, request_key, split_prompt
-from switchboard.fake_anthropic.ratelimit import Admission
-from switchboard.fake_anthropic.replies import stream_events
-from switchboard.fake_anthropic.state import CallTracker, FakeState, parse_latency
+from switchboard.devtools.fake_anthropic.batches import Batch
+from switchboard.devtools.fake_anthropic.faults import ApiError, Fault, FaultSpecError
+from switchboard.devtools.fake_anthropic.prompts import last_user_text, request_key, split_prompt
+from switchboard.devtools.fake_anthropic.ratelimit import Admission
+from switchboard.devtools.fake_anthropic.replies import stream_events
+from switchboard.devtools.fake_anthropic.state import CallTracker, FakeState, parse_latency
 
 STATE: Final = web.AppKey("state", FakeState)
 REQUEST_ID: Final = web.RequestKey("request_id", str)

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from switchboard.fake_anthropic.batches import Batch, BatchStore
-from switchboard.fake_anthropic.faults import ApiError, Fault, FaultPlan
-from switchboard.fake_anthropic.prompts import (
+from switchboard.devtools.fake_anthropic.batches import Batch, BatchStore
+from switchboard.devtools.fake_anthropic.faults import ApiError, Fault, FaultPlan
+from switchboard.devtools.fake_anthropic.prompts import (
     PromptCache,
     PromptSplit,
     digest,
@@ -26,8 +26,8 @@ from switchboard.fake_anthropic.prompts import (
     request_key,
     split_prompt,
 )
-from switchboard.fake_anthropic.ratelimit import Admission, RateLimiter
-from switchboard.fake_anthropic.replies import compose_reply, message_json, usage_json
+from switchboard.devtools.fake_anthropic.ratelimit import Admission, RateLimiter
+from switchboard.devtools.fake_anthropic.replies import compose_reply, message_json, usage_json
 
 Latency = float | tuple[float, float]
 """Milliseconds per call: fixed, or (lo, hi) drawn uniformly for each call."""

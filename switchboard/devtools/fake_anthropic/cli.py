@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from switchboard.fake_anthropic.fake import FakeAnthropic
-from switchboard.fake_anthropic.faults import Fault, FaultSpecError
-from switchboard.fake_anthropic.state import Latency, parse_latency
+from switchboard.devtools.fake_anthropic.fake import FakeAnthropic
+from switchboard.devtools.fake_anthropic.faults import Fault, FaultSpecError
+from switchboard.devtools.fake_anthropic.state import Latency, parse_latency
 
 PROG = "fake-anthropic"
 

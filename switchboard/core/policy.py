@@ -20,9 +20,9 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from switchboard.classify import Failure
-from switchboard.errors import ErrorClass
-from switchboard.topics import Topics
+from switchboard.core.classify import Failure
+from switchboard.core.errors import ErrorClass
+from switchboard.core.topics import Topics
 
 __all__ = [
     "ATTEMPTS_EXHAUSTED",

@@ -21,10 +21,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard.errors import ConfigError
+from switchboard.core.errors import ConfigError
 
 MIN_JAVA = 17
-DEFAULT_POM = Path(__file__).resolve().parents[1] / "infra" / "kafka" / "pom.xml"
+DEFAULT_POM = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "pom.xml"
 
 _LOG4J2 = """\
 Configuration:

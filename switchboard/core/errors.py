@@ -6,7 +6,7 @@
 - fatal: the process or its configuration is wrong (bad key, spend limit): pause or stop,
   never fill the DLQ with these.
 
-Third-party errors are mapped onto these classes in ``switchboard.classify``.
+Third-party errors are mapped onto these classes in ``switchboard.core.classify``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from switchboard.fake_anthropic.batches import rfc3339
+from switchboard.devtools.fake_anthropic.batches import rfc3339
 
 
 class TokenBucket:

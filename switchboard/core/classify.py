@@ -1,4 +1,4 @@
-"""Map third-party errors onto the taxonomy of ``switchboard.errors``: one function per source.
+"""Map third-party errors onto the taxonomy of ``switchboard.core.errors``: one function per source.
 
 Every failure becomes a ``Failure``: its class (what the retry policy does with it), a stable
 ``code``, and the provider's own signals (``retry-after``, status, request id) so decisions
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.serialization import SerializationError
 
-from switchboard.errors import DecodeError, ErrorClass, SwitchboardError, TransientError
+from switchboard.core.errors import DecodeError, ErrorClass, SwitchboardError, TransientError
 
 if TYPE_CHECKING:
     import anthropic

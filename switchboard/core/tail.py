@@ -23,8 +23,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from switchboard.admin import is_settling
-from switchboard.errors import ConfigError
+from switchboard.core.admin import is_settling
+from switchboard.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchboard.settings import SPECIALISTS
+from switchboard.core.settings import SPECIALISTS
 
 #: Delay tiers of the non-blocking retry topics, in seconds (a record waits in the first tier
 #: whose delay is >= the delay its retry decision asks for).

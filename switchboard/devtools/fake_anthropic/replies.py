@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from switchboard.fake_anthropic.prompts import (
+from switchboard.devtools.fake_anthropic.prompts import (
     CHARS_PER_TOKEN,
     DEFAULT_CACHE_TTL_S,
     PromptSplit,

@@ -10,9 +10,9 @@ from typing import Final, TypedDict, Unpack
 
 from aiohttp import web
 
-from switchboard.fake_anthropic.faults import Fault
-from switchboard.fake_anthropic.server import build_app
-from switchboard.fake_anthropic.state import FakeState, FakeStats, Latency
+from switchboard.devtools.fake_anthropic.faults import Fault
+from switchboard.devtools.fake_anthropic.server import build_app
+from switchboard.devtools.fake_anthropic.state import FakeState, FakeStats, Latency
 
 START_TIMEOUT_S: Final = 10.0
 STOP_TIMEOUT_S: Final = 10.0

@@ -33,7 +33,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from switchboard.errors import (
+from switchboard.core.errors import (
     ConfigError,
     DecodeError,
     PermanentError,
@@ -109,7 +109,7 @@ class SchemaVersion:
 
 def schemas_dir() -> Path:
     """The ``schemas/`` folder of this checkout."""
-    return Path(__file__).resolve().parents[1] / "schemas"
+    return Path(__file__).resolve().parents[2] / "schemas"
 
 
 def fingerprint(schema: Mapping[str, Any] | list[Any] | str) -> bytes:
