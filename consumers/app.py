@@ -33,7 +33,7 @@ from switchboard.core.kafka_clients import producer_config
 from switchboard.core.policy import RetryPolicy
 from switchboard.core.serde import Codec, make_codec
 from switchboard.core.settings import SPECIALISTS, Settings
-from switchboard.core.topics import RETRY_TIERS_S, Topics
+from switchboard.core.topics import RETRY_TIERS_S, GroupRole, Topics
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,6 @@ class Pipeline:
             )
         return self._index
 
-    def group(self, role: str) -> str:
-        return f"{self.settings.topic_prefix}.{role}"
 
     def _outcomes(self, group: str, stage: str) -> Outcomes:
         return Outcomes(self.codec, self.topics, self.producer, group, stage)
@@ -99,6 +97,8 @@ class Pipeline:
     def _runtime(
         self, role: str, topics: list[str], handler: Any, outcomes: Outcomes, **config: Any
     ) -> ConsumerRuntime:
+        """The runtime of one consumer; ``role`` keys ``runtimes`` (``router``, ``relay``,
+        ``worker.<specialist>``), ``outcomes`` knows its group."""
         async def on_error(msg: Any, _ctx: Context, exc: BaseException) -> list[Outbound]:
             # A bug in a handler: never lose the record; dead-letter it with the reason.
             log.exception("%s: handler failed", role, exc_info=exc)
@@ -109,7 +109,7 @@ class Pipeline:
             overrides["group.instance.id"] = f"{role}-{self.settings.instance_id}"
         runtime = ConsumerRuntime(
             RuntimeConfig(
-                topics, self.group(role), self.kafka,
+                topics, outcomes.consumer_group, self.kafka,
                 drain_timeout_s=self.settings.drain_timeout_s,
                 consumer_overrides=overrides, **config,
             ),
@@ -138,7 +138,7 @@ class Pipeline:
 
     def add_router(self, concurrency: int | None = None) -> ConsumerRuntime:
         s = self.settings
-        outcomes = self._outcomes(self.group("router"), "route")
+        outcomes = self._outcomes(self.topics.group(GroupRole.ROUTER), "route")
         router = Router(
             codec=self.codec, topics=self.topics, outcomes=outcomes, index=self.index,
             rules=RouterRules(
@@ -178,7 +178,7 @@ class Pipeline:
             )
         cap = concurrency or self.settings.concurrency
         role = f"worker.{specialist}"
-        outcomes = self._outcomes(self.group(role), "model")
+        outcomes = self._outcomes(self.topics.group(GroupRole.WORKER, specialist), "model")
         limiter = (
             AimdLimiter(initial=cap, minimum=1, maximum=cap) if not self.settings.offline else None
         )
@@ -198,7 +198,7 @@ class Pipeline:
                              concurrency=cap)  # fmt: skip
 
     def add_relay(self) -> ConsumerRuntime:
-        outcomes = self._outcomes(self.group("relay"), "relay")
+        outcomes = self._outcomes(self.topics.group(GroupRole.RELAY), "relay")
         relay = RetryRelay(outcomes)
         topics = [self.topics.retry(t) for t in RETRY_TIERS_S]
         return self._runtime("relay", topics, relay.handle, outcomes, concurrency=10_000)

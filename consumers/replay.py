@@ -53,7 +53,7 @@ from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.errors import ConfigError, DecodeError, ErrorClass, TransientError
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.core.tail import TopicTail
-from switchboard.core.topics import Topics, TopicSpec
+from switchboard.core.topics import Topics
 
 #: What ``error_class`` says of a DLQ value that does not decode as a DeadLetter.
 UNDECODABLE: Final = "undecodable"
@@ -73,26 +73,6 @@ _RESPONSE_SCAN_MARGIN_MS: Final = 5 * 60_000
 _UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _TIME_HELP: Final = "give ISO 8601 (2025-06-01T12:00Z) or a duration ago (90s, 30m, 2h, 7d, 1h30m)"
-
-
-def replays_topic(topics: Topics) -> str:
-    """The ledger of replayed dead letters (compacted, keyed by DLQ pointer)."""
-    return f"{topics.prefix}.dlq.replays"
-
-
-def acks_topic(topics: Topics) -> str:
-    """The ledger of acknowledged dead letters (compacted, keyed by DLQ pointer)."""
-    return f"{topics.prefix}.dlq.acks"
-
-
-def ledger_specs(topics: Topics, retention_ms: int) -> list[TopicSpec]:
-    """Both ledgers: compacted (latest entry per pointer), and deleted after ``retention_ms``
-    like the dead letters they point at."""
-    config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
-    return [
-        TopicSpec("dlq-replays", replays_topic(topics), config),
-        TopicSpec("dlq-acks", acks_topic(topics), config),
-    ]
 
 
 # --- time and ids ------------------------------------------------------------------------------
@@ -529,7 +509,7 @@ class DeadLetterStore:
         """Create the two ledger topics when missing (only commands that write call this)."""
         ensure_topics(
             self.admin,
-            ledger_specs(self.topics, retention_ms),
+            self.topics.ledger_specs(retention_ms),
             partitions=1,
             replication_factor=replication_factor,
             timeout_s=self.timeout_s,
@@ -600,10 +580,10 @@ class DeadLetterStore:
         return entries
 
     def acks(self) -> dict[str, dict[str, Any]]:
-        return self.ledger(acks_topic(self.topics))
+        return self.ledger(self.topics.dlq_acks)
 
     def replays(self) -> dict[str, dict[str, Any]]:
-        return self.ledger(replays_topic(self.topics))
+        return self.ledger(self.topics.dlq_replays)
 
     def settled_requests(self, letters: Iterable[DeadLetterView]) -> set[str]:
         """Request ids among ``letters`` with a response other than ``failed`` on the shared
@@ -718,7 +698,7 @@ class Replayer:
         if rate is not None and not rate > 0:
             raise ConfigError(f"--rate {rate:g}: give a number of records a second above 0")
         self._producer = producer
-        self._ledger = replays_topic(topics)
+        self._ledger = topics.dlq_replays
         self.replay_id = replay_id or new_replay_id()
         self._bucket = (
             TokenBucket(rate, max(1, math.ceil(rate / 10)), clock) if rate is not None else None
@@ -792,7 +772,7 @@ async def acknowledge(
     reason: str | None = None,
 ) -> int:
     """Write each letter's pointer to the acks ledger; returns how many were written."""
-    ledger = acks_topic(topics)
+    ledger = topics.dlq_acks
     at = now_ms()
     records = [
         Outbound(

@@ -23,10 +23,9 @@ from switchboard.core import headers as h
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
+from switchboard.core.status import ResponseStatus
 from switchboard.core.tail import TopicTail
 from switchboard.core.topics import Topics
-
-TERMINAL_STATUSES = ("answered", "rejected", "refused", "expired", "failed")
 
 
 class ResultTimeout(TimeoutError):
@@ -46,7 +45,7 @@ class Response:
 
     @property
     def answered(self) -> bool:
-        return self.status == "answered"
+        return self.status == ResponseStatus.ANSWERED
 
     def to_json(self) -> dict[str, Any]:
         """The stable JSON shape of ``switchboard submit --json``."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from consumers.specialists.personas import load_persona
 from consumers.specialists.rulebook import OfflineRulebook
+from switchboard.core.status import ResponseStatus
 
 if TYPE_CHECKING:  # for types only: importing the SDK takes seconds, and routers never call it
     from anthropic import AsyncAnthropic
@@ -60,7 +61,7 @@ class OfflineBackend:
         began = time.perf_counter()
         result = self._rulebook.answer(specialist, prompt)
         return Answer(
-            status="answered",
+            status=ResponseStatus.ANSWERED,
             content=result.content,
             backend="offline",
             model_ms=int((time.perf_counter() - began) * 1000),
@@ -130,7 +131,7 @@ class ClaudeBackend:
         }
         refused = message.stop_reason == "refusal"
         return Answer(
-            status="refused" if refused else "answered",
+            status=ResponseStatus.REFUSED if refused else ResponseStatus.ANSWERED,
             content=text or ("The model declined to answer this request." if refused else ""),
             backend=message.model or model,
             model=message.model or model,

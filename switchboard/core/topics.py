@@ -1,14 +1,53 @@
-"""Topic names and roles: every topic the pipeline uses is named here, and only here."""
+"""Topic and group names and roles: every topic and consumer group the pipeline uses is named
+here, and only here.
+
+Names join their parts with dots under the prefix (``switchboard.tasks.backend``,
+``switchboard.worker.backend``); a role, the stable handle tools and scripts use for a topic,
+joins a kind and its instance with a colon (``tasks:backend``, ``retry:10s``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from switchboard.core.settings import SPECIALISTS
 
 #: Delay tiers of the non-blocking retry topics, in seconds (a record waits in the first tier
 #: whose delay is >= the delay its retry decision asks for).
 RETRY_TIERS_S: tuple[int, ...] = (1, 10, 60, 600)
+
+
+class TopicRole(StrEnum):
+    """The kinds of topic the pipeline uses (``topics list --json`` prints them)."""
+
+    REQUESTS = "requests"
+    """Requests from upstream services, keyed by request id."""
+    RESPONSES = "responses"
+    """The one terminal response per request, keyed by request id: also the answered ledger."""
+    TASKS = "tasks"
+    """Routed work, one topic per specialist (role ``tasks:<specialist>``)."""
+    RETRY = "retry"
+    """Non-blocking retries, one topic per delay tier (role ``retry:<N>s``)."""
+    DLQ = "dlq"
+    """Typed dead letters."""
+    PARKING_LOT = "parking-lot"
+    """Replayed records that failed again, so a replay never loops."""
+    DLQ_REPLAYS = "dlq-replays"
+    """Compacted ledger of dead letters already replayed, keyed by DLQ pointer."""
+    DLQ_ACKS = "dlq-acks"
+    """Compacted ledger of dead letters an operator acknowledged (``dlq purge``)."""
+
+
+class GroupRole(StrEnum):
+    """The kinds of consumer group: each runs the one consumer runtime."""
+
+    ROUTER = "router"
+    """Validates and routes requests to a specialist's task topic."""
+    WORKER = "worker"
+    """One group per specialist (``worker.<specialist>``), answering its tasks."""
+    RELAY = "relay"
+    """Holds retry records until due and sends them back to their origin topic."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +82,16 @@ class Topics:
         """Where replayed records that fail again go, so a replay never loops."""
         return f"{self.prefix}.dlq.parking-lot"
 
+    @property
+    def dlq_replays(self) -> str:
+        """The ledger of replayed dead letters (compacted, keyed by DLQ pointer)."""
+        return f"{self.prefix}.dlq.replays"
+
+    @property
+    def dlq_acks(self) -> str:
+        """The ledger of acknowledged dead letters (compacted, keyed by DLQ pointer)."""
+        return f"{self.prefix}.dlq.acks"
+
     def tasks(self, specialist: str) -> str:
         return f"{self.prefix}.tasks.{specialist}"
 
@@ -56,16 +105,32 @@ class Topics:
                 return tier
         return RETRY_TIERS_S[-1]
 
+    def group(self, role: GroupRole, instance: str | None = None) -> str:
+        """The consumer group of ``role`` (a worker group names its specialist)."""
+        if (role is GroupRole.WORKER) != (instance is not None):
+            raise ValueError(f"group {role}: a worker group names its specialist, no other does")
+        return f"{self.prefix}.{role}" + (f".{instance}" if instance else "")
+
     def specs(self, *, retention_ms: int, dlq_retention_ms: int) -> list[TopicSpec]:
         """Every topic the pipeline uses, with its role and configuration."""
         plain = {"retention.ms": str(retention_ms)}
         long = {"retention.ms": str(dlq_retention_ms)}
         specs = [
-            TopicSpec("requests", self.requests, plain),
-            TopicSpec("responses", self.responses, plain),
-            TopicSpec("dlq", self.dlq, long),
-            TopicSpec("parking-lot", self.parking_lot, long),
+            TopicSpec(TopicRole.REQUESTS, self.requests, plain),
+            TopicSpec(TopicRole.RESPONSES, self.responses, plain),
+            TopicSpec(TopicRole.DLQ, self.dlq, long),
+            TopicSpec(TopicRole.PARKING_LOT, self.parking_lot, long),
         ]
-        specs += [TopicSpec(f"tasks:{s}", self.tasks(s), plain) for s in SPECIALISTS]
-        specs += [TopicSpec(f"retry:{t}s", self.retry(t), plain) for t in RETRY_TIERS_S]
+        specs += [TopicSpec(f"{TopicRole.TASKS}:{s}", self.tasks(s), plain) for s in SPECIALISTS]
+        specs += [TopicSpec(f"{TopicRole.RETRY}:{t}s", self.retry(t), plain) for t in RETRY_TIERS_S]
         return specs
+
+    def ledger_specs(self, retention_ms: int) -> list[TopicSpec]:
+        """Both DLQ ledgers: compacted (latest entry per pointer), and deleted after
+        ``retention_ms`` like the dead letters they point at. Created by the commands that
+        write them, not by ``topics ensure``."""
+        config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+        return [
+            TopicSpec(TopicRole.DLQ_REPLAYS, self.dlq_replays, config),
+            TopicSpec(TopicRole.DLQ_ACKS, self.dlq_acks, config),
+        ]

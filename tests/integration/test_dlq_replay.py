@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from consumers.outcomes import Attempt, Outcomes, now_ms
-from consumers.replay import DeadLetterStore, acks_topic, message_headers, replays_topic
+from consumers.replay import DeadLetterStore, message_headers
 from producers.client import SwitchboardClient, build_request
 from switchboard.cli.main import main
 from switchboard.core import headers as h
@@ -384,7 +384,7 @@ def test_replay_answers_each_matching_request_once_and_a_second_replay_sends_not
     assert responses == Counter(
         {**{(rid, "failed"): 1 for rid in api_ids}, **{(rid, "answered"): 1 for rid in api_ids}}
     )
-    ledger = {key_of(m) for m in read_all(world.kafka, replays_topic(world.topics))}
+    ledger = {key_of(m) for m in read_all(world.kafka, world.topics.dlq_replays)}
     assert {r["pointer"] for r in result["records"]} <= ledger
 
     code, listing = cli("dlq", "list", "--json", "--specialist", "api")
@@ -453,7 +453,7 @@ def test_purge_acknowledges_and_list_and_replay_hide_acknowledged_records(
     code, done = cli("dlq", "purge", "--specialist", "perf", "--error-class", "transient",
                      "--reason", "provider outage, answered by hand", "--apply", "--json")  # fmt: skip
     assert code == 0 and done["acknowledged"] == len(wanted)
-    acks = read_all(world.kafka, acks_topic(world.topics))
+    acks = read_all(world.kafka, world.topics.dlq_acks)
     assert len({m.key() for m in acks}) >= len(wanted)
 
     code, listing = cli("dlq", "list", "--specialist", "perf", "--json")

@@ -19,15 +19,12 @@ from consumers.replay import (
     SKIP_UNDECODABLE,
     DeadLetterView,
     ReplayFilter,
-    acks_topic,
     age_bucket,
     group_counts,
-    ledger_specs,
     parse_duration,
     parse_instant,
     parse_record_id,
     plan_replay,
-    replays_topic,
     select,
 )
 from switchboard.cli.main import main
@@ -265,8 +262,8 @@ def test_summary_row_shape() -> None:
 
 def test_ledgers_are_compacted_topics_beside_the_dlq() -> None:
     topics = Topics("sb")
-    assert (replays_topic(topics), acks_topic(topics)) == ("sb.dlq.replays", "sb.dlq.acks")
-    for spec in ledger_specs(topics, 1000):
+    assert (topics.dlq_replays, topics.dlq_acks) == ("sb.dlq.replays", "sb.dlq.acks")
+    for spec in topics.ledger_specs(1000):
         assert spec.config == {"cleanup.policy": "compact,delete", "retention.ms": "1000"}
 
 
