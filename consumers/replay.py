@@ -51,6 +51,7 @@ from switchboard.core import headers as h
 from switchboard.core.admin import end_offsets, ensure_topics
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.errors import ConfigError, DecodeError, ErrorClass, TransientError
+from switchboard.core.kafka_clients import reader_config
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.core.tail import TopicTail
 from switchboard.core.topics import Topics
@@ -617,14 +618,7 @@ class DeadLetterStore:
         wanted = f"{partition}:{offset}"
         if not self.exists(self.topic):
             raise ConfigError(f"topic {self.topic} does not exist: run `switchboard topics ensure`")
-        consumer = Consumer(
-            {
-                **self.kafka,
-                "group.id": f"switchboard-dlq-show-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-            }
-        )
+        consumer = Consumer(reader_config(self.kafka, "dlq-show"))
         try:
             tp = TopicPartition(self.topic, partition)
             parts = consumer.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -33,6 +34,19 @@ def consumer_config(base: dict[str, Any], group_id: str, **overrides: Any) -> di
         "auto.commit.interval.ms": 1000,
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
+        **overrides,
+    }
+
+
+def reader_config(base: dict[str, Any], name: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer outside any consumer group's work: it assigns partitions itself and never
+    commits (tails, scans, one-record fetches). librdkafka still wants a ``group.id``: a fresh
+    one per reader, which no broker-side group ever holds."""
+    return {
+        **base,
+        "group.id": f"switchboard-{name}-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
         **overrides,
     }
 

@@ -10,7 +10,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from confluent_kafka import (
 
 from switchboard.core.admin import is_settling
 from switchboard.core.errors import ConfigError
+from switchboard.core.kafka_clients import reader_config
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,7 @@ class TopicTail:
     ) -> None:
         self._topic = topic
         self._on_message = on_message
-        self._consumer = Consumer(
-            {
-                **config,
-                "group.id": f"switchboard-tail-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
+        self._consumer = Consumer(reader_config(config, "tail", **{"fetch.wait.max.ms": 10}))
         self._next: dict[int, int] = {}
         self._barriers: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
         self._requests: list[concurrent.futures.Future[None]] = []
