@@ -22,8 +22,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a subset that ends in < 5 minutes")
     parser.add_argument("--json", type=Path, help="also write the results object here")
     parser.add_argument("--only", help="comma-separated goals, e.g. G1,G7 (default: all)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the router and worker during a drain; nothing else")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the router and worker during a drain; nothing else",
+    )
     return parser.parse_args(argv)
 
 
@@ -37,11 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
-        "command": command.strip(), "quick": args.quick,
+        "command": command.strip(),
+        "quick": args.quick,
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(), "loadavg_at_start": _loadavg(),
-        "baselines": {}, "errors": {}, "timings_s": {},
-    }  # fmt: skip
+        "machine": machine(),
+        "loadavg_at_start": _loadavg(),
+        "baselines": {},
+        "errors": {},
+        "timings_s": {},
+    }
     bench = BenchKafka.connect()
     results["broker"] = bench.bootstrap + (" (started by the harness)" if bench.started else "")
     payloads = Payloads()
@@ -70,20 +77,33 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
             for goal in goals & only:
-                results.setdefault(goal, {"value": None, "target": "", "passed": False,
-                                          "error": results["errors"][name]})  # fmt: skip
+                results.setdefault(
+                    goal,
+                    {
+                        "value": None,
+                        "target": "",
+                        "passed": False,
+                        "error": results["errors"][name],
+                    },
+                )
         results["timings_s"][name] = round(time.monotonic() - t0, 1)
         for goal in sorted(goals & only, key=lambda g: int(g[1:])):
             if goal in results:
                 r = results[goal]
-                print(f"    {goal}: {r.get('value')}  (target {r.get('target')}) "
-                      f"{'PASS' if r.get('passed') else 'FAIL'}", flush=True)  # fmt: skip
+                print(
+                    f"    {goal}: {r.get('value')}  (target {r.get('target')}) "
+                    f"{'PASS' if r.get('passed') else 'FAIL'}",
+                    flush=True,
+                )
 
     from benchmarks import capacity, codec, frameworks, inflight, latency, overload
 
     step("codec", {"G11"}, lambda: {"G11": codec.run(payloads, args.quick)})
-    step("capacity", {"G1", "G2", "G3", "G5", "G6", "G9"},
-         lambda: capacity.run(bench, payloads, args.quick, state, only))  # fmt: skip
+    step(
+        "capacity",
+        {"G1", "G2", "G3", "G5", "G6", "G9"},
+        lambda: capacity.run(bench, payloads, args.quick, state, only),
+    )
     if "raw_chain_capacity" in state:
         step("latency", {"G3", "G4"}, lambda: latency.run(bench, args.quick, state, only))
     elif {"G4"} & only:

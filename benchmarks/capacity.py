@@ -34,8 +34,9 @@ def _task_topics(topics: Topics) -> list[str]:
     return [topics.tasks(s) for s in SPECIALISTS]
 
 
-def stage_specs(kind: str, bench: BenchKafka, topics: Topics, hops: str,
-                **extra: Any) -> list[tuple[str, str, dict[str, Any]]]:  # fmt: skip
+def stage_specs(
+    kind: str, bench: BenchKafka, topics: Topics, hops: str, **extra: Any
+) -> list[tuple[str, str, dict[str, Any]]]:
     """The processes of one system: ``kind`` raw or switchboard; ``hops`` router or chain."""
     kafka = bench.config
     tasks = _task_topics(topics)
@@ -65,7 +66,7 @@ def stage_specs(kind: str, bench: BenchKafka, topics: Topics, hops: str,
                     },
                 )
             )
-        return specs  # fmt: skip
+        return specs
     if kind in PEERS:
         spec = {
             "kafka": kafka,
@@ -79,7 +80,7 @@ def stage_specs(kind: str, bench: BenchKafka, topics: Topics, hops: str,
         specs = [(f"{kind}-router", f"{module}:router", spec)]
         if hops == "chain":
             specs.append((f"{kind}-worker", f"{module}:worker", spec))
-        return specs  # fmt: skip
+        return specs
     base = {"kafka": kafka, "prefix": topics.prefix, **extra}
     specs = [("sb-router", "switchboard", {**base, "roles": ["router"]})]
     if hops == "chain":
@@ -87,8 +88,15 @@ def stage_specs(kind: str, bench: BenchKafka, topics: Topics, hops: str,
     return specs
 
 
-def drain(bench: BenchKafka, records: list[tuple[bytes, bytes]], kind: str, hops: str,
-          partitions: int = 3, timeout_s: float = 120.0, **extra: Any) -> dict[str, Any]:  # fmt: skip
+def drain(
+    bench: BenchKafka,
+    records: list[tuple[bytes, bytes]],
+    kind: str,
+    hops: str,
+    partitions: int = 3,
+    timeout_s: float = 120.0,
+    **extra: Any,
+) -> dict[str, Any]:
     """Preload ``records``, run the system until every output is there, and measure."""
     with bench.pipeline_topics(partitions) as topics:
         preload(bench.config, topics.requests, records)
@@ -110,19 +118,28 @@ def drain(bench: BenchKafka, records: list[tuple[bytes, bytes]], kind: str, hops
     done = count >= len(records)
     cpu_total = sum(cpu.values())
     return {
-        "system": kind, "hops": hops, "n": len(records), "delivered": count, "complete": done,
+        "system": kind,
+        "hops": hops,
+        "n": len(records),
+        "delivered": count,
+        "complete": done,
         "rate": middle_rate(stamps) if done else float("nan"),
-        "seconds": waited, "cpu_s": cpu, "cpu_us_per_msg": 1e6 * cpu_total / max(1, count),
-        "rss_mb": rss, "threads_cpu_s": threads, "stage_results": _slim(results),
-    }  # fmt: skip
+        "seconds": waited,
+        "cpu_s": cpu,
+        "cpu_us_per_msg": 1e6 * cpu_total / max(1, count),
+        "rss_mb": rss,
+        "threads_cpu_s": threads,
+        "stage_results": _slim(results),
+    }
 
 
 def _slim(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: {k: v for k, v in r.items() if k != "seen"} for name, r in results.items()}
 
 
-def run(bench: BenchKafka, payloads: Payloads, quick: bool, state: dict[str, Any],
-        only: set[str]) -> dict[str, Any]:  # fmt: skip
+def run(
+    bench: BenchKafka, payloads: Payloads, quick: bool, state: dict[str, Any], only: set[str]
+) -> dict[str, Any]:
     """G1, G2, G5, G6 (and the RAW-1 and RAW-CHAIN baselines they need)."""
     reps = 1 if quick else 2
     out: dict[str, Any] = {}
@@ -148,11 +165,16 @@ def run(bench: BenchKafka, payloads: Payloads, quick: bool, state: dict[str, Any
             "runs": [rounded(r["rate"], 0) for r in raw1],
         }
         out["G1"] = {
-            "value": rounded(g1), "target": ">= 0.60", "passed": g1 >= 0.60,
-            "detail": {"router_msg_s": rounded(router_rate, 0), "raw1_msg_s": rounded(raw1_rate, 0),
-                       "router_runs": [rounded(r["rate"], 0) for r in router],
-                       "raw1_runs": [rounded(r["rate"], 0) for r in raw1]},
-        }  # fmt: skip
+            "value": rounded(g1),
+            "target": ">= 0.60",
+            "passed": g1 >= 0.60,
+            "detail": {
+                "router_msg_s": rounded(router_rate, 0),
+                "raw1_msg_s": rounded(raw1_rate, 0),
+                "router_runs": [rounded(r["rate"], 0) for r in router],
+                "raw1_runs": [rounded(r["rate"], 0) for r in raw1],
+            },
+        }
         state["runs"] += raw1 + router
 
     if only & {"G2", "G5", "G6", "G3", "G9"}:
@@ -173,27 +195,38 @@ def run(bench: BenchKafka, payloads: Payloads, quick: bool, state: dict[str, Any
             "runs": [rounded(r["rate"], 0) for r in chain],
         }
         out["G2"] = {
-            "value": rounded(g2), "target": ">= 0.50", "passed": g2 >= 0.50,
-            "detail": {"pipeline_msg_s": rounded(pipe_rate, 0), "raw_chain_msg_s": rounded(chain_rate, 0),
-                       "pipeline_runs": [rounded(r["rate"], 0) for r in pipe],
-                       "raw_chain_runs": [rounded(r["rate"], 0) for r in chain]},
-        }  # fmt: skip
+            "value": rounded(g2),
+            "target": ">= 0.50",
+            "passed": g2 >= 0.50,
+            "detail": {
+                "pipeline_msg_s": rounded(pipe_rate, 0),
+                "raw_chain_msg_s": rounded(chain_rate, 0),
+                "pipeline_runs": [rounded(r["rate"], 0) for r in pipe],
+                "raw_chain_runs": [rounded(r["rate"], 0) for r in chain],
+            },
+        }
         chain_cpu = median(r["cpu_us_per_msg"] for r in chain)
         pipe_cpu = median(r["cpu_us_per_msg"] for r in pipe)
         g5 = ratio(pipe_cpu, chain_cpu)
         out["G5"] = {
-            "value": rounded(g5, 2), "target": "<= 2.0x", "passed": g5 <= 2.0,
-            "detail": {"pipeline_cpu_us_per_response": rounded(pipe_cpu, 1),
-                       "raw_chain_cpu_us_per_response": rounded(chain_cpu, 1),
-                       "pipeline_cpu_s_by_process": [r["cpu_s"] for r in pipe],
-                       "raw_chain_cpu_s_by_process": [r["cpu_s"] for r in chain]},
-        }  # fmt: skip
+            "value": rounded(g5, 2),
+            "target": "<= 2.0x",
+            "passed": g5 <= 2.0,
+            "detail": {
+                "pipeline_cpu_us_per_response": rounded(pipe_cpu, 1),
+                "raw_chain_cpu_us_per_response": rounded(chain_cpu, 1),
+                "pipeline_cpu_s_by_process": [r["cpu_s"] for r in pipe],
+                "raw_chain_cpu_s_by_process": [r["cpu_s"] for r in chain],
+            },
+        }
         flushes = sum(
             int(res.get("flushes_hot_path", 0)) for r in pipe for res in r["stage_results"].values()
         )
         out["G6"] = {
-            "value": flushes, "target": "0", "passed": flushes == 0,
+            "value": flushes,
+            "target": "0",
+            "passed": flushes == 0,
             "detail": "Producer.flush calls counted by a subclass in every Switchboard process "
-                      f"from 'go' to the last response, over {len(pipe)} pipeline run(s)",
-        }  # fmt: skip
+            f"from 'go' to the last response, over {len(pipe)} pipeline run(s)",
+        }
     return out

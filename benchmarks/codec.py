@@ -24,8 +24,13 @@ from switchboard.core.topics import Topics
 
 def run(payloads: Payloads, quick: bool) -> dict[str, Any]:
     codec = payloads.codec
-    router = Router(codec=codec, topics=Topics("bench"), outcomes=None, index=None,  # type: ignore[arg-type]
-                    rules=RouterRules())  # fmt: skip
+    router = Router(
+        codec=codec,
+        topics=Topics("bench"),
+        outcomes=None,
+        index=None,  # type: ignore[arg-type]
+        rules=RouterRules(),
+    )
     values = [v for _k, v in payloads.requests(50)]
     topic = "bench.requests"
 
@@ -62,11 +67,15 @@ def run(payloads: Payloads, quick: bool) -> dict[str, Any]:
 
     value = us(full)
     return {
-        "value": round(value, 2), "unit": "µs", "target": "<= 10 µs", "passed": value <= 10.0,
+        "value": round(value, 2),
+        "unit": "µs",
+        "target": "<= 10 µs",
+        "passed": value <= 10.0,
         "detail": {
-            "decode_us": round(us(decode_only), 2), "encode_us": round(us(encode_only), 2),
+            "decode_us": round(us(decode_only), 2),
+            "encode_us": round(us(encode_only), 2),
             "bare_fastavro_read_plus_write_us": round(us(bare_fastavro), 2),
             "record_bytes": round(statistics.mean(len(v) for v in values)),
             "method": f"timeit, median of {repeat} repetitions of {number}x{len(values)} records",
         },
-    }  # fmt: skip
+    }

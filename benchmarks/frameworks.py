@@ -60,11 +60,14 @@ def run(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
     best_name, best = max(peers.items(), key=lambda kv: kv[1]) if peers else ("none", float("nan"))
     ratio = sb / best if peers else float("nan")
     return {
-        "value": rounded(ratio, 2), "target": ">= 2.0x", "passed": bool(peers) and ratio >= 2.0,
+        "value": rounded(ratio, 2),
+        "target": ">= 2.0x",
+        "passed": bool(peers) and ratio >= 2.0,
         "detail": {
-            "switchboard_msg_s": rounded(sb, 0), "best_peer": best_name,
+            "switchboard_msg_s": rounded(sb, 0),
+            "best_peer": best_name,
             "peers_msg_s": {p: rounded(v, 0) for p, v in peers.items()},
             "runs_msg_s": {k: [rounded(x, 0) for x in v] for k, v in rates.items()},
             "not_run": notes,
         },
-    }  # fmt: skip
+    }

@@ -17,8 +17,9 @@ from benchmarks.measure import Watermarks, read_topics, rounded
 from switchboard.core.serde import RESPONSE, SingleObjectCodec
 
 
-def g7_cell(bench: BenchKafka, payloads: Payloads, w_s: float, cap: int, waves: int,
-            backend: str = "sleep") -> dict[str, Any]:  # fmt: skip
+def g7_cell(
+    bench: BenchKafka, payloads: Payloads, w_s: float, cap: int, waves: int, backend: str = "sleep"
+) -> dict[str, Any]:
     """One cell: ``cap`` in flight, a model of ``w_s`` seconds, ``waves`` x ``cap`` tasks."""
     m = cap * waves
     records = payloads.tasks(m, "backend")
@@ -27,9 +28,12 @@ def g7_cell(bench: BenchKafka, payloads: Payloads, w_s: float, cap: int, waves: 
         preload(kafka, topics.tasks("backend"), records)
         stages = []
         spec: dict[str, Any] = {
-            "kafka": kafka, "prefix": topics.prefix, "roles": ["worker:backend"],
-            "concurrency": cap, "backend": f"sleep:{w_s}",
-        }  # fmt: skip
+            "kafka": kafka,
+            "prefix": topics.prefix,
+            "roles": ["worker:backend"],
+            "concurrency": cap,
+            "backend": f"sleep:{w_s}",
+        }
         if backend == "sdk":
             fake = procs.start("fake", "fake_provider", {"latency_ms": w_s * 1000})
             stages.append(fake)
@@ -51,14 +55,19 @@ def g7_cell(bench: BenchKafka, payloads: Payloads, w_s: float, cap: int, waves: 
     achieved = len(stamps) / span if span > 0 else 0.0
     target = cap / w_s
     return {
-        "W_s": w_s, "C": cap, "backend": backend, "tasks": m, "delivered": count,
-        "achieved_per_s": round(achieved, 1), "target_per_s": target,
+        "W_s": w_s,
+        "C": cap,
+        "backend": backend,
+        "tasks": m,
+        "delivered": count,
+        "achieved_per_s": round(achieved, 1),
+        "target_per_s": target,
         "ratio": round(achieved / target, 3),
         "rebalances": max(0, int(runtime.get("rebalances", 1)) - 1),
         "max_in_flight": runtime.get("max_in_flight"),
         "worker_cpu_s": round(cpu, 2),
         "fake_calls": results.get("fake", {}).get("total_calls"),
-    }  # fmt: skip
+    }
 
 
 def g7(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
@@ -74,14 +83,20 @@ def g7(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
     worst = min(c["ratio"] for c in cells)
     rebalanced = sum(c["rebalances"] for c in cells + sdk)
     return {
-        "value": worst, "target": ">= 0.90, no rebalance",
+        "value": worst,
+        "target": ">= 0.90, no rebalance",
         # G7 is defined on a simulated model of W s: the sleep cells. The SDK cells show the
         # real client's own ceiling (its CPU per call), reported beside them, not judged.
         "passed": worst >= 0.90 and rebalanced == 0,
-        "detail": {"cells": cells, "sdk_cells": sdk, "rebalances": rebalanced,
-                   "note": "value = the worst asyncio.sleep cell; quick runs W=1 only"
-                   if quick else "value = the worst asyncio.sleep cell"},
-    }  # fmt: skip
+        "detail": {
+            "cells": cells,
+            "sdk_cells": sdk,
+            "rebalances": rebalanced,
+            "note": "value = the worst asyncio.sleep cell; quick runs W=1 only"
+            if quick
+            else "value = the worst asyncio.sleep cell",
+        },
+    }
 
 
 def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
@@ -95,13 +110,23 @@ def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
     kafka = bench.config
     with bench.pipeline_topics(1) as topics:
         preload(kafka, topics.tasks("backend"), records)
-        fake = procs.start("fake", "fake_provider",
-                           {"latency_ms": latency_ms, "rpm": rpm, "tpm": tpm,
-                            "prespend_key": "sk-bench"})  # fmt: skip
-        worker = procs.start("sb-worker", "switchboard", {
-            "kafka": kafka, "prefix": topics.prefix, "roles": ["worker:backend", "relay"],
-            "concurrency": cap, "backend": "sdk", "base_url": fake.info["base_url"],
-        })  # fmt: skip
+        fake = procs.start(
+            "fake",
+            "fake_provider",
+            {"latency_ms": latency_ms, "rpm": rpm, "tpm": tpm, "prespend_key": "sk-bench"},
+        )
+        worker = procs.start(
+            "sb-worker",
+            "switchboard",
+            {
+                "kafka": kafka,
+                "prefix": topics.prefix,
+                "roles": ["worker:backend", "relay"],
+                "concurrency": cap,
+                "backend": "sdk",
+                "base_url": fake.info["base_url"],
+            },
+        )
         wm = Watermarks(kafka, [topics.responses])
         try:
             procs.go(fake, worker)
@@ -133,18 +158,27 @@ def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
     ratio = achieved / binding
     unhandled = statuses.get("failed", 0) + dead
     return {
-        "value": round(ratio, 3), "target": ">= 0.90, no 429 unhandled",
+        "value": round(ratio, 3),
+        "target": ">= 0.90, no 429 unhandled",
         "passed": ratio >= 0.90 and unhandled == 0,
         "detail": {
-            "rpm": rpm, "tpm": tpm, "binding_per_s": binding, "achieved_per_s": round(achieved, 2),
-            "window_s": round(window, 1), "provider_latency_ms": latency_ms, "cap": cap,
-            "calls": len(calls), "http_429": len(limited), "answered_responses": statuses.get("answered", 0),
-            "failed_responses": statuses.get("failed", 0), "dead_letters": dead,
+            "rpm": rpm,
+            "tpm": tpm,
+            "binding_per_s": binding,
+            "achieved_per_s": round(achieved, 2),
+            "window_s": round(window, 1),
+            "provider_latency_ms": latency_ms,
+            "cap": cap,
+            "calls": len(calls),
+            "http_429": len(limited),
+            "answered_responses": statuses.get("answered", 0),
+            "failed_responses": statuses.get("failed", 0),
+            "dead_letters": dead,
             "note": "binding limit = rpm (tpm enforced but not binding); the fake's initial "
-                    "burst (a full minute's bucket) is spent before the run; window runs from "
-                    "the first 429 (bucket empty) to the last call",
+            "burst (a full minute's bucket) is spent before the run; window runs from "
+            "the first 429 (bucket empty) to the last call",
         },
-    }  # fmt: skip
+    }
 
 
 def _values(kafka: dict[str, Any], topic: str) -> list[bytes]:

@@ -24,16 +24,18 @@ from benchmarks.env import BenchKafka
 from benchmarks.measure import Watermarks, interleave, median, percentile, read_topics, rounded
 
 
-def latency_run(bench: BenchKafka, kind: str, phases: list[dict[str, Any]], cap_s: float,
-                **extra: Any) -> dict[str, Any]:  # fmt: skip
+def latency_run(
+    bench: BenchKafka, kind: str, phases: list[dict[str, Any]], cap_s: float, **extra: Any
+) -> dict[str, Any]:
     """Run ``phases`` of load through ``kind`` (raw or switchboard) and return per-phase stats."""
     total = sum(int(p["rate"] * p["seconds"]) for p in phases)
     with bench.pipeline_topics(3) as topics:
         kafka = bench.config
         stages = [procs.start(*s) for s in stage_specs(kind, bench, topics, "chain", **extra)]
         obs = procs.start("observer", "observer", {"kafka": kafka, "topics": [topics.responses]})
-        gen = procs.start("generator", "generator",
-                          {"kafka": kafka, "topic": topics.requests, "phases": phases})  # fmt: skip
+        gen = procs.start(
+            "generator", "generator", {"kafka": kafka, "topic": topics.requests, "phases": phases}
+        )
         wm = Watermarks(kafka, [topics.responses])
         try:
             procs.go(*stages, obs, gen)
@@ -71,13 +73,19 @@ def latency_run(bench: BenchKafka, kind: str, phases: list[dict[str, Any]], cap_
                     hop2.append(responses[key] - tasks[key])
         censored = missing / max(1, len(keys))
         out[label] = {
-            "offered_rate": phase["rate"], "sent": len(keys), "unanswered": missing,
+            "offered_rate": phase["rate"],
+            "sent": len(keys),
+            "unanswered": missing,
             "generator_max_behind_s": report["max_behind_s"],
-            "e2e_p50_ms": percentile(e2e, 50), "e2e_p99_ms": percentile(e2e, 99),
-            "p50_censored": censored > 0.5, "p99_censored": censored > 0.01,
-            "hop1_p50_ms": percentile(hop1, 50), "hop1_p99_ms": percentile(hop1, 99),
-            "hop2_p50_ms": percentile(hop2, 50), "hop2_p99_ms": percentile(hop2, 99),
-        }  # fmt: skip
+            "e2e_p50_ms": percentile(e2e, 50),
+            "e2e_p99_ms": percentile(e2e, 99),
+            "p50_censored": censored > 0.5,
+            "p99_censored": censored > 0.01,
+            "hop1_p50_ms": percentile(hop1, 50),
+            "hop1_p99_ms": percentile(hop1, 99),
+            "hop2_p50_ms": percentile(hop2, 50),
+            "hop2_p99_ms": percentile(hop2, 99),
+        }
     return out
 
 
@@ -127,24 +135,30 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -
         sbp99 = med(sb, "sbhalf", "e2e_p99_ms") / med(raw, "sbhalf", "e2e_p99_ms")
         out["G3"] = {
             "value": value,
-            "target": "<= 1.3x and <= 2.0x", "passed": measurable and p50 <= 1.3 and p99 <= 2.0,
+            "target": "<= 1.3x and <= 2.0x",
+            "passed": measurable and p50 <= 1.3 and p99 <= 2.0,
             "detail": {
-                "ratios_at_half_raw_chain_capacity": {"p50": rounded(p50, 2), "p99": rounded(p99, 2),
-                                                      "lower_bounds": censored},
+                "ratios_at_half_raw_chain_capacity": {
+                    "p50": rounded(p50, 2),
+                    "p99": rounded(p99, 2),
+                    "lower_bounds": censored,
+                },
                 "generator_max_behind_s": behind,
                 "at_half_pipeline_capacity": {
-                    "offered_rate": phases[2]["rate"], "p50_ratio": rounded(sbp50, 2),
+                    "offered_rate": phases[2]["rate"],
+                    "p50_ratio": rounded(sbp50, 2),
                     "p99_ratio": rounded(sbp99, 2),
                     "pipeline": {f: rounded(med(sb, "sbhalf", f), 1) for f in _FIELDS},
                     "raw_chain": {f: rounded(med(raw, "sbhalf", f), 1) for f in _FIELDS},
                 },
-                "offered_rate": phases[3]["rate"], "seconds": seconds,
+                "offered_rate": phases[3]["rate"],
+                "seconds": seconds,
                 "pipeline": {f: rounded(med(sb, "half", f), 1) for f in _FIELDS},
                 "raw_chain": {f: rounded(med(raw, "half", f), 1) for f in _FIELDS},
                 "pipeline_unanswered_within_cap": [r["half"]["unanswered"] for r in sb],
                 "cap_s": cap_s,
             },
-        }  # fmt: skip
+        }
     if "G4" in only:
         added1 = med(sb, "p100", "hop1_p50_ms") - med(raw, "p100", "hop1_p50_ms")
         added2 = med(sb, "p100", "hop2_p50_ms") - med(raw, "p100", "hop2_p50_ms")
@@ -152,14 +166,15 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -
         worst = max(added1, added2)
         out["G4"] = {
             "value": f"{added1:+.1f} / {added2:+.1f} ms per hop (p50); e2e p99 {p99:.1f} ms",
-            "target": "<= 1 ms per hop; <= 25 ms", "passed": worst <= 1.0 and p99 <= 25.0,
+            "target": "<= 1 ms per hop; <= 25 ms",
+            "passed": worst <= 1.0 and p99 <= 25.0,
             "detail": {
                 "pipeline": {f: rounded(med(sb, "p100", f), 1) for f in _FIELDS},
                 "raw_chain": {f: rounded(med(raw, "p100", f), 1) for f in _FIELDS},
                 "added_router_hop_p50_ms": rounded(added1, 2),
                 "added_worker_hop_p50_ms": rounded(added2, 2),
             },
-        }  # fmt: skip
+        }
     _ = time
     return out
 

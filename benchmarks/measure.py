@@ -53,11 +53,13 @@ class Watermarks:
         self._consumer.close()
 
 
-def read_topics(kafka: dict[str, Any], topics: Iterable[str], timeout_s: float = 60.0
-                ) -> list[tuple[bytes | None, int, str]]:  # fmt: skip
+def read_topics(
+    kafka: dict[str, Any], topics: Iterable[str], timeout_s: float = 60.0
+) -> list[tuple[bytes | None, int, str]]:
     """Every record now in ``topics`` as (key, CreateTime ms, topic)."""
-    consumer = Consumer({**kafka, "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(
+        {**kafka, "group.id": f"bench-read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
     meta = consumer.list_topics(timeout=10)
     ends: dict[tuple[str, int], int] = {}
     assign = []

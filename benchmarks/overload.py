@@ -33,8 +33,9 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
     with bench.pipeline_topics(3) as topics:
         stages = [procs.start(*s) for s in stage_specs("switchboard", bench, topics, "chain")]
         obs = procs.start("observer", "observer", {"kafka": kafka, "topics": [topics.responses]})
-        gen = procs.start("generator", "generator",
-                          {"kafka": kafka, "topic": topics.requests, "phases": phases})  # fmt: skip
+        gen = procs.start(
+            "generator", "generator", {"kafka": kafka, "topic": topics.requests, "phases": phases}
+        )
         rss: list[tuple[float, float]] = []
         sampling = threading.Event()
 
@@ -52,14 +53,18 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
             if not gen.conn.poll(over_s + under_s + 60):
                 raise RuntimeError("the generator did not finish")
             report = gen.conn.recv()[1]["phases"]
-            _count, _ = wm.wait_for(total, 20.0 if quick else 60.0,
-                                   alive=lambda: procs.all_alive(stages))  # fmt: skip
+            _count, _ = wm.wait_for(
+                total, 20.0 if quick else 60.0, alive=lambda: procs.all_alive(stages)
+            )
         finally:
             sampling.set()
             results = procs.stop_all([*stages, obs, gen])
             wm.close()
-        sent = sorted(ts / 1000 for k, ts, _t in read_topics(kafka, [topics.requests])
-                      if not k.startswith(b"warm-"))  # fmt: skip
+        sent = sorted(
+            ts / 1000
+            for k, ts, _t in read_topics(kafka, [topics.requests])
+            if not k.startswith(b"warm-")
+        )
     seen_map: dict[bytes, float] = results["observer"].get("seen", {})
     seen = sorted(t for k, t in seen_map.items() if not k.startswith(b"warm-"))
     lost = len(sent) - len(seen)
@@ -95,15 +100,22 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
         "target": ">= 0.8 of spare capacity; <= 200 MB; nothing lost",
         "passed": ratio >= 0.8 and growth <= 200 and lost == 0,
         "detail": {
-            "capacity_from_G2": rounded(capacity, 0), "offered": [p["rate"] for p in phases],
+            "capacity_from_G2": rounded(capacity, 0),
+            "offered": [p["rate"] for p in phases],
             "phase_seconds": {"over": over_s, "under": under_s},
             "quick_note": "--quick shortens the 60 s overload phase to 8 s" if quick else None,
-            "peak_backlog": peak, "drained": drained_i is not None,
-            "drain_rate_per_s": rounded(drain_rate, 0), "spare_per_s": rounded(spare, 0),
-            "drain_over_spare": rounded(ratio), "served_during_overload_per_s":
-            rounded(in_run_capacity, 0), "rss_growth_mb": rounded(growth, 1),
-            "rss_at_go_mb": rounded(rss_go, 1), "requests": len(sent), "answered": len(seen),
-            "lost": lost, "duplicates": results["observer"].get("duplicates"),
+            "peak_backlog": peak,
+            "drained": drained_i is not None,
+            "drain_rate_per_s": rounded(drain_rate, 0),
+            "spare_per_s": rounded(spare, 0),
+            "drain_over_spare": rounded(ratio),
+            "served_during_overload_per_s": rounded(in_run_capacity, 0),
+            "rss_growth_mb": rounded(growth, 1),
+            "rss_at_go_mb": rounded(rss_go, 1),
+            "requests": len(sent),
+            "answered": len(seen),
+            "lost": lost,
+            "duplicates": results["observer"].get("duplicates"),
             "generator": report,
         },
-    }  # fmt: skip
+    }

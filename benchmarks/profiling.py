@@ -26,8 +26,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _spy(
     pid: int, out: Path, seconds: float, fmt: str, native: bool = False
 ) -> subprocess.Popen[bytes]:
-    cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--duration", str(int(seconds)),
-           "--format", fmt, "--output", str(out), "--nonblocking", "--idle", "--threads"]  # fmt: skip
+    cmd = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "250",
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        fmt,
+        "--output",
+        str(out),
+        "--nonblocking",
+        "--idle",
+        "--threads",
+    ]
     if native:
         cmd.append("--native")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

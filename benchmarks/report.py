@@ -45,8 +45,10 @@ def goals_table(results: dict[str, Any]) -> str:
             continue
         passed = entry.get("passed")
         mark = "not run" if entry.get("value") is None else ("yes" if passed else "**no**")
-        lines.append(f"| {goal} | {WHAT[goal]} | {_cell(entry.get('value'))} | "
-                     f"{entry.get('target', '')} | {mark} |")  # fmt: skip
+        lines.append(
+            f"| {goal} | {WHAT[goal]} | {_cell(entry.get('value'))} | "
+            f"{entry.get('target', '')} | {mark} |"
+        )
     return "\n".join(lines)
 
 
@@ -85,8 +87,16 @@ def _csv(results: dict[str, Any], path: Path) -> None:
         for goal in GOALS:
             if goal in results:
                 e = results[goal]
-                out.writerow([goal, WHAT[goal], e.get("value"), e.get("target"), e.get("passed"),
-                              json.dumps(e.get("detail"), default=str)])  # fmt: skip
+                out.writerow(
+                    [
+                        goal,
+                        WHAT[goal],
+                        e.get("value"),
+                        e.get("target"),
+                        e.get("passed"),
+                        json.dumps(e.get("detail"), default=str),
+                    ]
+                )
         for name in ("RAW-1", "RAW-CHAIN"):
             if name in results.get("baselines", {}):
                 b = results["baselines"][name]
@@ -125,8 +135,10 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     if bars:
         names, values = zip(*bars, strict=True)
-        colors = ["#999999" if n.startswith("RAW") else "#d08c2c" if "peer" in n else "#2b6cb0"
-                  for n in names]  # fmt: skip
+        colors = [
+            "#999999" if n.startswith("RAW") else "#d08c2c" if "peer" in n else "#2b6cb0"
+            for n in names
+        ]
         axes[0].barh(names, values, color=colors)
         axes[0].set_xscale("log")
         axes[0].set_xlabel("drain capacity, msg/s (log)")
@@ -141,8 +153,10 @@ def _chart(results: dict[str, Any], path: Path) -> None:
         axes[1].set_xlabel("achieved / (C/W)")
         axes[1].set_title("G7: one worker, one partition")
         axes[1].legend(loc="lower right")
-    fig.suptitle(f"Switchboard benchmarks ({'quick' if results.get('quick') else 'full'}) "
-                 f"{results.get('started', '')}")  # fmt: skip
+    fig.suptitle(
+        f"Switchboard benchmarks ({'quick' if results.get('quick') else 'full'}) "
+        f"{results.get('started', '')}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -166,9 +180,13 @@ def _readme(results: dict[str, Any]) -> None:
     ]
     base = results.get("baselines", {})
     if base:
-        body.append("Baselines (same run, medians): " + ", ".join(
-            f"{k} {v.get('value'):,.0f} msg/s" for k, v in base.items() if v.get("value")
-        ) + ".")  # fmt: skip
+        body.append(
+            "Baselines (same run, medians): "
+            + ", ".join(
+                f"{k} {v.get('value'):,.0f} msg/s" for k, v in base.items() if v.get("value")
+            )
+            + "."
+        )
         body.append("")
     g7 = g7_table(results.get("G7"))
     if g7:

@@ -202,8 +202,11 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
             return SleepBackend(float(backend_kind.split(":", 1)[1]))
         return InstantBackend()
 
-    pipeline = Pipeline(settings, settings.client_config(settings.bootstrap_servers or ""),
-                        backend_factory=backend_factory)  # fmt: skip
+    pipeline = Pipeline(
+        settings,
+        settings.client_config(settings.bootstrap_servers or ""),
+        backend_factory=backend_factory,
+    )
     concurrency = spec.get("concurrency")
     for role in spec["roles"]:
         if role == "router":
@@ -266,8 +269,9 @@ def generator(spec: dict[str, Any], ctl: Control) -> None:
 
     payloads = Payloads()
     phases = spec["phases"]
-    loads = [payloads.requests(int(p["rate"] * p["seconds"]), prefix=f"{p['label']}-")
-             for p in phases]  # fmt: skip
+    loads = [
+        payloads.requests(int(p["rate"] * p["seconds"]), prefix=f"{p['label']}-") for p in phases
+    ]
     producer = Producer(producer_config(spec["kafka"]))
     topic = spec["topic"]
     ctl.ready()
@@ -297,10 +301,16 @@ def generator(spec: dict[str, Any], ctl: Control) -> None:
             wait = sent / rate - (time.perf_counter() - start)
             if wait > 0:
                 time.sleep(min(wait, 0.05))
-        report.append({
-            "label": phase["label"], "rate": rate, "sent": sent,
-            "start": start_wall, "end": time.time(), "max_behind_s": round(behind_max, 4),
-        })  # fmt: skip
+        report.append(
+            {
+                "label": phase["label"],
+                "rate": rate,
+                "sent": sent,
+                "start": start_wall,
+                "end": time.time(),
+                "max_behind_s": round(behind_max, 4),
+            }
+        )
     producer.flush(30)
     ctl.ready({"phases": report})  # "ready" again: the load is done
     while not ctl.stopping():
@@ -313,14 +323,21 @@ def observer(spec: dict[str, Any], ctl: Control) -> None:
     clock): ``poll`` wakes on the first record, ``consume(…, 0)`` takes what is already here."""
     kafka = spec["kafka"]
     consumer = Consumer(
-        {**kafka, "group.id": f"bench-observer-{os.getpid()}", "enable.auto.commit": False,
-         "fetch.wait.max.ms": 5}
-    )  # fmt: skip
+        {
+            **kafka,
+            "group.id": f"bench-observer-{os.getpid()}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
     meta = consumer.list_topics(timeout=10)
-    consumer.assign([
-        TopicPartition(t, p, OFFSET_BEGINNING) for t in spec["topics"]
-        for p in meta.topics[t].partitions
-    ])  # fmt: skip
+    consumer.assign(
+        [
+            TopicPartition(t, p, OFFSET_BEGINNING)
+            for t in spec["topics"]
+            for p in meta.topics[t].partitions
+        ]
+    )
     seen: dict[bytes, float] = {}
     dups = 0
     ctl.ready()
@@ -346,9 +363,11 @@ def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
     from switchboard.devtools.fake_anthropic import FakeAnthropic
 
     fake = FakeAnthropic(
-        latency_ms=spec.get("latency_ms", 0.0), rpm=spec.get("rpm"), tpm=spec.get("tpm"),
+        latency_ms=spec.get("latency_ms", 0.0),
+        rpm=spec.get("rpm"),
+        tpm=spec.get("tpm"),
         cache_min_tokens=spec.get("cache_min_tokens", 0),
-    ).start()  # fmt: skip
+    ).start()
     if spec.get("prespend_key"):
         # The buckets start full (a minute's worth); spend that burst now, as steady traffic
         # from this key would have, so the run measures the sustained limit.
@@ -362,7 +381,10 @@ def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
     while not ctl.stopping():
         time.sleep(0.05)
     stats = fake.stats()
-    ctl.finish({
-        "total_calls": stats.total_calls, "max_in_flight": stats.max_in_flight,
-        "calls": [(c.at, c.status, c.outcome) for c in stats.calls],
-    })  # fmt: skip
+    ctl.finish(
+        {
+            "total_calls": stats.total_calls,
+            "max_in_flight": stats.max_in_flight,
+            "calls": [(c.at, c.status, c.outcome) for c in stats.calls],
+        }
+    )

@@ -30,12 +30,16 @@ def router(spec: dict[str, Any], ctl: Control) -> None:
     broker = KafkaBroker(spec["kafka"]["bootstrap.servers"], logger=None)
     tasks = spec["tasks"]
 
-    @broker.subscriber(spec["requests"], group_id=f"{spec['prefix']}.fs-router",
-                       auto_offset_reset="earliest")  # fmt: skip
+    @broker.subscriber(
+        spec["requests"], group_id=f"{spec['prefix']}.fs-router", auto_offset_reset="earliest"
+    )
     async def route(body: bytes) -> None:
         task = logic.route(logic.decode(body))
-        await broker.publish(logic.encode_task(task), topic=tasks[task["specialist"]],
-                             key=task["request_id"].encode())  # fmt: skip
+        await broker.publish(
+            logic.encode_task(task),
+            topic=tasks[task["specialist"]],
+            key=task["request_id"].encode(),
+        )
 
     _serve(broker, ctl)
 
@@ -44,11 +48,15 @@ def worker(spec: dict[str, Any], ctl: Control) -> None:
     broker = KafkaBroker(spec["kafka"]["bootstrap.servers"], logger=None)
     responses = spec["responses"]
 
-    @broker.subscriber(*spec["tasks"].values(), group_id=f"{spec['prefix']}.fs-worker",
-                       auto_offset_reset="earliest")  # fmt: skip
+    @broker.subscriber(
+        *spec["tasks"].values(),
+        group_id=f"{spec['prefix']}.fs-worker",
+        auto_offset_reset="earliest",
+    )
     async def respond(body: bytes) -> None:
         response = logic.answer(logic.decode(body))
-        await broker.publish(logic.encode_response(response), topic=responses,
-                             key=response["request_id"].encode())  # fmt: skip
+        await broker.publish(
+            logic.encode_response(response), topic=responses, key=response["request_id"].encode()
+        )
 
     _serve(broker, ctl)

@@ -43,8 +43,9 @@ def router(spec: dict[str, Any], ctl: Control) -> None:
     async def route(stream: Any) -> None:
         async for _key, value in stream.items():
             task = logic.route(logic.decode(value))
-            await tasks[task["specialist"]].send(key=task["request_id"].encode(),
-                                                 value=logic.encode_task(task))  # fmt: skip
+            await tasks[task["specialist"]].send(
+                key=task["request_id"].encode(), value=logic.encode_task(task)
+            )
 
     _run(app, ctl)
 
@@ -58,7 +59,8 @@ def worker(spec: dict[str, Any], ctl: Control) -> None:
     async def respond(stream: Any) -> None:
         async for _key, value in stream.items():
             response = logic.answer(logic.decode(value))
-            await responses.send(key=response["request_id"].encode(),
-                                 value=logic.encode_response(response))  # fmt: skip
+            await responses.send(
+                key=response["request_id"].encode(), value=logic.encode_response(response)
+            )
 
     _run(app, ctl)

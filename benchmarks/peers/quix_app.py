@@ -41,8 +41,9 @@ def _app(spec: dict[str, Any], group: str) -> Application:
 
 def router(spec: dict[str, Any], ctl: Control) -> None:
     app = _app(spec, f"{spec['prefix']}.quix-router")
-    requests = app.topic(spec["requests"], key_deserializer="bytes",
-                         value_deserializer=AvroRequestDeserializer())  # fmt: skip
+    requests = app.topic(
+        spec["requests"], key_deserializer="bytes", value_deserializer=AvroRequestDeserializer()
+    )
     tasks = {
         s: app.topic(name, key_serializer="bytes", value_serializer=AvroTaskSerializer())
         for s, name in spec["tasks"].items()
@@ -58,11 +59,13 @@ def router(spec: dict[str, Any], ctl: Control) -> None:
 
 def worker(spec: dict[str, Any], ctl: Control) -> None:
     app = _app(spec, f"{spec['prefix']}.quix-worker")
-    responses = app.topic(spec["responses"], key_serializer="bytes",
-                          value_serializer=AvroResponseSerializer())  # fmt: skip
+    responses = app.topic(
+        spec["responses"], key_serializer="bytes", value_serializer=AvroResponseSerializer()
+    )
     for name in spec["tasks"].values():
-        tasks = app.topic(name, key_deserializer="bytes",
-                          value_deserializer=AvroRequestDeserializer())  # fmt: skip
+        tasks = app.topic(
+            name, key_deserializer="bytes", value_deserializer=AvroRequestDeserializer()
+        )
         app.dataframe(tasks).apply(logic.answer).to_topic(responses)
     ctl.ready()
     ctl.wait_go()

@@ -34,17 +34,25 @@ def create_topics(settings: Settings, kafka: dict[str, Any]) -> Topics:
     topics = Topics(settings.topic_prefix)
     ensure_topics(
         AdminClient(kafka),
-        topics.specs(retention_ms=settings.retention_ms, dlq_retention_ms=settings.dlq_retention_ms),
-        partitions=settings.partitions, replication_factor=1,
-    )  # fmt: skip
+        topics.specs(
+            retention_ms=settings.retention_ms, dlq_retention_ms=settings.dlq_retention_ms
+        ),
+        partitions=settings.partitions,
+        replication_factor=1,
+    )
     return topics
 
 
 class RunningPipeline:
     """The consumers ``setup`` adds, running on their own event loop until ``stop``."""
 
-    def __init__(self, settings: Settings, kafka: dict[str, Any], setup: Callable[[Pipeline], None],
-                 **pipeline_kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        kafka: dict[str, Any],
+        setup: Callable[[Pipeline], None],
+        **pipeline_kwargs: Any,
+    ) -> None:
         self.pipeline = Pipeline(settings, kafka, **pipeline_kwargs)
         setup(self.pipeline)
         self._loop: asyncio.AbstractEventLoop | None = None

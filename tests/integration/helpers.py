@@ -31,9 +31,13 @@ def read_topic(
 ) -> list[Message]:
     """Read ``topic`` from the beginning until ``until(messages)`` holds or the timeout passes."""
     consumer = Consumer(
-        {**config, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-         "enable.auto.commit": False}
-    )  # fmt: skip
+        {
+            **config,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     out: list[Message] = []
     deadline = time.monotonic() + timeout_s

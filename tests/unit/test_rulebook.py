@@ -366,9 +366,17 @@ def test_figures_words_regions_services_and_language() -> None:
         "from 1ms to " * 5_000,
         "1000 rps per " * 5_000,
     ],
-    ids=["comma-list", "slash-list", "digits", "digit-groups", "long-word", "duration", "from-to",
-         "per"],
-)  # fmt: skip
+    ids=[
+        "comma-list",
+        "slash-list",
+        "digits",
+        "digit-groups",
+        "long-word",
+        "duration",
+        "from-to",
+        "per",
+    ],
+)
 def test_hostile_prompts_cost_linear_time(hostile: str) -> None:
     """Prompts may be tens of kilobytes: no pattern may backtrack quadratically (this input
     took minutes before the repetitions were bounded)."""

@@ -49,11 +49,18 @@ _RPS = re.compile(
 )
 
 _PER_UNITS = {
-    "second": 1.0, "sec": 1.0, "s": 1.0,
-    "minute": 60.0, "min": 60.0, "m": 60.0,
-    "hour": 3600.0, "hr": 3600.0, "h": 3600.0,
-    "day": 86400.0, "d": 86400.0,
-}  # fmt: skip
+    "second": 1.0,
+    "sec": 1.0,
+    "s": 1.0,
+    "minute": 60.0,
+    "min": 60.0,
+    "m": 60.0,
+    "hour": 3600.0,
+    "hr": 3600.0,
+    "h": 3600.0,
+    "day": 86400.0,
+    "d": 86400.0,
+}
 
 _EVENT_RATE = re.compile(
     _QTY + r"\s*\+?\s*(?P<noun>events?|messages?|msgs|records?|rows?|orders?|transactions?|jobs?|"
@@ -71,9 +78,17 @@ _CONCURRENCY = re.compile(
 _NOUNS_WITHOUT_ADJECTIVE = ("connection", "conn", "session", "websocket")
 
 _SIZE_UNITS = {
-    "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "pb": 1e15,
-    "kilobyte": 1e3, "megabyte": 1e6, "gigabyte": 1e9, "terabyte": 1e12, "petabyte": 1e15,
-}  # fmt: skip
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "pb": 1e15,
+    "kilobyte": 1e3,
+    "megabyte": 1e6,
+    "gigabyte": 1e9,
+    "terabyte": 1e12,
+    "petabyte": 1e15,
+}
 _DATA_SIZE = re.compile(
     r"\b(?P<num>\d{1,12}(?:\.\d{1,6})?)\s*(?P<unit>[kmgtp]b|(?:kilo|mega|giga|tera|peta)bytes?)\b",
     _FLAGS,
@@ -103,8 +118,16 @@ _CURRENT = re.compile(
     r"jumped\s+to|went\s+to|of)\s+" + _DURATION.format(n="num", u="unit"),
     _FLAGS,
 )
-_MS_PER_UNIT = {"ms": 1.0, "millisecond": 1.0, "µs": 1e-3, "us": 1e-3, "microsecond": 1e-3,
-                "s": 1000.0, "sec": 1000.0, "second": 1000.0}  # fmt: skip
+_MS_PER_UNIT = {
+    "ms": 1.0,
+    "millisecond": 1.0,
+    "µs": 1e-3,
+    "us": 1e-3,
+    "microsecond": 1e-3,
+    "s": 1000.0,
+    "sec": 1000.0,
+    "second": 1000.0,
+}
 
 _WORD_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 _REGIONS = re.compile(
@@ -154,9 +177,23 @@ _DIGIT = re.compile(r"\d")
 _HAS_DURATION = re.compile(r"\d\s*(?:ms|milli|µs|us|micro|s\b|sec)", _FLAGS)
 _RATE_HINTS = ("ps", "sec", "/")
 _EVENT_HINTS = (
-    "event", "messag", "msg", "record", "row", "order", "transaction", "job", "write", "read",
-    "log", "request", "call", "payment", "email", "notification",
-)  # fmt: skip
+    "event",
+    "messag",
+    "msg",
+    "record",
+    "row",
+    "order",
+    "transaction",
+    "job",
+    "write",
+    "read",
+    "log",
+    "request",
+    "call",
+    "payment",
+    "email",
+    "notification",
+)
 _CONCURRENCY_HINTS = (
     "conn",
     "request",
@@ -169,9 +206,20 @@ _CONCURRENCY_HINTS = (
 )
 _SIZE_HINTS = ("kb", "mb", "gb", "tb", "pb", "byte")
 _ITEM_HINTS = (
-    "row", "record", "item", "document", "object", "entr", "user", "customer", "order",
-    "product", "account", "file", "table",
-)  # fmt: skip
+    "row",
+    "record",
+    "item",
+    "document",
+    "object",
+    "entr",
+    "user",
+    "customer",
+    "order",
+    "product",
+    "account",
+    "file",
+    "table",
+)
 _REGION_HINTS = ("region", "data cent", "dcs")
 _MULTI_REGION_HINTS = ("region", "geo")
 
