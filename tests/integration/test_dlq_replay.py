@@ -29,7 +29,8 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from consumers.outcomes import Attempt, Outcomes, now_ms
-from consumers.replay import DeadLetterStore, message_headers
+from consumers.replay.store import DeadLetterStore
+from consumers.replay.view import message_headers
 from producers.client import SwitchboardClient, build_request
 from switchboard.cli.main import main
 from switchboard.core import headers as h

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Message
 
-from consumers.replay import (
+from consumers.replay.parsing import parse_duration, parse_instant, parse_record_id
+from consumers.replay.selection import (
     OLDEST_BUCKET,
     SKIP_ANSWERED,
     SKIP_DUPLICATE,
@@ -17,16 +18,13 @@ from consumers.replay import (
     SKIP_REPLAYED,
     SKIP_TRUNCATED,
     SKIP_UNDECODABLE,
-    DeadLetterView,
     ReplayFilter,
     age_bucket,
     group_counts,
-    parse_duration,
-    parse_instant,
-    parse_record_id,
     plan_replay,
     select,
 )
+from consumers.replay.view import DeadLetterView
 from switchboard.cli.main import main
 from switchboard.core import headers as h
 from switchboard.core.errors import ConfigError
