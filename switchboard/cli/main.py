@@ -25,7 +25,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def build_parser() -> OneLineParser:
-    from switchboard.cli import dlq_cmds, kafka_cmds, pipeline_cmds
+    from switchboard.cli import dlq, kafka_cmds, pipeline_cmds
 
     parser = OneLineParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -35,7 +35,7 @@ def build_parser() -> OneLineParser:
 
     kafka_cmds.register(sub)
     pipeline_cmds.register(sub)
-    dlq_cmds.register(sub)
+    dlq.register(sub)
     return parser
 
 
