@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from switchboard.cli.argtypes import seconds, whole_number
 from switchboard.cli.bootstrap import local_broker, resolve_bootstrap
 from switchboard.core.admin import ensure_topics
 from switchboard.core.errors import ConfigError
@@ -20,25 +21,9 @@ from switchboard.core.kafka_clients import make_admin
 from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.core.topics import Topics
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
-
-
-def _concurrency(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: use 1 to 10000")
-    return value
+#: Model calls in flight per worker, at most.
+MAX_CONCURRENCY = 10_000
+_concurrency = whole_number(1, MAX_CONCURRENCY)
 
 
 def register(sub: Any) -> None:
@@ -50,10 +35,18 @@ def register(sub: Any) -> None:
     submit.add_argument("--tenant", default="default")
     submit.add_argument("--specialist", choices=SPECIALISTS)
     submit.add_argument("--request-id")
-    submit.add_argument("--deadline", type=_positive_float, metavar="SECONDS",
-                        help="answer within this many seconds or expire")  # fmt: skip
-    submit.add_argument("--wait", type=_positive_float, metavar="SECONDS",
-                        help="wait this long for the response and print it")  # fmt: skip
+    submit.add_argument(
+        "--deadline",
+        type=seconds,
+        metavar="SECONDS",
+        help="answer within this many seconds or expire",
+    )
+    submit.add_argument(
+        "--wait",
+        type=seconds,
+        metavar="SECONDS",
+        help="wait this long for the response and print it",
+    )
     submit.add_argument("--json", action="store_true", help="print JSON (one object per response)")
     submit.set_defaults(handler=submit_cmd)
 
@@ -73,7 +66,7 @@ def register(sub: Any) -> None:
     up.set_defaults(handler=up_cmd)
 
     demo = sub.add_parser("demo", help="the main job: bring everything up and answer examples")
-    demo.add_argument("--wait", type=_positive_float, default=60.0, metavar="SECONDS")
+    demo.add_argument("--wait", type=seconds, default=60.0, metavar="SECONDS")
     demo.set_defaults(handler=demo_cmd)
 
     # Listed for --help; `main` hands its arguments to the fake's own parser.
