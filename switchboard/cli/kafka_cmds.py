@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from switchboard.cli.argtypes import count
 from switchboard.cli.bootstrap import local_broker, resolve_bootstrap
 from switchboard.core.admin import ensure_topics
 from switchboard.core.kafka_clients import make_admin
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
         handler=kafka_status
     )
     logs = ksub.add_parser("logs", help="print the broker's log")
-    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    logs.add_argument("-n", "--lines", type=count, default=50, help="how many lines (default 50)")
     logs.set_defaults(handler=kafka_logs)
 
     topics = sub.add_parser("topics", help="create or list the pipeline's topics")
