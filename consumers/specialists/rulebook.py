@@ -16,8 +16,8 @@ from functools import lru_cache
 from consumers.specialists.personas import SPECIALISTS, unknown_specialist
 from consumers.specialists.rules import api, backend, data, perf, security
 from consumers.specialists.rules.figures import Figures, extract_figures
-from consumers.specialists.rules.matcher import PatternGroups, normalise
 from consumers.specialists.rules.rule import Derived, Rule, SpecialistRules
+from consumers.weighted_patterns import PatternGroups, normalise
 
 MAX_RULES = 4
 # A secondary rule joins the answer only if it scores at least a third of the best one and at

@@ -13,7 +13,7 @@ from consumers.specialists.personas import SPECIALISTS
 from consumers.specialists.rulebook import OfflineAnswer, OfflineRulebook
 from consumers.specialists.rules import api, backend, data, perf, security
 from consumers.specialists.rules.figures import extract_figures
-from consumers.specialists.rules.matcher import PatternGroups, normalise, required_literals
+from consumers.weighted_patterns import PatternGroups, normalise, required_literals
 
 TABLES = {
     t.specialist: t for t in (backend.RULES, api.RULES, data.RULES, perf.RULES, security.RULES)

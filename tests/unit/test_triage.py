@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import time
+from pathlib import Path
 
 import pytest
 
 from consumers.specialists.personas import SPECIALISTS
-from consumers.triage import KEYWORDS, KeywordTriage, TriageResult, parse_command
+from consumers.triage import KeywordTriage, TriageResult, parse_command
+from consumers.triage_keywords import KEYWORDS
+
+REPO = Path(__file__).resolve().parents[2]
 
 FREE_TEXT = [
     ("How should I version our public REST endpoints without breaking clients?", "api"),
@@ -132,3 +137,41 @@ def test_huge_text_is_classified_in_linear_time(triage: KeywordTriage) -> None:
     start = time.process_time()
     assert triage.classify(text).specialist == "perf"
     assert time.process_time() - start < 2.0
+
+
+def _consumers_imports(module: str) -> set[str]:
+    """The ``consumers`` modules that ``module``'s file imports (``from a import b`` counts as
+    ``a`` and ``a.b``: ``b`` may be a module)."""
+    path = REPO.joinpath(*module.split("."))
+    package = module.split(".") if path.is_dir() else module.split(".")[:-1]
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            source = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(source)
+            found.update(f"{source}.{alias.name}" for alias in node.names)
+    return {m for m in found if m.split(".")[0] == "consumers"}
+
+
+def _is_module(name: str) -> bool:
+    path = REPO.joinpath(*name.split("."))
+    return (path / "__init__.py").is_file() or path.with_suffix(".py").is_file()
+
+
+def test_the_router_side_imports_nothing_of_the_specialists() -> None:
+    # Routing must not change when a specialist's rules or personas do: the triage owns its
+    # keyword tables. Followed through every module the router side reaches, not just one file.
+    reached: set[str] = set()
+    todo = ["consumers.router", "consumers.triage", "consumers.triage_model"]
+    while todo:
+        module = todo.pop()
+        if module in reached or not _is_module(module):
+            continue
+        reached.add(module)
+        todo.extend(_consumers_imports(module))
+    assert {"consumers.triage_keywords", "consumers.weighted_patterns"} <= reached
+    assert sorted(m for m in reached if m.startswith("consumers.specialists")) == []

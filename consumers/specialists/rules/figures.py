@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from consumers.specialists.rules.matcher import PatternGroups
+from consumers.weighted_patterns import PatternGroups
 
 # ASCII word boundaries are several times cheaper than Unicode ones, and prompts' figures are ASCII.
 _FLAGS = re.IGNORECASE | re.ASCII
