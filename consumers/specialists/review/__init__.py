@@ -1,0 +1,28 @@
+"""Offline review: deterministic detectors that turn a document part into findings.
+
+The review job sends each part of each document to each chosen specialist; with no model, the
+worker answers with ``review_part(...)`` (a ``FindingsAnswer``), built from the rules here:
+the seed's backend anti-patterns, security basics and OpenAPI/AsyncAPI checks.
+"""
+
+from consumers.specialists.review.detect import (
+    REVIEW_SPECIALISTS,
+    RULES,
+    detect_findings,
+    review_part,
+    rule_by_id,
+    rules_for,
+)
+from consumers.specialists.review.rule import ReviewRule
+from consumers.specialists.review.view import guess_format
+
+__all__ = [
+    "REVIEW_SPECIALISTS",
+    "RULES",
+    "ReviewRule",
+    "detect_findings",
+    "guess_format",
+    "review_part",
+    "rule_by_id",
+    "rules_for",
+]
