@@ -22,49 +22,42 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
-from confluent_kafka import Message
-
+from consumers.runtime.message import Record
 from switchboard.core.headers import STATUS, header_value
+from switchboard.core.status import ResponseStatus
 from switchboard.core.tail import TopicTail
 
 #: How often the tail thread forgets answers older than the dedup window.
-_PRUNE_EVERY_S = 60.0
+PRUNE_EVERY_S: Final = 60.0
 
 
-class AnsweredIndex:
-    """Request ids that already have a terminal response, plus the ones in flight here."""
+class AnsweredLedger:
+    """Request ids that already have a terminal response, plus the ones in flight here: every
+    decision of the index, without the tail that feeds it (unit tests use it as it is; it is
+    always "synced": nothing exists that it has not seen)."""
 
-    def __init__(self, config: dict[str, Any], responses_topic: str, window_s: float) -> None:
+    def __init__(self, window_s: float, *, wall_ms: Callable[[], int] | None = None) -> None:
         self._window_ms = int(window_s * 1000)
+        self._wall_ms = wall_ms or _wall_ms
         self._answered: dict[str, int] = {}
         #: Ids with a response of a known status other than ``failed``: a replay cannot help.
         self._settled: set[str] = set()
         self._in_flight: dict[str, asyncio.Future[None]] = {}
-        self._synced_at = 0.0
-        self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
-        self._next_prune = time.monotonic() + _PRUNE_EVERY_S
-        since = int(time.time() * 1000) - self._window_ms
-        self._tail = TopicTail(
-            config, responses_topic, self._on_response, since_ms=since, name="answered-index"
-        )
 
-    def _on_response(self, msg: Message) -> None:
-        key = msg.key()
+    def record_response(self, key: bytes | None, timestamp_ms: int, status: str | None) -> None:
+        """A response read from the ledger: keyed by request id, with its ``sb-status``."""
         if key:
             request_id = key.decode("utf-8", "replace")
-            self._answered[request_id] = msg.timestamp()[1]
-            status = header_value(msg.headers(), STATUS)
-            if status is not None and status != "failed":
+            self._answered[request_id] = timestamp_ms
+            if status is not None and status != ResponseStatus.FAILED:
                 self._settled.add(request_id)
-        if time.monotonic() >= self._next_prune:  # keeps memory to one window of answers
-            self._next_prune = time.monotonic() + _PRUNE_EVERY_S
-            self.prune()
 
     def mark_answered(self, request_id: str, *, failed: bool = False) -> None:
         """Record our own delivered response at once (the tail will see it later too)."""
-        self._answered[request_id] = int(time.time() * 1000)
+        self._answered[request_id] = self._wall_ms()
         if not failed:
             self._settled.add(request_id)
 
@@ -78,20 +71,10 @@ class AnsweredIndex:
 
     def synced(self, since: float) -> bool:
         """True when every response that existed at monotonic time ``since`` has been read."""
-        return self._synced_at >= since
+        return True
 
     async def sync(self, since: float) -> None:
         """Wait until every response that existed at monotonic time ``since`` has been read."""
-        if self._synced_at >= since:
-            return
-        pending = self._pending_sync
-        if pending is None or pending[0] < since:
-            started = time.monotonic()
-            future = asyncio.wrap_future(self._tail.barrier())
-            pending = (started, future)
-            self._pending_sync = pending
-        await asyncio.shield(pending[1])
-        self._synced_at = max(self._synced_at, pending[0])
 
     async def claim(self, request_id: str, *, replay: bool = False) -> bool:
         """Claim ``request_id`` for handling here; False if it is answered or a duplicate.
@@ -121,7 +104,7 @@ class AnsweredIndex:
 
     def prune(self) -> int:
         """Forget answers older than the window; returns how many were dropped."""
-        horizon = int(time.time() * 1000) - self._window_ms
+        horizon = self._wall_ms() - self._window_ms
         # A snapshot: the event loop may add answers while the tail thread prunes.
         old = [rid for rid, ts in list(self._answered.items()) if ts < horizon]
         for rid in old:
@@ -129,5 +112,44 @@ class AnsweredIndex:
             self._settled.discard(rid)
         return len(old)
 
+
+class AnsweredIndex(AnsweredLedger):
+    """The ledger, fed by a tail of the response topic, with the assignment barrier."""
+
+    def __init__(self, config: dict[str, Any], responses_topic: str, window_s: float) -> None:
+        super().__init__(window_s)
+        self._synced_at = 0.0
+        self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        since = self._wall_ms() - self._window_ms
+        self._tail = TopicTail(
+            config, responses_topic, self._on_response, since_ms=since, name="answered-index"
+        )
+
+    def _on_response(self, msg: Record) -> None:
+        self.record_response(msg.key(), msg.timestamp()[1], header_value(msg.headers(), STATUS))
+        if time.monotonic() >= self._next_prune:  # keeps memory to one window of answers
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            self.prune()
+
+    def synced(self, since: float) -> bool:
+        return self._synced_at >= since
+
+    async def sync(self, since: float) -> None:
+        if self._synced_at >= since:
+            return
+        pending = self._pending_sync
+        if pending is None or pending[0] < since:
+            started = time.monotonic()
+            future = asyncio.wrap_future(self._tail.barrier())
+            pending = (started, future)
+            self._pending_sync = pending
+        await asyncio.shield(pending[1])
+        self._synced_at = max(self._synced_at, pending[0])
+
     def close(self) -> None:
         self._tail.stop()
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)

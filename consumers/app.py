@@ -14,21 +14,21 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from consumers.answered import AnsweredIndex
-from consumers.outcomes import Outcomes
+from consumers.outcomes import Outcomes, Stage
 from consumers.relay import RetryRelay
 from consumers.resilience.breaker import BreakerState, CircuitBreaker
 from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter
 from consumers.router import Router, RouterRules
-from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
+from consumers.runtime import ConsumerRuntime, Handler, RuntimeConfig
+from consumers.runtime.failures import FailureStrategy
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
 from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
-from switchboard.core.aio_producer import AsyncProducer, Outbound
-from switchboard.core.classify import classify
+from switchboard.core.aio_producer import AsyncProducer
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.policy import RetryPolicy
 from switchboard.core.serde import Codec, make_codec
@@ -36,6 +36,16 @@ from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.core.topics import RETRY_TIERS_S, GroupRole, Topics
 
 log = logging.getLogger(__name__)
+
+#: In-flight caps of the router and the relay: their records are cheap (the router's) or wait
+#: on a timer, not on a model (the relay's), so they run far more at once than a worker.
+ROUTER_CONCURRENCY: Final = 1000
+RELAY_CONCURRENCY: Final = 10_000
+#: The model triage's own call budget: a cheap, short call, retried once by the SDK.
+TRIAGE_TIMEOUT_S: Final = 10.0
+TRIAGE_MAX_RETRIES: Final = 1
+#: How long ``wait_ready`` waits for every consumer to hold partitions.
+READY_TIMEOUT_S: Final = 60.0
 
 
 def make_backend(settings: Settings, limiter: AimdLimiter | None = None) -> SpecialistBackend:
@@ -90,32 +100,39 @@ class Pipeline:
             )
         return self._index
 
-
-    def _outcomes(self, group: str, stage: str) -> Outcomes:
-        return Outcomes(self.codec, self.topics, self.producer, group, stage)
+    def _failures(self, group: str, stage: Stage) -> FailureStrategy:
+        """The failure strategy of one consumer group (its outcomes know the group and stage)."""
+        outcomes = Outcomes(self.codec, self.topics, self.producer, group, stage)
+        return FailureStrategy(outcomes, self.policy)
 
     def _runtime(
-        self, role: str, topics: list[str], handler: Any, outcomes: Outcomes, **config: Any
+        self,
+        role: str,
+        topics: list[str],
+        handler: Handler,
+        failures: FailureStrategy,
+        concurrency: int,
     ) -> ConsumerRuntime:
         """The runtime of one consumer; ``role`` keys ``runtimes`` (``router``, ``relay``,
-        ``worker.<specialist>``), ``outcomes`` knows its group."""
-        async def on_error(msg: Any, _ctx: Context, exc: BaseException) -> list[Outbound]:
-            # A bug in a handler: never lose the record; dead-letter it with the reason.
-            log.exception("%s: handler failed", role, exc_info=exc)
-            return await outcomes.fail(msg, classify(exc))
-
+        ``worker.<specialist>``); ``failures`` writes what its handler's failures call for."""
         overrides = {}
         if self.settings.instance_id:
             overrides["group.instance.id"] = f"{role}-{self.settings.instance_id}"
+        config = RuntimeConfig(
+            topics,
+            failures.outcomes.consumer_group,
+            self.kafka,
+            concurrency=concurrency,
+            drain_timeout_s=self.settings.drain_timeout_s,
+            consumer_overrides=overrides,
+        )
         runtime = ConsumerRuntime(
-            RuntimeConfig(
-                topics, outcomes.consumer_group, self.kafka,
-                drain_timeout_s=self.settings.drain_timeout_s,
-                consumer_overrides=overrides, **config,
-            ),
-            handler, producer=self.producer, on_error=on_error,
+            config,
+            handler,
+            producer=self.producer,
+            failures=failures,
             on_assign=self._sync_index_now,
-        )  # fmt: skip
+        )
         self.runtimes[role] = runtime
         return runtime
 
@@ -138,25 +155,27 @@ class Pipeline:
 
     def add_router(self, concurrency: int | None = None) -> ConsumerRuntime:
         s = self.settings
-        outcomes = self._outcomes(self.topics.group(GroupRole.ROUTER), "route")
+        failures = self._failures(self.topics.group(GroupRole.ROUTER), Stage.ROUTE)
         router = Router(
-            codec=self.codec, topics=self.topics, outcomes=outcomes, index=self.index,
-            rules=RouterRules(
-                max_prompt_bytes=s.max_prompt_bytes, max_metadata_entries=s.max_metadata_entries,
-                max_metadata_bytes=s.max_metadata_bytes,
-                tenants=s.tenants, dedup_window_s=s.dedup_window_s, over_limit=s.over_limit,
-            ),
+            codec=self.codec,
+            topics=self.topics,
+            outcomes=failures.outcomes,
+            index=self.index,
+            rules=RouterRules.from_settings(s),
             limiter=(
                 TenantLimiter(default_rate=s.tenant_rate_per_s, default_burst=s.tenant_burst)
                 if s.tenant_rate_per_s > 0
                 else None
             ),
             triage=self._triage(),
-        )  # fmt: skip
+        )
         return self._runtime(
-            "router", [self.topics.requests], router.handle, outcomes,
-            concurrency=concurrency or 1000,
-        )  # fmt: skip
+            "router",
+            [self.topics.requests],
+            router.handle,
+            failures,
+            concurrency or ROUTER_CONCURRENCY,
+        )
 
     def _triage(self) -> ModelTriage | None:
         """The model triage when configured; None means the keyword classifier."""
@@ -166,9 +185,11 @@ class Pipeline:
         from anthropic import AsyncAnthropic  # only a model-triaging router needs the SDK
 
         client = AsyncAnthropic(
-            api_key=s.anthropic_api_key.get_secret_value(), base_url=s.anthropic_base_url,
-            timeout=10.0, max_retries=1,
-        )  # fmt: skip
+            api_key=s.anthropic_api_key.get_secret_value(),
+            base_url=s.anthropic_base_url,
+            timeout=TRIAGE_TIMEOUT_S,
+            max_retries=TRIAGE_MAX_RETRIES,
+        )
         return ModelTriage(client, s.models["triage"])
 
     def add_worker(self, specialist: str, concurrency: int | None = None) -> ConsumerRuntime:
@@ -178,13 +199,17 @@ class Pipeline:
             )
         cap = concurrency or self.settings.concurrency
         role = f"worker.{specialist}"
-        outcomes = self._outcomes(self.topics.group(GroupRole.WORKER, specialist), "model")
+        failures = self._failures(self.topics.group(GroupRole.WORKER, specialist), Stage.MODEL)
         limiter = (
             AimdLimiter(initial=cap, minimum=1, maximum=cap) if not self.settings.offline else None
         )
         worker = SpecialistWorker(
-            specialist, codec=self.codec, outcomes=outcomes, index=self.index,
-            backend=self.backend_factory(self.settings, limiter), policy=self.policy,
+            specialist,
+            codec=self.codec,
+            outcomes=failures.outcomes,
+            index=self.index,
+            backend=self.backend_factory(self.settings, limiter),
+            failures=failures,
             breaker=CircuitBreaker(
                 name=f"{specialist}:{self.settings.models[specialist]}",
                 failure_threshold=self.settings.breaker_failure_threshold,
@@ -192,16 +217,15 @@ class Pipeline:
                 on_state_change=_export_breaker_state,
             ),
             limiter=limiter,
-        )  # fmt: skip
+        )
         self.workers[specialist] = worker
-        return self._runtime(role, [self.topics.tasks(specialist)], worker.handle, outcomes,
-                             concurrency=cap)  # fmt: skip
+        return self._runtime(role, [self.topics.tasks(specialist)], worker.handle, failures, cap)
 
     def add_relay(self) -> ConsumerRuntime:
-        outcomes = self._outcomes(self.topics.group(GroupRole.RELAY), "relay")
-        relay = RetryRelay(outcomes)
+        failures = self._failures(self.topics.group(GroupRole.RELAY), Stage.RELAY)
+        relay = RetryRelay(self.topics)
         topics = [self.topics.retry(t) for t in RETRY_TIERS_S]
-        return self._runtime("relay", topics, relay.handle, outcomes, concurrency=10_000)
+        return self._runtime("relay", topics, relay.handle, failures, RELAY_CONCURRENCY)
 
     def add_all(self, concurrency: int | None = None) -> None:
         self.add_router()
@@ -209,7 +233,7 @@ class Pipeline:
         for specialist in SPECIALISTS:
             self.add_worker(specialist, concurrency)
 
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Until every consumer holds partitions (its group has finished joining)."""
         await asyncio.wait_for(
             asyncio.gather(*(r.assigned.wait() for r in self.runtimes.values())), timeout_s

@@ -11,18 +11,29 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException
 
+from consumers.runtime.message import Record, Sink
 from switchboard.core import headers as h
-from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
+from switchboard.core.status import ResponseStatus
 from switchboard.core.topics import Topics
 
-#: Header on every response: its status, so the answered index can tell a ``failed`` response
-#: (which a DLQ replay may supersede) from a settled one without decoding the value.
+
+class Stage(StrEnum):
+    """Where in the pipeline a record failed: the ``stage`` of its dead letter."""
+
+    ROUTE = "route"
+    """The router: the request did not decode, or its output could not be written."""
+    MODEL = "model"
+    """A specialist worker: the model call (or the task's decode) failed for good."""
+    RELAY = "relay"
+    """The retry relay: the retry record had no usable origin topic."""
 
 
 #: Kafka's legal topic names. A reply topic outside them fails every delivery attempt, and the
@@ -32,8 +43,19 @@ _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 #: What a DLQ record keeps of an original too large to fit in one (the full record stays at its
 #: origin topic, partition and offset until retention): a prefix of the value, and of the key
 #: and each header value.
-DLQ_VALUE_PREFIX_BYTES = 64 * 1024
-DLQ_FIELD_PREFIX_BYTES = 1024
+DLQ_VALUE_PREFIX_BYTES: Final = 64 * 1024
+DLQ_FIELD_PREFIX_BYTES: Final = 1024
+#: Longest error message a DLQ record keeps (the truncation note included).
+DLQ_MESSAGE_CHARS: Final = 4000
+#: Longest error message in a ``failed`` response, and in one attempt of a retry history.
+RESPONSE_MESSAGE_CHARS: Final = 2000
+ATTEMPT_MESSAGE_CHARS: Final = 2000
+#: Longest error message in the Kafka Connect-style header of a dead letter.
+CONNECT_MESSAGE_CHARS: Final = 1000
+#: Attempts a retry history header keeps: the last ones are enough to explain a failure.
+HISTORY_ATTEMPTS: Final = 20
+#: Error code of an ``expired`` response.
+DEADLINE_EXCEEDED: Final = "deadline_exceeded"
 
 
 def now_ms() -> int:
@@ -59,11 +81,12 @@ class Attempt:
             "attempt": self.attempt,
             "at_ms": self.at_ms,
             "error_type": self.error_type,
-            "error_message": self.error_message[:2000],
+            "error_message": self.error_message[:ATTEMPT_MESSAGE_CHARS],
         }
 
 
-def history_from(msg: Message) -> list[Attempt]:
+def history_from(msg: Record) -> list[Attempt]:
+    """The earlier failures a retry record carries (none when the header is absent or mangled)."""
     raw = h.header_value(msg.headers(), h.RETRY_HISTORY)
     if not raw:
         return []
@@ -73,37 +96,13 @@ def history_from(msg: Message) -> list[Attempt]:
         return []  # a mangled history header must not stop the record
 
 
-def replay_headers(msg: Message) -> list[tuple[str, bytes]]:
-    """The DLQ replay headers of ``msg``, to carry onto every record sent on its behalf, so a
-    replayed request that fails for good further down is parked rather than dead-lettered.
-
-    On every routed record's path: one pass over the headers, and none for the common case.
-    """
-    headers = msg.headers()
-    if not headers:
-        return []
-    replay_id = replay_of = None
-    for name, value in headers.items() if isinstance(headers, dict) else headers:
-        if name == h.REPLAY_ID:
-            replay_id = value
-        elif name == h.REPLAY_OF:
-            replay_of = value
-    carried = []
-    for name, value in ((h.REPLAY_ID, replay_id), (h.REPLAY_OF, replay_of)):
-        if value is not None:
-            carried.append((name, value if isinstance(value, bytes) else str(value).encode()))
-    return carried
-
-
-def header_pairs(msg: Message) -> list[tuple[str, Any]]:
-    """``msg``'s headers as (name, value) pairs: librdkafka gives a list, its stubs allow a dict."""
-    headers = msg.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+def replay_headers(msg: Record) -> list[tuple[str, bytes]]:
+    """The DLQ replay headers of ``msg`` (``switchboard.core.headers.replay_headers``)."""
+    return h.replay_headers(msg.headers())
 
 
 def history_header(history: Sequence[Attempt]) -> bytes:
-    # Bounded: the last 20 attempts are enough to explain a failure.
-    return json.dumps([a.as_record() for a in history[-20:]]).encode()
+    return json.dumps([a.as_record() for a in history[-HISTORY_ATTEMPTS:]]).encode()
 
 
 @dataclass
@@ -112,10 +111,13 @@ class Outcomes:
 
     codec: Codec
     topics: Topics
-    producer: AsyncProducer
+    producer: Sink
     consumer_group: str
-    stage: str
+    stage: Stage
     _counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stage = Stage(self.stage)  # a plain "model" from a caller reads as its member
 
     def response(
         self,
@@ -127,7 +129,8 @@ class Outcomes:
         traceparent: str | None = None,
         **fields: Any,
     ) -> Outbound:
-        """The terminal response to ``request``, addressed to its reply topic."""
+        """The terminal response to ``request`` (``status`` a ``ResponseStatus``, or a backend's
+        answer status, which is one), addressed to its reply topic."""
         request_id = str(request.get("request_id") or "")
         record = {
             "request_id": request_id,
@@ -152,7 +155,7 @@ class Outcomes:
 
     async def dead_letter(
         self,
-        msg: Message,
+        msg: Record,
         failure: Failure,
         *,
         request: Mapping[str, Any] | None = None,
@@ -175,7 +178,7 @@ class Outcomes:
             "original_value": msg.value() or b"",
             "original_headers": [
                 {"key": k, "value": v if isinstance(v, bytes | None) else str(v).encode()}
-                for k, v in header_pairs(msg)
+                for k, v in h.header_pairs(msg.headers())
             ],
             "origin_topic": msg.topic(),
             "origin_partition": msg.partition(),
@@ -185,7 +188,7 @@ class Outcomes:
             "error_class": str(failure.error_class),
             "error_type": failure.error_type,
             "error_code": failure.code,
-            "error_message": failure.message[:4000],
+            "error_message": failure.message[:DLQ_MESSAGE_CHARS],
             "provider_status": failure.provider_status,
             "provider_request_id": failure.provider_request_id,
             "attempts": [a.as_record() for a in attempts],
@@ -205,7 +208,7 @@ class Outcomes:
             (h.CONNECT_STAGE, self.stage.encode()),
             (h.CONNECT_CLASS, self.consumer_group.encode()),
             (h.CONNECT_EXCEPTION, failure.error_type.encode()),
-            (h.CONNECT_MESSAGE, failure.message[:1000].encode()),
+            (h.CONNECT_MESSAGE, failure.message[:CONNECT_MESSAGE_CHARS].encode()),
         ]
         if request_id:
             context.append((h.REQUEST_ID, str(request_id).encode()))
@@ -230,7 +233,7 @@ class Outcomes:
 
     async def fail(
         self,
-        msg: Message,
+        msg: Record,
         failure: Failure,
         *,
         request: Mapping[str, Any] | None = None,
@@ -252,11 +255,37 @@ class Outcomes:
             }
         return [
             self.response(
-                req, "failed", f"Failed: {failure.message}", specialist=specialist,
-                error_code=failure.code, error_message=failure.message[:2000], dlq=pointer,
+                req,
+                ResponseStatus.FAILED,
+                f"Failed: {failure.message}",
+                specialist=specialist,
+                error_code=failure.code,
+                error_message=failure.message[:RESPONSE_MESSAGE_CHARS],
+                dlq=pointer,
                 attempts=attempts,
             )
-        ]  # fmt: skip
+        ]
+
+    def expired(
+        self,
+        request: Mapping[str, Any],
+        attempts: int,
+        *,
+        specialist: str | None = None,
+        failure: Failure | None = None,
+    ) -> Outbound:
+        """The ``expired`` response: the deadline passed before an answer (after ``failure``)."""
+        reason = "the deadline passed before an answer"
+        if failure is not None:
+            reason += f" (last error: {failure.message})"
+        return self.response(
+            request,
+            ResponseStatus.EXPIRED,
+            f"Expired: {reason}",
+            specialist=specialist,
+            attempts=attempts,
+            error_code=DEADLINE_EXCEEDED,
+        )
 
 
 def _too_large(exc: KafkaException) -> bool:
@@ -265,7 +294,7 @@ def _too_large(exc: KafkaException) -> bool:
     return isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
-def _slimmed(record: dict[str, Any], msg: Message) -> dict[str, Any]:
+def _slimmed(record: dict[str, Any], msg: Record) -> dict[str, Any]:
     """``record`` with its copy of the original cut to prefixes, and a note of that first in
     ``error_message`` (the DLQ record's fields are fixed by its schema)."""
     value: bytes = record["original_value"]
@@ -286,5 +315,5 @@ def _slimmed(record: dict[str, Any], msg: Message) -> dict[str, Any]:
             }
             for hd in record["original_headers"]
         ],
-        "error_message": (note + record["error_message"])[:4000],
+        "error_message": (note + record["error_message"])[:DLQ_MESSAGE_CHARS],
     }

@@ -9,47 +9,47 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, Final
 
-from confluent_kafka import Message
-
-from consumers.outcomes import Outcomes, header_pairs, now_ms
-from consumers.runtime import Context
+from consumers.outcomes import now_ms
+from consumers.runtime import Context, Record
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
-from switchboard.core.classify import classify
 from switchboard.core.errors import PermanentError
 from switchboard.core.settings import SPECIALISTS
+from switchboard.core.topics import Topics
 
 _RELAY_ONLY = frozenset({h.RETRY_DUE_MS, h.RETRY_ORIGIN_TOPIC})
+#: How much of a bad origin header a dead letter's reason quotes.
+ORIGIN_QUOTE_CHARS: Final = 300
 
 
 class RetryRelay:
-    """The handler of the relay group, over every retry tier topic."""
+    """The handler of the relay group, over every retry tier topic.
 
-    def __init__(self, outcomes: Outcomes) -> None:
-        self._outcomes = outcomes
+    A retry record with no usable origin raises ``PermanentError``: the runtime's failure
+    strategy dead-letters it (and answers ``failed`` when its request id header survived).
+    """
+
+    def __init__(self, topics: Topics) -> None:
         self.relayed = 0
-        topics = outcomes.topics
         # Where a retry may go back to: the topics that send retries. Anything else in the
         # header (a DLQ, a retry tier, a topic of another pipeline, an illegal name) is poison.
         self._origins = frozenset({topics.requests, *(topics.tasks(s) for s in SPECIALISTS)})
 
     def handle(
-        self, msg: Message, _ctx: Context
+        self, msg: Record, _ctx: Context
     ) -> Sequence[Outbound] | Awaitable[Sequence[Outbound]]:
         """The record back to its origin: at once when due, else after a wait in its own task."""
-        headers = header_pairs(msg)
+        headers = h.header_pairs(msg.headers())
         origin = h.header_value(headers, h.RETRY_ORIGIN_TOPIC)
         if not origin:
-            failure = classify(PermanentError("retry record has no origin topic header"))
-            return self._outcomes.fail(msg, failure)
+            raise PermanentError("retry record has no origin topic header")
         if origin not in self._origins:
-            failure = classify(PermanentError(
-                f"retry record's origin topic {origin[:300]!r} is not this pipeline's requests "
-                "or tasks topic"
-            ))  # fmt: skip
-            return self._outcomes.fail(msg, failure)
+            raise PermanentError(
+                f"retry record's origin topic {origin[:ORIGIN_QUOTE_CHARS]!r} is not this "
+                "pipeline's requests or tasks topic"
+            )
         try:
             due_ms = int(h.header_value(headers, h.RETRY_DUE_MS) or 0)
         except ValueError:
@@ -60,13 +60,13 @@ class RetryRelay:
         return self._send_back(msg, origin, headers)
 
     async def _after(
-        self, wait_s: float, msg: Message, origin: str, headers: list[tuple[str, Any]]
+        self, wait_s: float, msg: Record, origin: str, headers: list[tuple[str, Any]]
     ) -> Sequence[Outbound]:
         await asyncio.sleep(wait_s)
         return self._send_back(msg, origin, headers)
 
     def _send_back(
-        self, msg: Message, origin: str, headers: list[tuple[str, Any]]
+        self, msg: Record, origin: str, headers: list[tuple[str, Any]]
     ) -> list[Outbound]:
         self.relayed += 1
         kept = [(k, v) for k, v in headers if k not in _RELAY_ONLY]

@@ -2,8 +2,8 @@
 
 Decode -> deduplicate -> validate -> choose specialist -> tenant rate limit -> task topic.
 Invalid requests are answered ``rejected`` with a reason a person can act on; bytes that do not
-decode go to the DLQ with their original bytes (and a ``failed`` response when the request id
-header survived).
+decode raise ``DecodeError``, which the runtime's failure strategy sends to the DLQ with their
+original bytes (and a ``failed`` response when the request id header survived).
 """
 
 from __future__ import annotations
@@ -11,24 +11,27 @@ from __future__ import annotations
 import inspect
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from confluent_kafka import Message
-
-from consumers.answered import AnsweredIndex
+from consumers.answered import AnsweredLedger
 from consumers.outcomes import Outcomes, now_ms, replay_headers
 from consumers.resilience.ratelimit import TenantLimiter
-from consumers.runtime import Context
+from consumers.runtime import Context, Record
 from consumers.triage import KeywordTriage, TriageResult, parse_command
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
-from switchboard.core.classify import classify
-from switchboard.core.errors import DecodeError, RequestInvalid
+from switchboard.core.errors import RequestInvalid
 from switchboard.core.serde import REQUEST, Codec
-from switchboard.core.settings import SPECIALISTS
+from switchboard.core.settings import DEFAULTS, SPECIALISTS, Settings
+from switchboard.core.status import ResponseStatus
 from switchboard.core.topics import Topics
+
+#: Request ids the router remembers for deduplication, at most (the oldest go first).
+RECENT_IDS_MAX: Final = 200_000
+#: Error code of a request turned away for its tenant's rate.
+RATE_LIMITED: Final = "rate_limited"
 
 #: Records to deliver now, or an awaitable of them (see the runtime's Handler).
 Outputs = Sequence[Outbound] | Awaitable[Sequence[Outbound]]
@@ -46,21 +49,38 @@ class Triage(Protocol):
 
 @dataclass(frozen=True)
 class RouterRules:
-    """What the router enforces; built from settings by the CLI."""
+    """What the router enforces; ``from_settings`` builds it (defaults: the settings')."""
 
-    max_prompt_bytes: int = 32_000
-    max_metadata_entries: int = 32
-    max_metadata_bytes: int = 8_192
-    tenants: frozenset[str] = frozenset()
-    dedup_window_s: float = 3600.0
+    max_prompt_bytes: int = DEFAULTS.max_prompt_bytes
+    max_metadata_entries: int = DEFAULTS.max_metadata_entries
+    max_metadata_bytes: int = DEFAULTS.max_metadata_bytes
+    tenants: frozenset[str] = DEFAULTS.tenants
+    dedup_window_s: float = DEFAULTS.dedup_window_s
     #: "reject": over the tenant's rate -> rejected with a retry hint; "delay": wait and route.
-    over_limit: str = "reject"
+    over_limit: str = DEFAULTS.over_limit
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RouterRules:
+        return cls(
+            max_prompt_bytes=settings.max_prompt_bytes,
+            max_metadata_entries=settings.max_metadata_entries,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            tenants=settings.tenants,
+            dedup_window_s=settings.dedup_window_s,
+            over_limit=settings.over_limit,
+        )
 
 
 class RecentIds:
     """Request ids routed recently (bounded, time-limited): a producer retry is routed once."""
 
-    def __init__(self, window_s: float, max_size: int = 200_000) -> None:
+    def __init__(
+        self,
+        window_s: float,
+        max_size: int = RECENT_IDS_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._window_s = window_s
         self._max = max_size
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -69,7 +89,7 @@ class RecentIds:
         return request_id in self._seen
 
     def add(self, request_id: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         while self._seen and (
             len(self._seen) >= self._max or next(iter(self._seen.values())) < now - self._window_s
         ):
@@ -86,7 +106,7 @@ class Router:
         codec: Codec,
         topics: Topics,
         outcomes: Outcomes,
-        index: AnsweredIndex,
+        index: AnsweredLedger,
         rules: RouterRules,
         triage: Triage | None = None,
         limiter: TenantLimiter | None = None,
@@ -101,25 +121,23 @@ class Router:
         self._recent = RecentIds(rules.dedup_window_s)
         self.duplicates = 0
 
-    def handle(self, msg: Message, ctx: Context) -> Outputs:
+    def handle(self, msg: Record, ctx: Context) -> Outputs:
         """Route one request. Returns the records at once in the common case (the runtime's
-        fast path); an awaitable only when it must wait (index barrier, model triage, DLQ)."""
+        fast path); an awaitable only when it must wait (index barrier, model triage). Bytes
+        that do not decode raise ``DecodeError`` (the runtime dead-letters them)."""
         received_ms = now_ms()
-        try:
-            request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
-        except DecodeError as exc:
-            return self._outcomes.fail(msg, classify(exc))
+        request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         if not self._index.synced(ctx.assigned_at):
             return self._route_after_sync(msg, ctx, request, received_ms)
         return self._route(msg, request, received_ms)
 
     async def _route_after_sync(
-        self, msg: Message, ctx: Context, request: dict[str, Any], received_ms: int
+        self, msg: Record, ctx: Context, request: dict[str, Any], received_ms: int
     ) -> Sequence[Outbound]:
         await self._index.sync(ctx.assigned_at)
         return await _resolved(self._route(msg, request, received_ms))
 
-    def _route(self, msg: Message, request: dict[str, Any], received_ms: int) -> Outputs:
+    def _route(self, msg: Record, request: dict[str, Any], received_ms: int) -> Outputs:
         request_id = request["request_id"]
         # A DLQ replay follows the request's own `failed` response: only another status skips it.
         carried = replay_headers(msg)
@@ -142,7 +160,7 @@ class Router:
 
     async def _route_after_triage(
         self,
-        msg: Message,
+        msg: Record,
         request: dict[str, Any],
         prompt: str,
         verdict: Awaitable[TriageResult],
@@ -154,11 +172,13 @@ class Router:
 
     def _reject(self, request: dict[str, Any], exc: RequestInvalid) -> list[Outbound]:
         self._recent.add(request["request_id"])
-        return [self._outcomes.response(request, "rejected", str(exc), error_code=exc.code)]
+        return [
+            self._outcomes.response(request, ResponseStatus.REJECTED, str(exc), error_code=exc.code)
+        ]
 
     def _task(
         self,
-        msg: Message,
+        msg: Record,
         request: dict[str, Any],
         specialist: str,
         prompt: str,
@@ -249,20 +269,21 @@ class Router:
             )
         return name, prompt
 
-    def _over_limit(self, msg: Message, request: dict[str, Any], wait_s: float) -> list[Outbound]:
+    def _over_limit(self, msg: Record, request: dict[str, Any], wait_s: float) -> list[Outbound]:
         if self._rules.over_limit == "delay":
             tier = self._topics.tier_for_delay(wait_s)
             due = now_ms() + int(wait_s * 1000)
             headers = [
-                *(msg.headers() or []),
+                *h.header_pairs(msg.headers()),
                 (h.RETRY_DUE_MS, str(due).encode()),
                 (h.RETRY_ORIGIN_TOPIC, str(msg.topic()).encode()),
             ]
             return [Outbound(self._topics.retry(tier), msg.value() or b"", msg.key(), headers)]
         return [
             self._outcomes.response(
-                request, "rejected",
+                request,
+                ResponseStatus.REJECTED,
                 f"tenant {request['tenant']!r} is over its request rate: retry in {wait_s:.2f}s",
-                error_code="rate_limited",
+                error_code=RATE_LIMITED,
             )
-        ]  # fmt: skip
+        ]

@@ -1,8 +1,13 @@
-"""A specialist worker: answer each task once, or retry it, dead-letter it, or let it expire.
+"""A specialist worker: answer each task once, or let the runtime retry, dead-letter or expire it.
 
 Decode -> skip if answered (or a duplicate in flight) -> deadline -> circuit breaker and
-provider concurrency -> model call -> the retry decision on failure. The handler returns the
-records to deliver; the runtime commits the task's offset only after they are delivered.
+provider concurrency -> model call. The handler returns the records to deliver, or raises
+``RecordFailed`` with the decision it acted on: the runtime's ``FailureStrategy`` writes the
+retry record, the dead letter or the ``expired`` answer. Only the worker's own reactions stay
+here: the breaker and the AIMD limiter learn of every model failure, a halt (bad key, spend
+limit) pauses the breaker and calls again, and the answered-index claim is released with the
+status the decision writes. The runtime commits the task's offset only after the records are
+delivered.
 """
 
 from __future__ import annotations
@@ -13,27 +18,20 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Message
-
-from consumers.answered import AnsweredIndex
-from consumers.outcomes import (
-    Attempt,
-    Outcomes,
-    history_from,
-    history_header,
-    now_ms,
-    replay_headers,
-)
+from consumers.answered import AnsweredLedger
+from consumers.outcomes import Outcomes, history_from, now_ms
 from consumers.resilience.breaker import CircuitBreaker
 from consumers.resilience.ratelimit import AimdLimiter
-from consumers.runtime import Context
+from consumers.runtime import Context, Record
+from consumers.runtime.failures import FailureStrategy, RecordFailed
 from consumers.specialists.backends import Answer, SpecialistBackend
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
-from switchboard.core.classify import Failure, classify
+from switchboard.core.classify import classify
 from switchboard.core.errors import DecodeError
-from switchboard.core.policy import Dead, Drop, Expire, Halt, Retry, RetryPolicy
+from switchboard.core.policy import DEADLINE_REACHED, Expire, Halt
 from switchboard.core.serde import REQUEST, Codec
+from switchboard.core.status import ResponseStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +45,9 @@ class SpecialistWorker:
         *,
         codec: Codec,
         outcomes: Outcomes,
-        index: AnsweredIndex,
+        index: AnsweredLedger,
         backend: SpecialistBackend,
-        policy: RetryPolicy,
+        failures: FailureStrategy,
         breaker: CircuitBreaker,
         limiter: AimdLimiter | None = None,
     ) -> None:
@@ -58,7 +56,7 @@ class SpecialistWorker:
         self._outcomes = outcomes
         self._index = index
         self._backend = backend
-        self._policy = policy
+        self._failures = failures
         self._breaker = breaker
         self._limiter = limiter
         self.model_calls = 0
@@ -73,7 +71,7 @@ class SpecialistWorker:
         return self._breaker
 
     def handle(
-        self, msg: Message, ctx: Context
+        self, msg: Record, ctx: Context
     ) -> Sequence[Outbound] | Awaitable[Sequence[Outbound]]:
         """Answer one task: at once when nothing needs waiting (an instant backend), else an
         awaitable the runtime runs as a task (model calls, barriers, retries)."""
@@ -81,7 +79,7 @@ class SpecialistWorker:
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
-            return self._outcomes.fail(msg, classify(exc), specialist=self.specialist)
+            raise RecordFailed(classify(exc), specialist=self.specialist) from exc
         if self._answer_now is not None:
             answered = self._try_answer_now(msg, ctx, request, picked_ms)
             if answered is not None:
@@ -89,7 +87,7 @@ class SpecialistWorker:
         return self._handle(msg, ctx, request, picked_ms)
 
     def _try_answer_now(
-        self, msg: Message, ctx: Context, request: dict[str, Any], picked_ms: int
+        self, msg: Record, ctx: Context, request: dict[str, Any], picked_ms: int
     ) -> list[Outbound] | None:
         """The fast path, or None when anything would need a wait (or a retry decision)."""
         request_id = request["request_id"]
@@ -113,7 +111,7 @@ class SpecialistWorker:
         return [self._response(request, answer, attempt, picked_ms)]
 
     async def _handle(
-        self, msg: Message, ctx: Context, request: dict[str, Any], picked_ms: int
+        self, msg: Record, ctx: Context, request: dict[str, Any], picked_ms: int
     ) -> Sequence[Outbound]:
         request_id = request["request_id"]
         if not self._index.synced(ctx.assigned_at):
@@ -131,26 +129,35 @@ class SpecialistWorker:
             return []
         status: str | None = None
         try:
-            outputs, status = await self._answer(msg, request, picked_ms)
-            return outputs
+            answer, attempt = await self._answer(msg, request)
+            status = answer.status
+            return [self._response(request, answer, attempt, picked_ms)]
+        except RecordFailed as failed:
+            status = self._failures.terminal_status(failed.decision)
+            raise
         finally:
             # Marked answered before delivery: the runtime delivers (or the process dies and the
             # index is rebuilt from the log), and a duplicate waiting on this claim must skip.
-            self._index.release(request_id, answered=status is not None, failed=status == "failed")
+            self._index.release(
+                request_id, answered=status is not None, failed=status == ResponseStatus.FAILED
+            )
 
-    async def _answer(
-        self, msg: Message, request: dict[str, Any], picked_ms: int
-    ) -> tuple[list[Outbound], str | None]:
-        """The records to deliver, and the status of the terminal response among them (None
-        when there is none: a retry or a drop)."""
-        history = history_from(msg)
+    async def _answer(self, msg: Record, request: dict[str, Any]) -> tuple[Answer, int]:
+        """The answer and the attempt it took; raises ``RecordFailed`` with the decision when
+        the call fails for good, must wait in a retry tier, or the deadline passes first."""
         attempt = int(request.get("attempt") or 0) + 1
         deadline = request.get("deadline_ms")
         while True:
-            if deadline is not None and now_ms() >= deadline:
-                return [self._expired(request, attempt)], "expired"
-            if not await self._admitted(deadline):
-                return [self._expired(request, attempt)], "expired"
+            if (deadline is not None and now_ms() >= deadline) or not await self._admitted(
+                deadline
+            ):
+                raise RecordFailed(
+                    None,
+                    request=request,
+                    attempt=attempt,
+                    specialist=self.specialist,
+                    decision=Expire(DEADLINE_REACHED),
+                )
             try:
                 answer = await self._call(request)
             except Exception as exc:  # every failure goes through classify + decide below
@@ -158,24 +165,29 @@ class SpecialistWorker:
                 self._breaker.record_failure(failure)
                 if self._limiter is not None and failure.overload:
                     self._limiter.record_overload()
-                decision = self._policy.decide(failure, attempt, now_ms(), deadline)
+                decision = self._failures.decide(failure, attempt=attempt, deadline_ms=deadline)
                 if isinstance(decision, Halt):
                     # Fatal and systemic (bad key, spend limit): hold this record and everything
                     # behind it in Kafka, probe again later; never fill the DLQ with these.
-                    log.error("%s halted: %s; pausing %.0fs", self.specialist, decision.reason,
-                              decision.pause_s)  # fmt: skip
+                    log.error(
+                        "%s halted: %s; pausing %.0fs",
+                        self.specialist,
+                        decision.reason,
+                        decision.pause_s,
+                    )
                     self._breaker.force_open(decision.pause_s)
                     continue
-                history = [
-                    *history,
-                    Attempt(attempt, now_ms(), failure.error_type, failure.message),
-                ]
-                outputs = await self._after_failure(
-                    msg, request, failure, decision, attempt, history
-                )
-                return outputs, _terminal_status(decision)
+                raise RecordFailed(
+                    failure,
+                    request=request,
+                    attempt=attempt,
+                    history=history_from(msg),
+                    specialist=self.specialist,
+                    deadline_ms=deadline,
+                    decision=decision,
+                ) from exc
             self._breaker.record_success()
-            return [self._response(request, answer, attempt, picked_ms)], answer.status
+            return answer, attempt
 
     async def _admitted(self, deadline: int | None) -> bool:
         """Wait until the breaker admits a call; False if the deadline passes first.
@@ -209,47 +221,6 @@ class SpecialistWorker:
             self._breaker.release()  # abandoned (revoke or shutdown): no verdict on the model
             raise
 
-    async def _after_failure(
-        self,
-        msg: Message,
-        request: dict[str, Any],
-        failure: Failure,
-        decision: Retry | Dead | Drop | Expire,
-        attempt: int,
-        history: list[Attempt],
-    ) -> list[Outbound]:
-        if isinstance(decision, Retry):
-            retry = dict(request, attempt=attempt)
-            headers = [
-                (h.REQUEST_ID, str(request["request_id"]).encode()),
-                (h.RETRY_DUE_MS, str(now_ms() + int(decision.delay_s * 1000)).encode()),
-                (h.RETRY_ORIGIN_TOPIC, str(msg.topic()).encode()),
-                (h.RETRY_ATTEMPT, str(attempt).encode()),
-                (h.RETRY_HISTORY, history_header(history)),
-                *replay_headers(msg),  # a replayed record that fails for good is parked
-            ]
-            value = self._codec.encode(REQUEST, retry, decision.topic)
-            return [Outbound(decision.topic, value, msg.key(), headers)]
-        if isinstance(decision, Expire):
-            return [self._expired(request, attempt, failure)]
-        if isinstance(decision, Drop):
-            return []
-        return await self._outcomes.fail(
-            msg, failure, request=request, history=history[:-1], specialist=self.specialist,
-            attempts=attempt,
-        )  # fmt: skip
-
-    def _expired(
-        self, request: Mapping[str, Any], attempt: int, failure: Failure | None = None
-    ) -> Outbound:
-        reason = "the deadline passed before an answer"
-        if failure is not None:
-            reason += f" (last error: {failure.message})"
-        return self._outcomes.response(
-            request, "expired", f"Expired: {reason}", specialist=self.specialist,
-            attempts=attempt, error_code="deadline_exceeded",
-        )  # fmt: skip
-
     def _response(
         self, request: Mapping[str, Any], answer: Answer, attempt: int, picked_ms: int
     ) -> Outbound:
@@ -261,16 +232,14 @@ class SpecialistWorker:
             latency["route"] = int(meta["route_ms"])
         latency["total"] = done - int(request.get("created_at_ms") or done)
         return self._outcomes.response(
-            request, answer.status, answer.content, specialist=self.specialist,
-            backend=answer.backend, model=answer.model, usage=answer.usage,
-            cost_micro_usd=answer.cost_micro_usd, stage_latency_ms=latency, attempts=attempt,
-        )  # fmt: skip
-
-
-def _terminal_status(decision: Retry | Dead | Drop | Expire) -> str | None:
-    """The status of the response a decision writes, or None when it writes none."""
-    if isinstance(decision, Dead):
-        return "failed"
-    if isinstance(decision, Expire):
-        return "expired"
-    return None
+            request,
+            answer.status,
+            answer.content,
+            specialist=self.specialist,
+            backend=answer.backend,
+            model=answer.model,
+            usage=answer.usage,
+            cost_micro_usd=answer.cost_micro_usd,
+            stage_latency_ms=latency,
+            attempts=attempt,
+        )

@@ -30,10 +30,17 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
+from switchboard.core.settings import DEFAULTS
+
 if TYPE_CHECKING:
     from switchboard.core.classify import Failure
 
-__all__ = ["BreakerState", "CircuitBreaker"]
+__all__ = ["MAX_OPEN_S", "BreakerState", "CircuitBreaker"]
+
+#: The longest an overload keeps a breaker open between probes, however often it re-opens.
+MAX_OPEN_S: Final = 300.0
+#: Past this many re-opens the cooldown is at its cap anyway; keeps 2**n a sane size.
+_MAX_EXPONENT: Final = 62
 
 
 class BreakerState(StrEnum):
@@ -59,9 +66,9 @@ class CircuitBreaker:
         self,
         name: str,
         *,
-        failure_threshold: int = 5,
-        open_s: float = 5.0,
-        max_open_s: float = 300.0,
+        failure_threshold: int = DEFAULTS.breaker_failure_threshold,
+        open_s: float = DEFAULTS.breaker_open_s,
+        max_open_s: float = MAX_OPEN_S,
         half_open_probes: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -221,7 +228,7 @@ class CircuitBreaker:
     # --- transitions -----------------------------------------------------------------------
 
     def _overload_cooldown_s(self, retry_after_s: float | None) -> float:
-        exponent = min(self._reopens, 62)
+        exponent = min(self._reopens, _MAX_EXPONENT)
         cooldown = min(self.open_s * 2.0**exponent, self.max_open_s)
         # Never probe before the provider said to; its word beats our cap.
         return max(cooldown, retry_after_s or 0.0)

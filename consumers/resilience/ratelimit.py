@@ -11,15 +11,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
+
+from consumers.runtime.waiters import FifoWaiters
+from switchboard.core.settings import DEFAULTS
 
 if TYPE_CHECKING:
     from switchboard.core.classify import Failure
@@ -28,6 +29,8 @@ __all__ = ["AimdLimiter", "TenantLimiter", "TokenBucket"]
 
 #: Float slack when comparing refilled tokens: 1/rate seconds must buy exactly one token.
 _EPSILON: Final = 1e-9
+#: Tenants whose buckets a ``TenantLimiter`` keeps (the least recently seen go first).
+MAX_TENANTS: Final = 10_000
 
 
 class TokenBucket:
@@ -77,10 +80,10 @@ class TenantLimiter:
 
     def __init__(
         self,
-        default_rate: float = 1000.0,
-        default_burst: int = 1000,
+        default_rate: float = DEFAULTS.tenant_rate_per_s,
+        default_burst: int = DEFAULTS.tenant_burst,
         overrides: Mapping[str, tuple[float, int]] | None = None,
-        max_tenants: int = 10_000,
+        max_tenants: int = MAX_TENANTS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_tenants < 1:
@@ -167,7 +170,7 @@ class AimdLimiter:
         self._caps: dict[str, tuple[int, float]] = {}  # header -> (calls, monotonic expiry)
         self._in_flight = 0
         self._high_water = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters = FifoWaiters()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -194,7 +197,7 @@ class AimdLimiter:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
+        return len(self._waiters)
 
     # --- admitting -------------------------------------------------------------------------
 
@@ -203,17 +206,8 @@ class AimdLimiter:
         if not self._waiters and self._in_flight < self.limit:
             self._admit()
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted, then cancelled before it could run: hand it back
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-            raise
+        # Granted (the slot taken on its behalf), then cancelled before it could run: hand back.
+        await self._waiters.wait(self.release)
 
     def release(self) -> None:
         """A call admitted by ``acquire`` ended (``async with`` does this itself)."""
@@ -241,12 +235,8 @@ class AimdLimiter:
     def _wake(self) -> None:
         """Hand free slots to waiters in arrival order; the slot is taken on their behalf."""
         limit = self.limit
-        while self._waiters and self._in_flight < limit:
-            waiter = self._waiters.popleft()
-            if waiter.done():  # cancelled while waiting
-                continue
+        while self._in_flight < limit and self._waiters.wake_next():
             self._admit()
-            waiter.set_result(None)
 
     # --- signals ---------------------------------------------------------------------------
 

@@ -26,21 +26,56 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from consumers.runtime.message import Record, Sink
 from consumers.runtime.slots import Slots
 from consumers.runtime.tracker import PartitionTracker
 from switchboard.core import metrics
-from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import classify_kafka
 from switchboard.core.errors import ErrorClass
 from switchboard.core.kafka_clients import consumer_config
+from switchboard.core.settings import DEFAULTS
+
+if TYPE_CHECKING:  # failures imports outcomes, which imports this package: types only
+    from consumers.runtime.failures import FailurePath
 
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+#: When the error path itself fails (it cannot write the dead letter), it is tried again after
+#: this long, doubling up to the longest: the record stays uncommitted meanwhile.
+ERROR_PATH_FIRST_RETRY_S: Final = 0.5
+ERROR_PATH_MAX_RETRY_S: Final = 30.0
+#: When delivering outputs fails transiently (librdkafka already retried for
+#: ``message.timeout.ms``), the delivery is tried again after this long, doubling up to the
+#: longest.
+DELIVERY_FIRST_RETRY_S: Final = 0.2
+DELIVERY_MAX_RETRY_S: Final = 30.0
+#: How often a revoke or a shutdown checks whether fast-path records were acknowledged.
+FAST_ACK_CHECK_S: Final = 0.005
+#: The least time a revoke or a shutdown leaves fast-path acknowledgements, whatever is left of
+#: its budget (they are in flight at the broker already).
+MIN_FAST_ACK_WAIT_S: Final = 1.0
+#: How much longer than ``revoke_timeout_s`` the poll thread waits on the event loop's revoke
+#: handling before it gives up on committing (the work then is redone by the next owner).
+REVOKE_SLACK_S: Final = 10.0
+#: How long the poll thread waits on the event loop to abandon lost partitions.
+LOST_TIMEOUT_S: Final = 10.0
+#: Pausing: slow work may reach this many times a partition's share of the cap (the second
+#: half waits in memory) and fast-path records this many batches before the partition pauses;
+#: it resumes at the share and at ``FAST_RESUME_BATCHES``.
+SLOW_PAUSE_SHARES: Final = 2
+FAST_PAUSE_BATCHES: Final = 4
+FAST_RESUME_BATCHES: Final = 2
+#: Runtime tuning without a setting of its own.
+DEFAULT_REVOKE_TIMEOUT_S: Final = 10.0
+DEFAULT_BATCH_SIZE: Final = 500
+DEFAULT_POLL_TIMEOUT_S: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,14 +86,14 @@ class RuntimeConfig:
     group_id: str
     kafka: dict[str, Any]
     #: Records handled at once by this process, across all its partitions.
-    concurrency: int = 64
+    concurrency: int = DEFAULTS.concurrency
     #: "unordered": any record may start at any time; "key": records with the same key run in
     #: the order they were read (different keys still run concurrently).
     ordering: Literal["unordered", "key"] = "unordered"
-    drain_timeout_s: float = 30.0
-    revoke_timeout_s: float = 10.0
-    batch_size: int = 500
-    poll_timeout_s: float = 0.05
+    drain_timeout_s: float = DEFAULTS.drain_timeout_s
+    revoke_timeout_s: float = DEFAULT_REVOKE_TIMEOUT_S
+    batch_size: int = DEFAULT_BATCH_SIZE
+    poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,11 +114,39 @@ class Context:
     dirty: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StoreOffsets:
+    """Store these committable offsets (librdkafka commits what is stored)."""
+
+    stores: list[tuple[Context, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop fetching ``ctx``'s partition."""
+
+    ctx: Context
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Fetch ``ctx``'s partition again."""
+
+    ctx: Context
+
+
+#: What the event loop asks the poll thread to do with the consumer, in order.
+ConsumerOp = StoreOffsets | Pause | Resume
+
+
 @dataclass
 class RunStats:
     received: int = 0
     completed: int = 0
+    #: Handlers that raised an unexpected exception (a bug): dead-lettered by the strategy.
     handler_errors: int = 0
+    #: Handlers that raised a typed failure: retried, dead-lettered or expired by the strategy.
+    failures: int = 0
     delivery_retries: int = 0
     abandoned: int = 0
     not_started: int = 0
@@ -94,8 +157,8 @@ class RunStats:
 
 #: A handler returns the records to deliver, or an awaitable of them when it must wait on
 #: something (a model call, a barrier). Returning them directly takes the fast path.
-Handler = Callable[[Message, Context], Sequence[Outbound] | Awaitable[Sequence[Outbound]]]
-ErrorHandler = Callable[[Message, Context, BaseException], Awaitable[Sequence[Outbound]]]
+#: A failure is raised, never returned: the runtime's failure strategy writes what it calls for.
+Handler = Callable[[Record, Context], Sequence[Outbound] | Awaitable[Sequence[Outbound]]]
 
 
 class ConsumerRuntime:
@@ -106,13 +169,13 @@ class ConsumerRuntime:
         config: RuntimeConfig,
         handler: Handler,
         *,
-        producer: AsyncProducer,
-        on_error: ErrorHandler,
+        producer: Sink,
+        failures: FailurePath,
         on_assign: Callable[[list[TP]], None] | None = None,
     ) -> None:
         self.config = config
         self._handler = handler
-        self._on_error = on_error
+        self._failures = failures
         self._on_assign_hook = on_assign
         self._producer = producer
         self._parts: dict[TP, Context] = {}
@@ -128,7 +191,7 @@ class ConsumerRuntime:
         # the event loop would block the loop (every runtime of the process) for up to the
         # poll timeout: the loop queues them here and the poll thread runs them between polls.
         self._poll_thread = concurrent.futures.ThreadPoolExecutor(1, "consumer-poll")
-        self._consumer_ops: deque[tuple[str, Any]] = deque()
+        self._consumer_ops: deque[ConsumerOp] = deque()
         self._last_activity = time.monotonic()
         self._dirty: list[Context] = []
         #: Set once this member holds at least one partition (tests and the demo wait on it).
@@ -252,13 +315,16 @@ class ConsumerRuntime:
         drops librdkafka's prefetched records), or when too many fast-path records await
         their acknowledgements (those are cheap: only memory bounds them)."""
         slow = ctx.tracker.outstanding - ctx.fast_pending
-        return slow >= 2 * self._share() or ctx.fast_pending >= 4 * self.config.batch_size
+        return (
+            slow >= SLOW_PAUSE_SHARES * self._share()
+            or ctx.fast_pending >= FAST_PAUSE_BATCHES * self.config.batch_size
+        )
 
     def _under_bound(self, ctx: Context, share: int) -> bool:
         slow = ctx.tracker.outstanding - ctx.fast_pending
-        return slow <= share and ctx.fast_pending <= 2 * self.config.batch_size
+        return slow <= share and ctx.fast_pending <= FAST_RESUME_BATCHES * self.config.batch_size
 
-    def _deliver_fast(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
+    def _deliver_fast(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
         if not outputs:
             self._complete(msg, ctx)
             return
@@ -283,13 +349,13 @@ class ConsumerRuntime:
         for out in outputs:
             self._producer.produce(out, delivered)
 
-    async def _redeliver(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
+    async def _redeliver(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
         await self._deliver(msg, ctx, outputs)
         self._complete(msg, ctx)
 
     async def _process(
         self,
-        msg: Message,
+        msg: Record,
         ctx: Context,
         started: Awaitable[Sequence[Outbound]] | None,
         raised: Exception | None = None,
@@ -330,7 +396,7 @@ class ConsumerRuntime:
 
     async def _handle(
         self,
-        msg: Message,
+        msg: Record,
         ctx: Context,
         started: Awaitable[Sequence[Outbound]] | None,
         raised: Exception | None,
@@ -345,22 +411,25 @@ class ConsumerRuntime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.stats.handler_errors += 1
-            delay = 0.5
+            if self._failures.expected(exc):
+                self.stats.failures += 1
+            else:
+                self.stats.handler_errors += 1
+            delay = ERROR_PATH_FIRST_RETRY_S
             while True:
                 try:
-                    return await self._on_error(msg, ctx, exc)
+                    return await self._failures.resolve(msg, exc)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     # The error path itself failed (e.g. cannot encode a DLQ record): never
                     # skip the offset; keep trying, it stays uncommitted if we die.
-                    log.exception("error handler failed for %s", _where(msg))
+                    log.exception("error path failed for %s", _where(msg))
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    delay = min(delay * 2, ERROR_PATH_MAX_RETRY_S)
 
-    async def _deliver(self, msg: Message, ctx: Context, outputs: Sequence[Outbound]) -> None:
-        delay = 0.2
+    async def _deliver(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
+        delay = DELIVERY_FIRST_RETRY_S
         replaced = False
         while True:
             try:
@@ -372,7 +441,7 @@ class ConsumerRuntime:
                     # This output can never be written (too large, illegal topic): the record
                     # takes the error path instead (DLQ and a failed answer), once.
                     replaced = True
-                    outputs = await self._on_error(msg, ctx, exc)
+                    outputs = await self._failures.resolve(msg, exc)
                     continue
                 # Transient (librdkafka already retried for message.timeout.ms: the cluster is
                 # in trouble), or the error path's own output failed too. Keep the offset open
@@ -382,9 +451,9 @@ class ConsumerRuntime:
                     "delivery for %s failed (%s); retrying in %.1fs", _where(msg), exc, delay
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, DELIVERY_MAX_RETRY_S)
 
-    def _complete(self, msg: Message, ctx: Context) -> None:
+    def _complete(self, msg: Record, ctx: Context) -> None:
         ctx.tracker.finish(cast(int, msg.offset()))
         self.stats.completed += 1
         self._m_records.inc()
@@ -411,7 +480,7 @@ class ConsumerRuntime:
         if stores:
             # Commit order: each stored offset's outputs, and every earlier offset's, are
             # delivered; librdkafka commits what is stored.
-            self._consumer_ops.append(("store", stores))
+            self._consumer_ops.append(StoreOffsets(stores))
 
     def _set_paused(self, ctx: Context, paused: bool) -> None:
         """Pause or resume ``ctx``'s partition (done on the poll thread before its next poll)."""
@@ -422,7 +491,7 @@ class ConsumerRuntime:
             self._m_paused.inc()
         else:
             self._m_paused.dec()
-        self._consumer_ops.append(("pause" if paused else "resume", ctx))
+        self._consumer_ops.append(Pause(ctx) if paused else Resume(ctx))
 
     def _run_consumer_ops(self, consumer: Consumer) -> None:
         """On the poll thread: the stores, pauses and resumes the event loop asked for, in
@@ -430,24 +499,23 @@ class ConsumerRuntime:
         stale store must not move a later owner's (or a new assignment's) offset back."""
         ops = self._consumer_ops
         while ops:
-            kind, arg = ops.popleft()
+            op = ops.popleft()
             try:
-                if kind == "store":
-                    offsets = [
-                        TopicPartition(ctx.topic, ctx.partition, offset)
-                        for ctx, offset in arg
-                        if not ctx.revoked
-                    ]
-                    if offsets:
-                        consumer.store_offsets(offsets=offsets)
-                elif not arg.revoked:
-                    tp = [TopicPartition(arg.topic, arg.partition)]
-                    if kind == "pause":
-                        consumer.pause(tp)
-                    else:
-                        consumer.resume(tp)
+                match op:
+                    case StoreOffsets(stores):
+                        offsets = [
+                            TopicPartition(ctx.topic, ctx.partition, offset)
+                            for ctx, offset in stores
+                            if not ctx.revoked
+                        ]
+                        if offsets:
+                            consumer.store_offsets(offsets=offsets)
+                    case Pause(ctx) if not ctx.revoked:
+                        consumer.pause([TopicPartition(ctx.topic, ctx.partition)])
+                    case Resume(ctx) if not ctx.revoked:
+                        consumer.resume([TopicPartition(ctx.topic, ctx.partition)])
             except KafkaException as exc:  # revoked under us: the revoke path commits
-                log.debug("%s: %s", kind, exc)
+                log.debug("%s: %s", type(op).__name__, exc)
 
     # --- rebalance (callbacks run on the poll thread) -----------------------------------
     def _cb_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -487,7 +555,7 @@ class ConsumerRuntime:
         tps = [(p.topic, p.partition) for p in partitions]
         future = asyncio.run_coroutine_threadsafe(self._revoke(tps, abandon=False), self._loop)
         try:
-            offsets = future.result(timeout=self.config.revoke_timeout_s + 10)
+            offsets = future.result(timeout=self.config.revoke_timeout_s + REVOKE_SLACK_S)
         except Exception:
             log.exception("revoke handling failed; uncommitted work will be redone")
             return
@@ -502,7 +570,7 @@ class ConsumerRuntime:
         tps = [(p.topic, p.partition) for p in partitions]
         future = asyncio.run_coroutine_threadsafe(self._revoke(tps, abandon=True), self._loop)
         try:
-            future.result(timeout=10)
+            future.result(timeout=LOST_TIMEOUT_S)
         except Exception:
             log.exception("handling lost partitions failed")
 
@@ -519,7 +587,7 @@ class ConsumerRuntime:
             if pending:
                 _done, pending = await asyncio.wait(pending, timeout=self.config.revoke_timeout_s)
             left = self.config.revoke_timeout_s - (time.monotonic() - began)
-            await self._wait_fast(contexts, max(1.0, left))
+            await self._wait_fast(contexts, max(MIN_FAST_ACK_WAIT_S, left))
         await self._cancel(pending)
         offsets = []
         for ctx in contexts:
@@ -537,7 +605,7 @@ class ConsumerRuntime:
         """Until the fast-path records of ``contexts`` are acknowledged (or ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         while any(c.fast_pending for c in contexts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(FAST_ACK_CHECK_S)
 
     async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
         """Abandon tasks: their outputs are never sent, their offsets never committed."""
@@ -556,7 +624,7 @@ class ConsumerRuntime:
             _done, pending = await asyncio.wait(tasks, timeout=self.config.drain_timeout_s)
             await self._cancel(pending)
         left = self.config.drain_timeout_s - (time.monotonic() - began)
-        await self._wait_fast(list(self._parts.values()), max(1.0, left))
+        await self._wait_fast(list(self._parts.values()), max(MIN_FAST_ACK_WAIT_S, left))
         self._store_dirty()
         if consumer is not None:
             await self._in_poll_thread(self._run_consumer_ops, consumer)
@@ -582,5 +650,5 @@ class ConsumerRuntime:
         return await self._loop.run_in_executor(self._poll_thread, lambda: fn(*args, **kwargs))
 
 
-def _where(msg: Message) -> str:
+def _where(msg: Record) -> str:
     return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"

@@ -1,13 +1,8 @@
-"""The in-flight cap: a counting semaphore that stays O(1) with thousands of waiters.
-
-Python 3.11's ``asyncio.Semaphore.acquire`` scans every waiter (``locked()``) on each call,
-which turns quadratic when a worker queues a thousand fetched records behind its cap.
-"""
+"""The in-flight cap: a counting semaphore that stays O(1) with thousands of waiters."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
+from consumers.runtime.waiters import FifoWaiters
 
 
 class Slots:
@@ -17,7 +12,7 @@ class Slots:
 
     def __init__(self, limit: int) -> None:
         self._free = limit
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters = FifoWaiters()
 
     @property
     def free(self) -> int:
@@ -27,22 +22,11 @@ class Slots:
         if self._free > 0 and not self._waiters:
             self._free -= 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot just as we were cancelled: pass it on
-            raise
+        await self._waiters.wait(self.release)  # handed a slot just as we were cancelled
 
     def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot goes straight to the next waiter
-                return
-        self._free += 1
+        if not self._waiters.wake_next():  # the slot goes straight to the next waiter
+            self._free += 1
 
     async def __aenter__(self) -> None:
         await self.acquire()

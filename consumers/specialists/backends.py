@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from consumers.specialists.personas import load_persona
 from consumers.specialists.rulebook import OfflineRulebook
+from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
 
 if TYPE_CHECKING:  # for types only: importing the SDK takes seconds, and routers never call it
@@ -96,7 +97,7 @@ class ClaudeBackend:
         client: AsyncAnthropic,
         models: Mapping[str, str],
         *,
-        max_tokens: int = 2048,
+        max_tokens: int = DEFAULTS.max_output_tokens,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         self._client = client

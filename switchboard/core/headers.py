@@ -43,17 +43,50 @@ CONNECT_EXCEPTION = "__connect.errors.exception.class.name"
 CONNECT_MESSAGE = "__connect.errors.exception.message"
 
 
-def header_value(
-    headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None, name: str
-) -> str | None:
+#: Headers as librdkafka gives them (a list of pairs) or as its stubs also allow (a dict).
+RawHeaders = Iterable[tuple[str, Any]] | Mapping[str, Any] | None
+
+
+def _items(headers: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The one walk over headers, whether a list of pairs or a dict."""
+    return headers.items() if isinstance(headers, Mapping) else headers
+
+
+def header_pairs(headers: RawHeaders) -> list[tuple[str, Any]]:
+    """``headers`` as a list of (name, value) pairs, in order."""
+    return list(_items(headers)) if headers else []
+
+
+def header_value(headers: RawHeaders, name: str) -> str | None:
     """The last value of header ``name`` decoded as UTF-8, or None."""
     if not headers:
         return None
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
     found: Any = None
-    for key, value in pairs:
+    for key, value in _items(headers):
         if key == name:
             found = value
     if found is None:
         return None
     return found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)
+
+
+def replay_headers(headers: RawHeaders) -> list[tuple[str, bytes]]:
+    """The last ``sb-replay-id`` and ``sb-replay-of`` of ``headers``, to carry onto every record
+    sent on a record's behalf, so a replayed request that fails for good further down is
+    parked rather than dead-lettered.
+
+    On every routed record's path: one pass over the headers, and none for the common case.
+    """
+    if not headers:
+        return []
+    replay_id = replay_of = None
+    for key, value in _items(headers):
+        if key == REPLAY_ID:
+            replay_id = value
+        elif key == REPLAY_OF:
+            replay_of = value
+    carried = []
+    for key, value in ((REPLAY_ID, replay_id), (REPLAY_OF, replay_of)):
+        if value is not None:
+            carried.append((key, value if isinstance(value, bytes) else str(value).encode()))
+    return carried

@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Final
+from enum import StrEnum
+from typing import ClassVar, Final
 
 from switchboard.core.classify import Failure
 from switchboard.core.errors import ErrorClass
+from switchboard.core.settings import DEFAULTS
 from switchboard.core.topics import Topics
 
 __all__ = [
     "ATTEMPTS_EXHAUSTED",
+    "BASE_DELAY_S",
     "DEADLINE_REACHED",
     "DEFAULT_HALT_S",
+    "JITTER",
+    "MAX_DELAY_S",
     "Dead",
     "Decision",
+    "DecisionKind",
     "Drop",
     "Expire",
     "Halt",
@@ -37,16 +43,40 @@ __all__ = [
     "RetryPolicy",
 ]
 
-#: How long a fatal failure pauses the worker when the provider named no time.
-DEFAULT_HALT_S: Final = 30.0
+#: How long a fatal failure pauses the worker when the provider named no time (the setting's
+#: default, ``SWITCHBOARD_HALT_PAUSE_S``).
+DEFAULT_HALT_S: Final = DEFAULTS.halt_pause_s
+#: Our own backoff: the first delay, doubling per attempt up to the longest.
+BASE_DELAY_S: Final = 1.0
+MAX_DELAY_S: Final = 600.0
+#: Our own backoff is shortened by a random fraction of up to this much.
+JITTER: Final = 0.25
+#: Past this many attempts the backoff is at its cap anyway; keeps 2**n a sane size.
+_MAX_EXPONENT: Final = 62
 ATTEMPTS_EXHAUSTED: Final = "attempts exhausted"
 DEADLINE_REACHED: Final = "deadline reached"
+
+
+class DecisionKind(StrEnum):
+    """What the failure strategy does with a failed record: the name of each decision type."""
+
+    RETRY = "retry"
+    """Write a retry record to a delay tier topic; the relay sends it back when it is due."""
+    DEAD = "dead"
+    """Write a dead letter and answer ``failed`` with its pointer."""
+    DROP = "drop"
+    """Write nothing: the record is dropped on purpose, its offset committed."""
+    HALT = "halt"
+    """Write nothing yet: stop calling the dependency for a while, then try the record again."""
+    EXPIRE = "expire"
+    """Answer ``expired``: the request's deadline passes before it could be answered."""
 
 
 @dataclass(frozen=True)
 class Retry:
     """Send the record to ``topic``, not to be processed again before ``delay_s`` has passed."""
 
+    kind: ClassVar[DecisionKind] = DecisionKind.RETRY
     delay_s: float
     topic: str
 
@@ -55,6 +85,7 @@ class Retry:
 class Dead:
     """Dead-letter the record (its original bytes and origin headers) and answer ``failed``."""
 
+    kind: ClassVar[DecisionKind] = DecisionKind.DEAD
     reason: str
 
 
@@ -62,6 +93,7 @@ class Dead:
 class Drop:
     """Drop the record on purpose: log it and commit its offset."""
 
+    kind: ClassVar[DecisionKind] = DecisionKind.DROP
     reason: str
 
 
@@ -69,6 +101,7 @@ class Drop:
 class Halt:
     """Stop consuming for ``pause_s`` (then probe); the record is neither retried nor dead."""
 
+    kind: ClassVar[DecisionKind] = DecisionKind.HALT
     reason: str
     pause_s: float
 
@@ -77,6 +110,7 @@ class Halt:
 class Expire:
     """The deadline passes before the record could be retried: answer ``expired``."""
 
+    kind: ClassVar[DecisionKind] = DecisionKind.EXPIRE
     reason: str
 
 
@@ -88,11 +122,11 @@ class RetryPolicy:
     """How often and how long to retry; ``decide`` is pure and, given ``rng``, deterministic."""
 
     topics: Topics
-    max_attempts: int = 5
-    base_delay_s: float = 1.0
-    max_delay_s: float = 600.0
+    max_attempts: int = DEFAULTS.max_attempts
+    base_delay_s: float = BASE_DELAY_S
+    max_delay_s: float = MAX_DELAY_S
     #: Our own backoff is shortened by a random fraction of up to this much (0: no jitter).
-    jitter: float = 0.25
+    jitter: float = JITTER
     #: How long a fatal failure halts the worker when the provider named no time.
     halt_pause_s: float = DEFAULT_HALT_S
 
@@ -111,7 +145,7 @@ class RetryPolicy:
 
     def backoff_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Our own delay after failed attempt ``attempt`` (1-based), jittered downwards only."""
-        exponent = min(attempt - 1, 62)  # past the cap anyway; keeps 2**n a sane size
+        exponent = min(attempt - 1, _MAX_EXPONENT)
         delay = min(self.base_delay_s * 2.0**exponent, self.max_delay_s)
         draw = rng.random() if rng is not None else random.random()
         return delay * (1.0 - self.jitter * draw)

@@ -7,7 +7,7 @@ build components without touching ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -158,3 +158,9 @@ class Settings(BaseSettings):
             for key, value in self.kafka_config.items()
         }
         return data
+
+
+#: Every setting's default, read without the environment: the one place a default is written.
+#: Components that take a setting as a constructor argument default it from here; the CLI and
+#: ``consumers.app`` pass the effective ``Settings`` values.
+DEFAULTS: Final[Settings] = Settings.model_construct()

@@ -9,8 +9,7 @@ from collections.abc import Callable, Sequence
 import pytest
 from confluent_kafka import Message
 
-from consumers.runtime import ConsumerRuntime, Context, RuntimeConfig
-from consumers.runtime.loop import Handler
+from consumers.runtime import ConsumerRuntime, Context, Handler, Record, RuntimeConfig
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 
 from .helpers import committed_offsets, produce_all, read_topic
@@ -18,8 +17,14 @@ from .helpers import committed_offsets, produce_all, read_topic
 pytestmark = pytest.mark.integration
 
 
-async def _unexpected(msg: Message, _ctx: Context, exc: BaseException) -> Sequence[Outbound]:
-    raise AssertionError(f"unexpected error {exc}")
+class _Unexpected:
+    """A failure path for handlers that never fail: any failure fails the test."""
+
+    def expected(self, exc: BaseException) -> bool:
+        return False
+
+    async def resolve(self, msg: Record, exc: BaseException) -> Sequence[Outbound]:
+        raise AssertionError(f"unexpected error {exc}")
 
 
 async def _run_to_completion(
@@ -29,7 +34,7 @@ async def _run_to_completion(
     producer = AsyncProducer({**kafka_config, "linger.ms": 2})
     runtime = ConsumerRuntime(
         RuntimeConfig([source], group, kafka_config, concurrency=cap),
-        handler, producer=producer, on_error=_unexpected,
+        handler, producer=producer, failures=_Unexpected(),
     )  # fmt: skip
     stats = await runtime.run(max_messages=n, idle_timeout=20)
     producer.close()
