@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from switchboard.core.admin import ensure_topics
+from switchboard.core.kafka_clients import make_admin
+from switchboard.core.topics import TopicSpec
 from switchboard.devtools.local_kafka import LocalKafka
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +48,7 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     broker = LocalKafka(STATE_DIR / "kafka")
     bootstrap, started, _note = broker.start()
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = make_admin({"bootstrap.servers": bootstrap})
     before = set(admin.list_topics(timeout=30).topics)
     try:
         yield bootstrap
@@ -79,7 +82,7 @@ def kafka_config(kafka_bootstrap: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def admin(kafka_config: dict[str, str]) -> AdminClient:
-    return AdminClient(kafka_config)
+    return make_admin(kafka_config)
 
 
 @pytest.fixture
@@ -91,13 +94,14 @@ def unique() -> Callable[[str], str]:
 
 @pytest.fixture
 def make_topic(admin: AdminClient, unique: Callable[[str], str]) -> Callable[..., str]:
-    """Create a uuid-named topic and return its name."""
+    """Create a uuid-named topic, through the same admin path as ``topics ensure`` (so it has
+    its leaders when this returns), and return its name."""
 
     def create(base: str = "t", partitions: int = 1) -> str:
         name = unique(base)
-        futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)
-        for future in futures.values():
-            future.result(timeout=30)
+        ensure_topics(
+            admin, [TopicSpec("test", name, {})], partitions=partitions, replication_factor=1
+        )
         return name
 
     return create

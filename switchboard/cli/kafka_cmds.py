@@ -101,9 +101,11 @@ def topics_ensure(_args: argparse.Namespace, settings: Settings) -> int:
         retention_ms=settings.retention_ms, dlq_retention_ms=settings.dlq_retention_ms
     )
     result = ensure_topics(
-        admin, specs, partitions=settings.partitions,
+        admin,
+        specs,
+        partitions=settings.partitions,
         replication_factor=settings.replication_factor,
-    )  # fmt: skip
+    )
     print(f"{len(result.created)} topics created, {len(result.existing)} already existed")
     for name in result.created:
         print(f"  + {name}")

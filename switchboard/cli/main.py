@@ -4,14 +4,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from switchboard.core.errors import SwitchboardError
+from switchboard.core.kafka_clients import LIBRDKAFKA_LOGGER
 from switchboard.core.settings import Settings
+
+#: What ``switchboard --help`` opens with.
+SUMMARY = (
+    "Switchboard: a Kafka pipeline that routes engineering requests to specialist workers\n"
+    "(backend, api, data, perf, security) that answer with Claude, or an offline rulebook."
+)
+
+#: The commands as ``--help`` lists them, by what a user wants to do. A command missing here
+#: is still listed, under "other commands".
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("run the pipeline", ("demo", "up", "router", "relay", "worker")),
+    ("send requests, wait for answers", ("submit",)),
+    ("topics", ("topics",)),
+    ("local Kafka broker", ("kafka",)),
+    ("dead-letter queue", ("dlq",)),
+    ("configuration", ("settings",)),
+    ("development tools", ("fake-anthropic",)),
+)
+
+EPILOG = (
+    "`switchboard COMMAND --help` shows a command's options. Kafka is KAFKA_BOOTSTRAP_SERVERS,\n"
+    "else the local broker (`switchboard kafka start`); `switchboard settings` shows every\n"
+    "setting."
+)
+
+#: The level of librdkafka's own log (``switchboard.librdkafka``) by the count of -v: its
+#: errors only, then what it logs by default (warnings, notices), then debug.
+LIBRDKAFKA_LEVELS = (logging.ERROR, logging.INFO, logging.DEBUG)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -27,8 +59,28 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def build_parser() -> OneLineParser:
     from switchboard.cli import dlq, kafka_cmds, pipeline_cmds
 
-    parser = OneLineParser(prog="switchboard", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser = OneLineParser(
+        prog="switchboard",
+        usage="switchboard [-h] [--version] [-v] COMMAND ...",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"switchboard {package_version()}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more, the Kafka client's own log included (-vv: debug)",
+    )
+    # The commands are listed by COMMAND_GROUPS in the description, not as argparse's flat list.
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        parser_class=OneLineParser,
+        metavar="COMMAND",
+        help=argparse.SUPPRESS,
+    )
 
     settings_cmd = sub.add_parser("settings", help="print the effective settings, secrets masked")
     settings_cmd.set_defaults(handler=_print_settings)
@@ -36,7 +88,41 @@ def build_parser() -> OneLineParser:
     kafka_cmds.register(sub)
     pipeline_cmds.register(sub)
     dlq.register(sub)
+    parser.description = f"{SUMMARY}\n\n{command_overview(sub)}"
     return parser
+
+
+def package_version() -> str:
+    """The installed distribution's version, from its metadata."""
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def command_overview(sub: Any) -> str:
+    """Every registered command with its one-line help, grouped as in COMMAND_GROUPS."""
+    # argparse keeps a subcommand's one-line help only on these pseudo-actions.
+    helps: dict[str, str] = {action.dest: action.help or "" for action in sub._choices_actions}
+    width = max(map(len, helps)) + 2
+    grouped = {name for _title, names in COMMAND_GROUPS for name in names}
+    others = tuple(name for name in helps if name not in grouped)
+    blocks = []
+    for title, names in (*COMMAND_GROUPS, ("other commands", others)):
+        lines = [f"  {name:<{width}}{helps[name]}" for name in names if name in helps]
+        if lines:
+            blocks.append("\n".join([f"{title}:", *lines]))
+    return "\n\n".join(blocks)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Quiet by default (librdkafka's warnings and notices hidden); -v shows them, -vv debug."""
+    level = LIBRDKAFKA_LEVELS[min(verbosity, len(LIBRDKAFKA_LEVELS) - 1)]
+    logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(level)
+    if verbosity:
+        # A root handler at that level too: without one, Python prints only warnings and up.
+        # A command's own set-up then keeps it (basicConfig does nothing once a handler exists).
+        logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def _print_settings(_args: argparse.Namespace, settings: Settings) -> int:
@@ -44,15 +130,28 @@ def _print_settings(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _fake_anthropic(argv: list[str]) -> int:
+    try:
+        from switchboard.devtools.fake_anthropic import main as fake_main
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "aiohttp":
+            raise
+        print(
+            "switchboard: error: fake-anthropic needs aiohttp: pip install 'switchboard[fake]'",
+            file=sys.stderr,
+        )
+        return 2
+    return int(fake_main(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["fake-anthropic"]:
         # The fake server parses its own options (--port, --fault, ...): hand them over whole.
-        from switchboard.devtools.fake_anthropic import main as fake_main
-
-        return int(fake_main(args_list[1:]))
+        return _fake_anthropic(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
+    configure_logging(args.verbose)
     try:
         settings = Settings()
     except ValidationError as exc:

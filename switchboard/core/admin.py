@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -25,12 +26,22 @@ SETTLING_ERRORS = frozenset(
 )
 
 
+#: Default budget of one admin operation (a list, a create, waiting for leaders).
+ADMIN_TIMEOUT_S: Final = 30.0
+#: Pause between two tries while a new topic's leadership settles.
+SETTLE_RETRY_PAUSE_S: Final = 0.2
+#: Pause between two metadata checks while waiting for partition leaders.
+LEADER_POLL_INTERVAL_S: Final = 0.1
+
+
 def is_settling(err: KafkaError) -> bool:
     """True for an error that goes away by itself once leadership settles: retry it."""
     return bool(err.retriable()) or err.code() in SETTLING_ERRORS
 
 
-def end_offsets(admin: AdminClient, topic: str, *, timeout_s: float = 30.0) -> dict[int, int]:
+def end_offsets(
+    admin: AdminClient, topic: str, *, timeout_s: float = ADMIN_TIMEOUT_S
+) -> dict[int, int]:
     """Partition -> end offset of ``topic``, retrying while a new topic's leadership settles."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -44,7 +55,7 @@ def end_offsets(admin: AdminClient, topic: str, *, timeout_s: float = 30.0) -> d
         except KafkaException as exc:
             if not is_settling(exc.args[0]) or time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+            time.sleep(SETTLE_RETRY_PAUSE_S)
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ def ensure_topics(
     *,
     partitions: int,
     replication_factor: int,
-    timeout_s: float = 30.0,
+    timeout_s: float = ADMIN_TIMEOUT_S,
 ) -> EnsureResult:
     """Create every missing topic; topics that already exist are left as they are."""
     existing_names = set(admin.list_topics(timeout=timeout_s).topics)
@@ -68,13 +79,17 @@ def ensure_topics(
     if missing:
         futures = admin.create_topics(
             [
-                NewTopic(s.name, num_partitions=partitions,
-                         replication_factor=replication_factor, config=s.config)
+                NewTopic(
+                    s.name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config=s.config,
+                )
                 for s in missing
             ],
             operation_timeout=timeout_s,
             request_timeout=timeout_s,
-        )  # fmt: skip
+        )
         for name, future in futures.items():
             try:
                 future.result()
@@ -103,5 +118,5 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) ->
             for name in names
         ):
             return
-        time.sleep(0.1)
+        time.sleep(LEADER_POLL_INTERVAL_S)
     raise TimeoutError(f"topics had no leaders after {timeout_s:.0f}s: {', '.join(names)}")

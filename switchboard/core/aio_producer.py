@@ -12,9 +12,19 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from switchboard.core.kafka_clients import with_logger
+
+#: How long one poll of delivery reports blocks: the latency between a delivery and its callback
+#: when the poller is idle, and the pause before retrying a send into a full local queue.
+POLL_INTERVAL_S: Final = 0.05
+#: Budget for records still queued when a producer is flushed or closed.
+FLUSH_TIMEOUT_S: Final = 30.0
+#: How long ``close`` waits for the poller thread (a daemon: it never blocks the exit).
+POLLER_JOIN_TIMEOUT_S: Final = 1.0
 
 Headers = Sequence[tuple[str, bytes | str | None]]
 #: Called on the event loop when a record's delivery is settled: (error or None, message).
@@ -39,7 +49,7 @@ class AsyncProducer:
     """Thread-safe async producer; one per process is enough (librdkafka multiplexes)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
+        self._producer = Producer(with_logger(config))
         self._running = True
         self._loop: asyncio.AbstractEventLoop | None = None
         # Delivery reports waiting for the event loop; filled on whichever thread polls.
@@ -50,13 +60,9 @@ class AsyncProducer:
         )
         self._poller.start()
 
-    @property
-    def raw(self) -> Producer:
-        return self._producer
-
     def _poll_forever(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            self._producer.poll(POLL_INTERVAL_S)
             self._wake_loop()
 
     def _wake_loop(self) -> None:
@@ -94,14 +100,16 @@ class AsyncProducer:
         while True:
             try:
                 self._producer.produce(
-                    record.topic, record.value, record.key,
+                    record.topic,
+                    record.value,
+                    record.key,
                     headers=cast(list[tuple[str, bytes | str | None]], headers) or None,
                     on_delivery=on_delivery,
-                )  # fmt: skip
+                )
                 return
             except BufferError:
                 # The local queue is full: let delivery reports drain it, then try again.
-                self._producer.poll(0.05)
+                self._producer.poll(POLL_INTERVAL_S)
                 self._wake_loop()
 
     def send(self, record: Outbound) -> asyncio.Future[Message]:
@@ -127,14 +135,14 @@ class AsyncProducer:
             return [await self.send(records[0])]
         return list(await asyncio.gather(*(self.send(r) for r in records)))
 
-    def flush(self, timeout_s: float = 30.0) -> int:
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> int:
         """Wait for everything queued; returns how many records are still undelivered."""
         remaining = int(self._producer.flush(timeout_s))
         self._wake_loop()
         return remaining
 
-    def close(self, timeout_s: float = 30.0) -> int:
+    def close(self, timeout_s: float = FLUSH_TIMEOUT_S) -> int:
         remaining = self.flush(timeout_s)
         self._running = False
-        self._poller.join(timeout=1.0)
+        self._poller.join(timeout=POLLER_JOIN_TIMEOUT_S)
         return remaining

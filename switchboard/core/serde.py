@@ -40,6 +40,7 @@ from switchboard.core.errors import (
     SwitchboardError,
     TransientError,
 )
+from switchboard.core.resources import package_data_path
 
 __all__ = [
     "CONTRACTS",
@@ -108,8 +109,9 @@ class SchemaVersion:
 
 
 def schemas_dir() -> Path:
-    """The ``schemas/`` folder of this checkout."""
-    return Path(__file__).resolve().parents[2] / "schemas"
+    """The contracts' folder: package data (``switchboard/core/schemas``, in a checkout a
+    symlink to the top-level ``schemas/``, which the returned path resolves to)."""
+    return package_data_path("switchboard.core", "schemas")
 
 
 def fingerprint(schema: Mapping[str, Any] | list[Any] | str) -> bytes:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from confluent_kafka import (
     OFFSET_END,
@@ -27,6 +27,25 @@ from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import reader_config
 
 log = logging.getLogger(__name__)
+
+#: How long a new topic's leadership may take to settle before assigning gives up.
+SETTLE_BUDGET_S: Final = 20.0
+#: How long a just-created topic may take to appear in the metadata with its partitions.
+METADATA_BUDGET_S: Final = 15.0
+#: The timeout of each broker request made while assigning (metadata, offsets, watermarks).
+REQUEST_TIMEOUT_S: Final = 15.0
+#: The timeout of each watermark query behind a barrier, made on the tail's thread.
+BARRIER_QUERY_TIMEOUT_S: Final = 10.0
+#: The pause between two tries while a topic settles or appears.
+RETRY_PAUSE_S: Final = 0.2
+#: One fetch: at most this many records, waiting at most this long, so barrier requests and
+#: ``stop`` are served within about that time.
+CONSUME_BATCH: Final = 500
+CONSUME_WAIT_S: Final = 0.05
+#: librdkafka's own fetch wait: a tail serves read-your-writes barriers, so keep it short.
+FETCH_WAIT_MAX_MS: Final = 10
+#: How long ``stop`` waits for the tail's thread before closing the consumer.
+STOP_JOIN_TIMEOUT_S: Final = 5.0
 
 
 class TopicTail:
@@ -47,7 +66,9 @@ class TopicTail:
     ) -> None:
         self._topic = topic
         self._on_message = on_message
-        self._consumer = Consumer(reader_config(config, "tail", **{"fetch.wait.max.ms": 10}))
+        self._consumer = Consumer(
+            reader_config(config, "tail", **{"fetch.wait.max.ms": FETCH_WAIT_MAX_MS})
+        )
         self._next: dict[int, int] = {}
         self._barriers: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
         self._requests: list[concurrent.futures.Future[None]] = []
@@ -58,7 +79,7 @@ class TopicTail:
         self._thread.start()
 
     def _assign(self, since_ms: int | None) -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + SETTLE_BUDGET_S
         while True:
             try:
                 return self._try_assign(since_ms)
@@ -67,18 +88,18 @@ class TopicTail:
                 err = exc.args[0]
                 if not is_settling(err) or time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(RETRY_PAUSE_S)
 
     def _try_assign(self, since_ms: int | None) -> None:
         # A topic created a moment ago may not be in every broker's metadata yet: give it time.
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + METADATA_BUDGET_S
         while True:
-            metadata = self._consumer.list_topics(self._topic, timeout=15)
+            metadata = self._consumer.list_topics(self._topic, timeout=REQUEST_TIMEOUT_S)
             topic_md = metadata.topics.get(self._topic)
             ready = topic_md is not None and topic_md.error is None and topic_md.partitions
             if ready or time.monotonic() > deadline:
                 break
-            time.sleep(0.2)
+            time.sleep(RETRY_PAUSE_S)
         if not ready:
             raise ConfigError(
                 f"topic {self._topic} does not exist: run `switchboard topics ensure`"
@@ -89,12 +110,12 @@ class TopicTail:
             starts = [TopicPartition(self._topic, p, OFFSET_END) for p in parts]
         else:
             starts = self._consumer.offsets_for_times(
-                [TopicPartition(self._topic, p, since_ms) for p in parts], timeout=15
+                [TopicPartition(self._topic, p, since_ms) for p in parts], timeout=REQUEST_TIMEOUT_S
             )
         assignment = []
         for tp in starts:
             _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, tp.partition), timeout=15
+                TopicPartition(self._topic, tp.partition), timeout=REQUEST_TIMEOUT_S
             )
             offset = high if tp.offset < 0 else tp.offset  # -1: nothing that recent: the end
             self._next[tp.partition] = offset
@@ -112,7 +133,7 @@ class TopicTail:
         while self._running:
             self._take_barrier_requests()
             try:
-                batch = self._consumer.consume(500, 0.05)
+                batch = self._consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S)
             except RuntimeError:  # closed under us during stop()
                 return
             for msg in batch:
@@ -135,7 +156,9 @@ class TopicTail:
             marks = {}
             for partition in self._next:
                 _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, partition), timeout=10, cached=False
+                    TopicPartition(self._topic, partition),
+                    timeout=BARRIER_QUERY_TIMEOUT_S,
+                    cached=False,
                 )
                 marks[partition] = high
             self._barriers.append((marks, future))
@@ -153,5 +176,5 @@ class TopicTail:
 
     def stop(self) -> None:
         self._running = False
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=STOP_JOIN_TIMEOUT_S)
         self._consumer.close()

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchboard.core.errors import ConfigError
+from switchboard.core.resources import package_data_path
 
 MIN_JAVA = 17
-DEFAULT_POM = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "pom.xml"
+#: ``infra/kafka/pom.xml``, shipped as package data (``switchboard/devtools/kafka`` links to it).
+DEFAULT_POM = package_data_path("switchboard.devtools", "kafka", "pom.xml")
 
 _LOG4J2 = """\
 Configuration:
@@ -137,7 +139,7 @@ def new_cluster_id() -> str:
 
 def wait_for_broker(bootstrap: str, timeout_s: float) -> bool:
     """Poll until the broker answers a metadata request, or ``timeout_s`` passes."""
-    from confluent_kafka.admin import AdminClient  # heavy import, only when waiting
+    from switchboard.core.kafka_clients import make_admin  # heavy import, only when waiting
 
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout_s
@@ -149,7 +151,7 @@ def wait_for_broker(bootstrap: str, timeout_s: float) -> bool:
         except OSError:
             time.sleep(0.2)
             continue
-        admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        admin = make_admin({"bootstrap.servers": bootstrap, "log_level": 0})
         try:
             metadata = admin.list_topics(timeout=2)
             if metadata.brokers:
@@ -223,9 +225,15 @@ class LocalKafka:
             shutil.rmtree(self.jars)
         self.jars.mkdir(parents=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(self.pom), "dependency:copy-dependencies",
-            f"-DoutputDirectory={self.jars}", "-DincludeScope=runtime",
-        ]  # fmt: skip
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(self.pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.jars}",
+            "-DincludeScope=runtime",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
@@ -292,9 +300,17 @@ class LocalKafka:
         cluster_id = expected or new_cluster_id()
         self.data.mkdir(parents=True, exist_ok=True)
         cmd = [
-            java, "-cp", f"{self.jars}/*", "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(props), "--ignore-formatted",
-        ]  # fmt: skip
+            java,
+            "-cp",
+            f"{self.jars}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "--ignore-formatted",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
@@ -327,16 +343,26 @@ class LocalKafka:
         props = self._write_config(port, controller_port)
         self._ensure_formatted(java, props)
         cmd = [
-            java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
             f"-Dswitchboard.state={self.root}",
-            "-cp", f"{self.jars}/*", "kafka.Kafka", str(props),
-        ]  # fmt: skip
+            "-cp",
+            f"{self.jars}/*",
+            "kafka.Kafka",
+            str(props),
+        ]
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.root,
-            )  # fmt: skip
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
+            )
         self.pid_file.write_text(str(proc.pid))
         bootstrap = f"127.0.0.1:{port}"
         self.bootstrap_file.write_text(bootstrap)

@@ -50,9 +50,12 @@ def _round_trip(bootstrap: str, topic: str, value: bytes) -> list[bytes]:
 
 def _read_all(bootstrap: str, topic: str) -> list[bytes]:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     values: list[bytes] = []
     try:
@@ -111,8 +114,11 @@ def test_missing_java_is_one_clear_line(tmp_path: Path) -> None:
     env["SWITCHBOARD_KAFKA_PORT"] = str(_free_port())
     proc = subprocess.run(
         [sys.executable, "-m", "switchboard.cli.main", "kafka", "start"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

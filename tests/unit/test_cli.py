@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_bad_arguments_are_one_line_that_says_what_to_change(argv: list[str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "switchboard.cli.main", *argv],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -100,3 +103,47 @@ def test_tenants_and_models_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert settings.tenants == frozenset({"acme", "beta"})
     assert settings.models["backend"] == "claude-haiku-5-5"
     assert settings.models["security"] == "claude-opus-5-5"  # the others keep their defaults
+
+
+def test_help_speaks_to_users_and_lists_every_command_in_a_group(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    description = out.split("\n\n", 2)[1]
+    assert description.startswith("Switchboard: a Kafka pipeline")
+    assert "entry point" not in out and "``" not in out  # not the module's developer docstring
+    for title in ("run the pipeline:", "topics:", "local Kafka broker:", "dead-letter queue:"):
+        assert title in out
+    assert "other commands:" not in out  # every command has its group
+    listed = {
+        line.split()[0]
+        for line in out.splitlines()
+        if line.startswith("  ") and line[2:3].isalpha()
+    }
+    commands = {"settings", "kafka", "topics", "submit", "router", "worker", "relay", "up"}
+    assert commands | {"demo", "dlq", "fake-anthropic"} <= listed
+    assert "--version" in out and "-v, --verbose" in out
+
+
+def test_version_is_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"switchboard {version('switchboard')}"
+
+
+def test_fake_anthropic_without_aiohttp_is_one_line_saying_what_to_install() -> None:
+    # None in sys.modules makes `import aiohttp` fail as if it were not installed.
+    code = (
+        "import sys; sys.modules['aiohttp'] = None\n"
+        "from switchboard.cli.main import main\n"
+        "sys.exit(main(['fake-anthropic', '--port', '0']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "switchboard: error: fake-anthropic needs aiohttp: pip install 'switchboard[fake]'"
+    )

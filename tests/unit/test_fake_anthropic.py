@@ -595,7 +595,15 @@ def test_main_serves_as_a_process_until_sigterm() -> None:
     """The process prints its URL, obeys --fault, answers the control API, exits 0."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.devtools.fake_anthropic", "--port", "0", "--fault", "529"],
+        [
+            sys.executable,
+            "-m",
+            "switchboard.devtools.fake_anthropic",
+            "--port",
+            "0",
+            "--fault",
+            "529",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
