@@ -13,6 +13,13 @@ if TYPE_CHECKING:  # for types only: importing the SDK takes seconds, and router
 
 log = logging.getLogger(__name__)
 
+#: The answer is one word: a few tokens bound the cost of a confused model.
+_MAX_ANSWER_TOKENS = 5
+#: The request text the model sees, at most: the opening says where a request belongs.
+_MAX_PROMPT_CHARS = 4000
+#: How sure a model's one-word answer is taken to be (keyword triage scores its own).
+MODEL_CONFIDENCE = 0.9
+
 _SYSTEM = (
     "You route engineering questions to one specialist. Specialists: "
     "backend (server-side systems, distributed systems, databases, queues, caching), "
@@ -36,12 +43,13 @@ class ModelTriage:
 
     async def classify(self, text: str) -> TriageResult:
         self.calls += 1
+        prompt = f"Route this request:\n\n{text[:_MAX_PROMPT_CHARS]}"
         try:
             message = await self._client.messages.create(
                 model=self._model,
-                max_tokens=5,
+                max_tokens=_MAX_ANSWER_TOKENS,
                 system=_SYSTEM,
-                messages=[{"role": "user", "content": f"Route this request:\n\n{text[:4000]}"}],
+                messages=[{"role": "user", "content": prompt}],
             )
             answer = "".join(b.text for b in message.content if b.type == "text").strip().lower()
         except Exception as exc:  # triage must never fail a request: keywords still work
@@ -49,6 +57,6 @@ class ModelTriage:
             answer = ""
         word = answer.strip(" .`*\n")
         if word in SPECIALISTS:
-            return TriageResult(word, 0.9, f"model {self._model} said {word}")
+            return TriageResult(word, MODEL_CONFIDENCE, f"model {self._model} said {word}")
         self.fallbacks += 1
         return self._fallback.classify(text)

@@ -29,6 +29,8 @@ from switchboard.core.topics import Topics
 
 #: How long one broker call or one scan may take before the command gives up.
 DEFAULT_TIMEOUT_S: Final = 60.0
+#: Partitions of each ledger topic: a ledger is small, and every command reads it whole.
+LEDGER_PARTITIONS: Final = 1
 #: Responses may be written a little before the origin record's timestamp says (clock skew).
 _RESPONSE_SCAN_MARGIN_MS: Final = 5 * 60_000
 #: One poll of ``fetch``: short, so the overall ``timeout_s`` is kept to within it.
@@ -83,7 +85,7 @@ class DeadLetterStore:
         ensure_topics(
             self.admin,
             self.topics.ledger_specs(retention_ms),
-            partitions=1,
+            partitions=LEDGER_PARTITIONS,
             replication_factor=replication_factor,
             timeout_s=self.timeout_s,
         )
