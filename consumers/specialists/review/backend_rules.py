@@ -19,12 +19,12 @@ PERF = "perf"
 # Lines that describe a call to another service or API.
 REMOTE_CALL = (
     r"\b(?:calls?|invokes?|queries|requests?(?: data)? from|posts? to|sends? (?:a )?requests? to)"
-    r"\b[^.]{0,60}?\b(?:service|api|endpoint|provider|gateway)s?\b"
-    r"|\b(?:http|rest|grpc)\b[^.]{0,30}?\b(?:calls?|requests?|clients?)\b"
+    r"\b(?:[^.]|\.(?=\S)){0,60}?\b(?:service|api|endpoint|provider|gateway)s?\b"
+    r"|\b(?:http|rest|grpc)\b(?:[^.]|\.(?=\S)){0,30}?\b(?:calls?|requests?|clients?)\b"
 )
 # Lines that describe consuming a queue or topic.
 CONSUMES = (
-    r"\b(?:consum(?:e|es|ed|ing)|subscribes? to|listens? (?:to|on)|polls?)\b[^.]{0,50}?"
+    r"\b(?:consum(?:e|es|ed|ing)|subscribes? to|listens? (?:to|on)|polls?)\b(?:[^.]|\.(?=\S)){0,50}?"
     r"\b(?:topics?|queues?|kafka|sqs|rabbitmq|streams?|events?|messages?)\b"
     r"|\b(?:kafka|sqs|rabbitmq|pub/?sub|queue) (?:consumer|listener|subscriber)s?\b"
 )
@@ -49,7 +49,7 @@ def _query_in_loop(view: PartView) -> Iterator[Hit]:
 _N_PLUS_ONE_PROSE = presence(
     r"\bN\s*\+\s*1\b",
     r"\b(?:for|in) (?:each|every) (?!request\b|incoming\b|call\b|message\b|event\b|record\b)\w+"
-    r"[^.]{0,60}?\b(?:we |it |the \w+ )?(?:quer(?:y|ies)|selects?|looks? up|fetch(?:es)? (?:its|the|their)"
+    r"(?:[^.]|\.(?=\S)){0,60}?\b(?:we |it |the \w+ )?(?:quer(?:y|ies)|selects?|looks? up|fetch(?:es)? (?:its|the|their)"
     r"|loads? (?:its|the|their)|calls? the \w+ service)\b",
     r"\bone (?:query|request|call|round[- ]trip) (?:per|for each|for every) "
     r"(?!request\b|tenant\b|batch\b|page\b)\w+",
@@ -89,10 +89,10 @@ RULES: tuple[ReviewRule, ...] = (
         frozenset({BACKEND, PERF}),
         Effort.MEDIUM,
         presence(
-            r"\bsynchronous(?:ly)?\b[^.]{0,60}?\b(?:calls?|requests?|http|rest|grpc|invokes?|waits?)\b",
-            r"\b(?:calls?|invokes?|requests?)\b[^.]{0,60}?\bsynchronously\b",
+            r"\bsynchronous(?:ly)?\b(?:[^.]|\.(?=\S)){0,60}?\b(?:calls?|requests?|http|rest|grpc|invokes?|waits?)\b",
+            r"\b(?:calls?|invokes?|requests?)\b(?:[^.]|\.(?=\S)){0,60}?\bsynchronously\b",
             r"\bwhich (?:then |in turn )?(?:synchronously )?calls\b",
-            r"\bblocks? (?:on|until|waiting for)\b[^.]{0,60}?\b(?:services?|responses?|calls?|api)\b",
+            r"\bblocks? (?:on|until|waiting for)\b(?:[^.]|\.(?=\S)){0,60}?\b(?:services?|responses?|calls?|api)\b",
         ),
     ),
     ReviewRule(
@@ -108,9 +108,10 @@ RULES: tuple[ReviewRule, ...] = (
         presence(
             r"\bshared (?:database|db|schema|postgres\w*|mysql|tables?)\b(?!-per)",
             r"\bshare (?:a |the |one |a single )?(?:same )?(?:database|db|schema|postgres\w*|mysql)\b",
-            r"\b(?:reads?|writes?|quer(?:y|ies)|joins?)\b[^.]{0,40}?\bdirectly (?:from|to|against|into) "
+            r"\b(?:reads?|writes?|quer(?:y|ies)|joins?)\b(?:[^.]|\.(?=\S)){0,40}?\bdirectly (?:from|to|against|into) "
             r"(?:the )?\w+(?: service)?(?:'s)? (?:database|db|tables?|schema)\b",
-            r"\b(?:both|all|every) (?:\w+ )?services?\b[^.]{0,60}?\bsame (?:database|db|schema|tables?|postgres\w*)\b",
+            r"\bboth (?:read|write|update|own)s? (?:to |from |in )?(?:the )?same (?:\w+ )?(?:database|db|schema|tables?)\b",
+            r"\b(?:both|all|every) (?:\w+ )?services?\b(?:[^.]|\.(?=\S)){0,60}?\bsame (?:database|db|schema|tables?|postgres\w*)\b",
         ),
     ),
     ReviewRule(
@@ -151,7 +152,7 @@ RULES: tuple[ReviewRule, ...] = (
         frozenset({BACKEND}),
         Effort.SMALL,
         presence(
-            r"\bretr(?:y|ies|ied|ying)\b[^.]{0,40}?\b(?:forever|indefinitely|infinitely|"
+            r"\bretr(?:y|ies|ied|ying)\b(?:[^.]|\.(?=\S)){0,40}?\b(?:forever|indefinitely|infinitely|"
             r"until (?:it |they )?succeeds?|without (?:a |any )?(?:limit|backoff|delay|cap)|"
             r"with no (?:limit|backoff|delay|cap)|immediately|in a (?:tight )?loop)",
             r"\b(?:infinite|unlimited|unbounded|endless) retr(?:y|ies)\b",
@@ -216,7 +217,7 @@ RULES: tuple[ReviewRule, ...] = (
         Effort.SMALL,
         presence(
             r"\b(?:opens?|creates?|establish(?:es)?) (?:a )?(?:new|fresh) (?:\w+ )?connections?\b"
-            r"[^.]{0,40}?\b(?:per|for each|for every|on each|on every)\b",
+            r"(?:[^.]|\.(?=\S)){0,40}?\b(?:per|for each|for every|on each|on every)\b",
             r"\bnew (?:\w+ )?connection (?:per|for each|for every) (?:request|call|message|query)\b",
             r"\b(?:no|without (?:a |any )?)connection pool(?:ing|s)?\b",
         ),
@@ -234,7 +235,7 @@ RULES: tuple[ReviewRule, ...] = (
         presence(
             r"\b(?:returns?|loads?|fetch(?:es)?|reads?) (?:all|every|the (?:entire|whole|full)) "
             r"(?:\w+ ){0,2}(?:rows|records|orders|items|events|users|table|history|results)\b"
-            r"[^.]{0,40}?\b(?:into memory|at once|in (?:one|a single) (?:response|request|call|query)|"
+            r"(?:[^.]|\.(?=\S)){0,40}?\b(?:into memory|at once|in (?:one|a single) (?:response|request|call|query)|"
             r"without (?:a )?(?:limit|pagination|paging))",
             r"\bSELECT \* FROM \w+\s*(?:;|$|\"|`)",
             r"\bunbounded (?:queue|buffer|cache|list|result)s?\b",

@@ -107,9 +107,9 @@ _TLS_DISABLED = presence(
     r"\b(?:verify|verify_?ssl|ssl_?verify|tls_?verify|verify_?certs?|check_?hostname)[\"']?\s*[:=]\s*[\"']?(?:false|off|no|none)\b",
     r"\binsecure_?skip_?verify[\"']?\s*[:=]\s*[\"']?true\b|\brejectUnauthorized[\"']?\s*[:=]\s*false\b",
     r"\bsslmode\s*=\s*disable\b|\bsecurity\.protocol[\"']?\s*[:=]\s*[\"']?(?:PLAINTEXT|SASL_PLAINTEXT)\b",
-    r"\b(?:tls|ssl|https|mtls|encryption in transit)\b[^.]{0,30}?\b(?:is|are|will be|stays?) "
+    r"\b(?:tls|ssl|https|mtls|encryption in transit)\b(?:[^.]|\.(?=\S)){0,30}?\b(?:is|are|will be|stays?) "
     r"(?:disabled|turned off|off|not (?:enabled|used|required))\b",
-    r"\b(?:plain ?text|unencrypted)\b[^.]{0,40}?\b(?:internal|between services|inside the "
+    r"\b(?:plain ?text|unencrypted)\b(?:[^.]|\.(?=\S)){0,40}?\b(?:internal|between services|inside the "
     r"(?:cluster|vpc|network)|traffic|connections?|http|grpc)\b",
     r"\bwithout (?:tls|ssl|encryption)\b|\bdisabl(?:e|es|ed|ing) (?:tls|ssl|certificate verification)\b",
 )
@@ -151,10 +151,10 @@ RULES: tuple[ReviewRule, ...] = (
         frozenset({SECURITY}),
         Effort.SMALL,
         presence(
-            r"\b(?:md5|sha-?1)\b[^.]{0,50}?\bpass(?:word|wd|phrase)s?\b",
-            r"\bpass(?:word|wd|phrase)s?\b[^.]{0,50}?\b(?:md5|sha-?1)\b",
+            r"\b(?:md5|sha-?1)\b(?:[^.]|\.(?=\S)){0,50}?\bpass(?:word|wd|phrase)s?\b",
+            r"\bpass(?:word|wd|phrase)s?\b(?:[^.]|\.(?=\S)){0,50}?\b(?:md5|sha-?1)\b",
             r"\b(?:md5|sha1)\s*\(\s*\w*pass",
-            r"\bunsalted\b[^.]{0,30}?\b(?:sha-?\d+|hash(?:es|ed)?)\b",
+            r"\bunsalted\b(?:[^.]|\.(?=\S)){0,30}?\b(?:sha-?\d+|hash(?:es|ed)?)\b",
         ),
     ),
     ReviewRule(
@@ -191,7 +191,7 @@ RULES: tuple[ReviewRule, ...] = (
         Effort.MEDIUM,
         presence(
             r"\b(?:no|without(?: any)?) (?:authn|authentication|auth|api keys?|credentials)\b",
-            r"\b(?:unauthenticated|anonymous)\b[^.]{0,30}?\b(?:access|requests?|callers?|clients?|endpoints?|api|users?)\b",
+            r"\b(?:unauthenticated|anonymous)\b(?:[^.]|\.(?=\S)){0,30}?\b(?:access|requests?|callers?|clients?|endpoints?|api|users?)\b",
             r"\b(?:does not|doesn't|do not|don't|will not|won't|need not) (?:require|need|use|check) "
             r"(?:any )?(?:authn|authentication|auth|credentials|tokens?)\b",
             r"\b(?:is|are) (?:public|open) (?:and|to) (?:unauthenticated|anyone|everyone|the internet)\b",

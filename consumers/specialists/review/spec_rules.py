@@ -85,9 +85,13 @@ def _root_key(root: Node) -> ScalarNode | None:
 
 
 def _operation_hit(view: PartView, path_key: ScalarNode, op_key: ScalarNode) -> Hit:
-    """The path line through the operation line when they are close, else the operation line."""
+    """The path line through the operation line when they are close."""
     first, last = path_key.start_mark.line, op_key.start_mark.line
-    return Hit(first if last - first <= 5 else last, last, confidence=0.9)
+    if last - first <= 5:
+        return Hit(first, last, confidence=0.9)
+    # Far below its path (path-level parameters between): the operation line and the line
+    # after it (its summary or operationId), so the quote still says which operation it is.
+    return Hit(last, min(last + 1, len(view.lines) - 1), confidence=0.9)
 
 
 def _operations(root: Node) -> Iterator[tuple[ScalarNode, ScalarNode, Node, Node]]:
