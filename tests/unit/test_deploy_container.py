@@ -7,13 +7,17 @@ Prometheus and Grafana files are parsed with PyYAML and checked against each oth
 
 from __future__ import annotations
 
+import importlib.resources
 import io
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
@@ -287,6 +291,28 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
     return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
 
 
+def _compose_spec() -> jsonschema.protocols.Validator:
+    """The Compose Specification's JSON schema, as vendored in the check-jsonschema wheel."""
+    vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema = json.loads((vendor / "compose-spec.json").read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+@pytest.mark.parametrize("name", ["compose.yml", "docker-compose.yml"])
+def test_compose_files_meet_the_compose_specification(name: str) -> None:
+    document = yaml.safe_load((INFRA / name).read_text())
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in _compose_spec().iter_errors(document)
+    ]
+    assert errors == []
+
+
+def test_compose_specification_check_rejects_a_misspelt_key() -> None:
+    document = yaml.safe_load((INFRA / "compose.yml").read_text())
+    document["services"]["router"]["stop_grace_periods"] = "45s"
+    assert not _compose_spec().is_valid(document)
+
+
 def test_compose_has_every_service() -> None:
     assert set(SERVICES) == {"kafka", "topics", *PIPELINE, "prometheus", "grafana"}
 
@@ -389,6 +415,21 @@ def _mount_target(service: str, source: str) -> str:
         if parts[0] == source:
             return parts[1]
     raise AssertionError(f"{service} does not mount {source}")
+
+
+def test_prometheus_config_passes_promtool() -> None:
+    """Prometheus' own checker (Debian's prometheus package: apt-get install prometheus)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: apt-get install -y --no-install-recommends prometheus")
+    out = subprocess.run(
+        [promtool, "check", "config", str(INFRA / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_prometheus_scrapes_every_pipeline_process() -> None:
