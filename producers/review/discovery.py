@@ -8,7 +8,7 @@ Rules, in the order they apply:
   git's own pattern semantics (``pathspec``'s ``GitIgnoreSpec``); a file named explicitly is
   read even if ignored, as ``git add -f`` would;
 - ``exclude`` patterns (gitignore syntax, relative to ``root``) drop anything, named or found;
-- a glob (``docs/**/*.md``) expands relative to ``root``.
+- a glob (``docs/**/*.md``) expands relative to the current folder.
 
 Files that are not UTF-8 text are skipped with a reason, never silently dropped.
 """
@@ -112,7 +112,9 @@ def load_documents(
 ) -> LoadResult:
     """The documents named by ``inputs`` (files, folders, globs), each once, in path order.
 
-    Paths in the result are relative to ``root`` (default: the current folder) when under it.
+    Inputs are relative to the current folder, as on a command line; paths in the result are
+    relative to ``root`` (default: the current folder) when under it, and ``exclude`` patterns
+    match those relative paths.
     """
     base = Path(root or Path.cwd()).resolve()
     excluded = _spec(exclude)
@@ -121,15 +123,14 @@ def load_documents(
     chosen: dict[Path, bool] = {}  # resolved path -> named explicitly
     for item in map(str, inputs):
         if _GLOB_CHARS & set(item):
-            pattern = item if Path(item).is_absolute() else str(base / item)
-            matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+            matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
             if not matches:
                 result.skipped.append((item, "no file matches the glob"))
             for match in matches:
                 if match.is_file() and match.suffix.lower() in FORMATS:
                     chosen.setdefault(match.resolve(), False)
             continue
-        path = Path(item) if Path(item).is_absolute() else base / item
+        path = Path(item)
         if path.is_dir():
             for found in _walk(path, ignores, honour_gitignore):
                 chosen.setdefault(found.resolve(), False)

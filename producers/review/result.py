@@ -106,6 +106,7 @@ class DocumentResult(BaseModel):
     )
     usage_by_specialist: dict[str, Usage] = Field(default_factory=dict)
 
+    @computed_field(description="Tokens and cost of this document, all specialists.")  # type: ignore[prop-decorator]
     @property
     def usage(self) -> Usage:
         return sum(self.usage_by_specialist.values(), Usage())
@@ -139,9 +140,15 @@ class ReviewResult(BaseModel):
     def findings(self) -> list[ReviewedFinding]:
         return [finding for document in self.documents for finding in document.findings]
 
+    @computed_field(description="Tokens and cost of the whole job.")  # type: ignore[prop-decorator]
     @property
     def usage(self) -> Usage:
         return sum((d.usage for d in self.documents), Usage())
+
+    @computed_field(description="Findings per severity across documents, worst first.")  # type: ignore[prop-decorator]
+    @property
+    def summary(self) -> dict[str, int]:
+        return self.severity_counts()
 
     def usage_by_specialist(self) -> dict[str, Usage]:
         totals: dict[str, Usage] = {}
@@ -162,6 +169,7 @@ class ReviewResult(BaseModel):
             if f.severity >= gate and f.baseline in (None, BaselineStatus.NEW)
         ]
 
+    @computed_field(description="pass, fail (exit 1) or incomplete (exit 2).")  # type: ignore[prop-decorator]
     @property
     def verdict(self) -> Verdict:
         if self.gating():
