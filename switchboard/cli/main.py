@@ -75,6 +75,9 @@ def build_parser() -> OneLineParser:
     )
     # The commands are listed by COMMAND_GROUPS in the description, not as argparse's flat list.
     sub = parser.add_subparsers(
+        # The subcommands' usage and error lines start "switchboard COMMAND", not with the custom
+        # top-level usage line.
+        prog="switchboard",
         dest="command",
         required=True,
         parser_class=OneLineParser,

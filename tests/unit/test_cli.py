@@ -38,6 +38,8 @@ def test_bad_arguments_are_one_line_that_says_what_to_change(argv: list[str]) ->
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "error:" in lines[0] and "--help" in lines[0]
+    # The line names the command as a user types it, not the top-level usage.
+    assert lines[0].startswith(f"switchboard {argv[0]}") and "COMMAND" not in lines[0], lines[0]
 
 
 def test_bad_setting_is_one_line(
