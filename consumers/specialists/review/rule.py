@@ -53,6 +53,8 @@ _NEGATION = re.compile(
 )
 # A clause ends at punctuation: "If no reply arrives, the client retries at once" is not negated.
 _CLAUSE_END = re.compile(r"[.!?;:,(](\s|$)|\s[-\u2013\u2014]\s")
+#: Document-wide absence rules apply to documents of at least this many non-blank lines.
+MIN_DOCUMENT_LINES = 5
 # Only the last few words before a match can negate it.
 _NEGATION_WINDOW_WORDS = 8
 
@@ -121,7 +123,9 @@ def absence(trigger: str, addressed: str, *, document_wide: bool = False) -> Det
         if not view.is_prose or view.mentions(addressed_re):
             return
         if document_wide:
-            if view.holds_document_start and trigger_re.search(view.text):
+            # A snippet of a few lines is not a design whose SLOs could be missing.
+            substantial = sum(1 for line in view.lines if line.strip()) >= MIN_DOCUMENT_LINES
+            if view.holds_document_start and substantial and trigger_re.search(view.text):
                 index = view.title_index()
                 yield Hit(index, index, confidence=0.6)
             return

@@ -152,7 +152,9 @@ RULES: tuple[ReviewRule, ...] = (
         Effort.SMALL,
         presence(
             r"\b(?:md5|sha-?1)\b(?:[^.]|\.(?=\S)){0,50}?\bpass(?:word|wd|phrase)s?\b",
-            r"\bpass(?:word|wd|phrase)s?\b(?:[^.]|\.(?=\S)){0,50}?\b(?:md5|sha-?1)\b",
+            # "passwords ... MD5", unless "rather than" / "instead of" / "not" stands between.
+            r"\bpass(?:word|wd|phrase)s?\b(?:(?!rather than|instead of|\bnot\b|\bnever\b|no longer)"
+            r"(?:[^.]|\.(?=\S))){0,50}?\b(?:md5|sha-?1)\b",
             r"\b(?:md5|sha1)\s*\(\s*\w*pass",
             r"\bunsalted\b(?:[^.]|\.(?=\S)){0,30}?\b(?:sha-?\d+|hash(?:es|ed)?)\b",
         ),
@@ -194,6 +196,7 @@ RULES: tuple[ReviewRule, ...] = (
             r"\b(?:unauthenticated|anonymous)\b(?:[^.]|\.(?=\S)){0,30}?\b(?:access|requests?|callers?|clients?|endpoints?|api|users?)\b",
             r"\b(?:does not|doesn't|do not|don't|will not|won't|need not) (?:require|need|use|check) "
             r"(?:any )?(?:authn|authentication|auth|credentials|tokens?)\b",
+            r"\b(?:is|are) (?:left )?(?:unauthenticated|anonymous|open to (?:anyone|everyone|the internet))\b",
             r"\b(?:is|are) (?:public|open) (?:and|to) (?:unauthenticated|anyone|everyone|the internet)\b",
             r"\bauth(?:entication)?[\"']?\s*[:=]\s*[\"']?(?:none|false|off|disabled)\b",
             unless_after=r"\b(?:reject\w*|401|403|denied|refused|blocked|not allowed)\b",

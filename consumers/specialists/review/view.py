@@ -100,6 +100,8 @@ class PartView:
             if _FENCE.match(line):
                 in_fence = not in_fence
             heading = None if in_fence else self._heading(index)
+            if heading is not None and not out and heading[1] == (path[-1] if path else None):
+                heading = None  # the part starts with the heading its heading path already ends in
             if heading is not None:
                 level, title = heading
                 if self.doc_format == "rst":
