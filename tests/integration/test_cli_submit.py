@@ -40,16 +40,24 @@ def _switchboard(settings: Settings, *args: str) -> subprocess.CompletedProcess[
     env.pop("ANTHROPIC_API_KEY", None)
     return subprocess.run(
         [sys.executable, "-m", "switchboard.cli.main", *args],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_submit_wait_json_prints_one_object_with_the_stable_keys(running: Settings) -> None:
     proc = _switchboard(
-        running, "submit",
+        running,
+        "submit",
         "/backend design microservices handling 50K RPS with circuit breakers and bulkhead patterns",
-        "--request-id", "cli-1", "--wait", "60", "--json",
-    )  # fmt: skip
+        "--request-id",
+        "cli-1",
+        "--wait",
+        "60",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -57,8 +65,10 @@ def test_submit_wait_json_prints_one_object_with_the_stable_keys(running: Settin
     assert {"request_id", "status", "specialist", "backend", "content"} <= set(result)
     assert result["request_id"] == "cli-1"
     assert (result["status"], result["specialist"], result["backend"]) == (
-        "answered", "backend", "offline",
-    )  # fmt: skip
+        "answered",
+        "backend",
+        "offline",
+    )
     assert "circuit breaker" in result["content"].lower()
 
 
@@ -69,12 +79,15 @@ def test_submit_file_prints_one_json_line_per_response(running: Settings, tmp_pa
             json.dumps(item)
             for item in [
                 {"text": "/api design cursor pagination", "request_id": "file-1"},
-                {"text": "design a CDC pipeline into the warehouse", "tenant": "acme",
-                 "request_id": "file-2"},
+                {
+                    "text": "design a CDC pipeline into the warehouse",
+                    "tenant": "acme",
+                    "request_id": "file-2",
+                },
                 {"text": "/nope not a specialist", "request_id": "file-3"},
             ]
         )
-    )  # fmt: skip
+    )
     proc = _switchboard(running, "submit", "--file", str(requests), "--wait", "60", "--json")
     results = {r["request_id"]: r for r in map(json.loads, proc.stdout.strip().splitlines())}
     assert results["file-1"]["specialist"] == "api" and results["file-1"]["status"] == "answered"

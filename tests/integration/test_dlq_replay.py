@@ -86,13 +86,21 @@ def seed_plan(n: int = 500) -> list[Seeded]:
 
 
 PERMANENT = Failure(
-    ErrorClass.PERMANENT, "invalid_request", "prompt rejected", "BadRequestError",
-    provider_status=400, provider_request_id="req_fake",
-)  # fmt: skip
+    ErrorClass.PERMANENT,
+    "invalid_request",
+    "prompt rejected",
+    "BadRequestError",
+    provider_status=400,
+    provider_request_id="req_fake",
+)
 EXHAUSTED = Failure(
-    ErrorClass.TRANSIENT, "overloaded", "Overloaded", "OverloadedError", provider_status=529,
+    ErrorClass.TRANSIENT,
+    "overloaded",
+    "Overloaded",
+    "OverloadedError",
+    provider_status=529,
     overload=True,
-)  # fmt: skip
+)
 
 
 async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -> None:
@@ -110,13 +118,18 @@ async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -
         text = f"/{item.specialist} question {i} FAULT:400"
         request = build_request(text, tenant=item.tenant, request_id=item.request_id)
         headers: list[tuple[str, str | bytes | None]] = [
-            (h.REQUEST_ID, item.request_id.encode()), (h.TENANT, item.tenant.encode()),
-        ]  # fmt: skip
+            (h.REQUEST_ID, item.request_id.encode()),
+            (h.TENANT, item.tenant.encode()),
+        ]
         msg = Message(
-            topic=topics.requests, partition=0, offset=i, key=item.request_id.encode(),
-            value=codec.encode(REQUEST, request, topics.requests), headers=headers,
+            topic=topics.requests,
+            partition=0,
+            offset=i,
+            key=item.request_id.encode(),
+            value=codec.encode(REQUEST, request, topics.requests),
+            headers=headers,
             timestamp=(1, now),
-        )  # fmt: skip
+        )
         bug = Failure(ErrorClass.PERMANENT, "internal", "'prompt'", "KeyError")
         return await router.fail(msg, bug)
 
@@ -134,28 +147,39 @@ async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -
         request["attempt"] = attempt - 1
         topic = topics.tasks(item.specialist)
         headers: list[tuple[str, str | bytes | None]] = [
-            (h.REQUEST_ID, item.request_id.encode()), (h.TENANT, item.tenant.encode()),
+            (h.REQUEST_ID, item.request_id.encode()),
+            (h.TENANT, item.tenant.encode()),
             (h.SPECIALIST, item.specialist.encode()),
-        ]  # fmt: skip
+        ]
         msg = Message(
-            topic=topic, partition=i % 3, offset=i, key=item.request_id.encode(),
-            value=codec.encode(REQUEST, request, topic), headers=headers, timestamp=(1, now),
-        )  # fmt: skip
+            topic=topic,
+            partition=i % 3,
+            offset=i,
+            key=item.request_id.encode(),
+            value=codec.encode(REQUEST, request, topic),
+            headers=headers,
+            timestamp=(1, now),
+        )
         failure = EXHAUSTED if item.error_class == "transient" else PERMANENT
         history = [Attempt(a, now, failure.error_type, failure.message) for a in range(1, attempt)]
         return await outcomes[item.specialist].fail(
-            msg, failure, request=request, history=history, specialist=item.specialist,
+            msg,
+            failure,
+            request=request,
+            history=history,
+            specialist=item.specialist,
             attempts=attempt,
-        )  # fmt: skip
+        )
 
     try:
         responses = await asyncio.gather(*(dead_letter(i, x) for i, x in enumerate(plan)))
         settled = [x for x in plan if x.specialist == "backend"][:SETTLED]
         answered = [
-            outcomes["backend"].response({"request_id": x.request_id, "tenant": x.tenant},
-                                         "answered", "answered after all")
+            outcomes["backend"].response(
+                {"request_id": x.request_id, "tenant": x.tenant}, "answered", "answered after all"
+            )
             for x in settled
-        ]  # fmt: skip
+        ]
         await producer.send_all([r for rs in responses for r in rs] + answered)
         await producer.send_all([Outbound(topics.dlq, value, b"junk") for value in GARBAGE])
     finally:
@@ -178,9 +202,8 @@ class World:
 
     def ids(self, **match: str) -> list[str]:
         return [
-            x.request_id for x in self.plan
-            if all(getattr(x, k) == v for k, v in match.items())
-        ]  # fmt: skip
+            x.request_id for x in self.plan if all(getattr(x, k) == v for k, v in match.items())
+        ]
 
 
 def _workers(pipeline: Any) -> None:
@@ -231,8 +254,10 @@ def end_offsets(kafka: dict[str, Any], topics: list[str]) -> dict[tuple[str, int
     try:
         return {
             (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-            for t in topics if t in metadata for p in metadata[t].partitions
-        }  # fmt: skip
+            for t in topics
+            if t in metadata
+            for p in metadata[t].partitions
+        }
     finally:
         consumer.close()
 
@@ -299,8 +324,16 @@ def test_list_json_has_every_record_and_counts_by_group(
     assert groups["tenant"] == {**Counter(x.tenant for x in world.plan), "(none)": 2}
     assert groups["age"] == {"<5m": out["matched"]}
 
-    code, filtered = cli("dlq", "list", "--json", "--specialist", "perf", "--error-class",
-                         "transient", "--include-acked")  # fmt: skip
+    code, filtered = cli(
+        "dlq",
+        "list",
+        "--json",
+        "--specialist",
+        "perf",
+        "--error-class",
+        "transient",
+        "--include-acked",
+    )
     want = world.ids(specialist="perf", error_class="transient")
     assert sorted(r["request_id"] for r in filtered["records"]) == sorted(want)
 
@@ -439,9 +472,10 @@ def test_a_replay_of_a_request_answered_meanwhile_is_skipped_by_the_worker(
     assert producer.flush(10) == 0
     wait_until(lambda: worker.skipped == skipped + 1)
     statuses = [
-        status_of(m) for m in read_all(world.kafka, world.topics.responses)
+        status_of(m)
+        for m in read_all(world.kafka, world.topics.responses)
         if key_of(m) == settled_id
-    ]  # fmt: skip
+    ]
     assert sorted(map(str, statuses)) == ["answered", "failed"]
 
 
@@ -451,8 +485,18 @@ def test_purge_acknowledges_and_list_and_replay_hide_acknowledged_records(
     wanted = world.ids(specialist="perf", error_class="transient")
     code, dry = cli("dlq", "purge", "--specialist", "perf", "--error-class", "transient", "--json")
     assert code == 0 and dry["would_acknowledge"] == len(wanted)
-    code, done = cli("dlq", "purge", "--specialist", "perf", "--error-class", "transient",
-                     "--reason", "provider outage, answered by hand", "--apply", "--json")  # fmt: skip
+    code, done = cli(
+        "dlq",
+        "purge",
+        "--specialist",
+        "perf",
+        "--error-class",
+        "transient",
+        "--reason",
+        "provider outage, answered by hand",
+        "--apply",
+        "--json",
+    )
     assert code == 0 and done["acknowledged"] == len(wanted)
     acks = read_all(world.kafka, world.topics.dlq_acks)
     assert len({m.key() for m in acks}) >= len(wanted)
@@ -466,8 +510,9 @@ def test_purge_acknowledges_and_list_and_replay_hide_acknowledged_records(
     code, plan = cli("dlq", "replay", "--specialist", "perf", "--json")
     assert plan["skipped"]["acknowledged"] == len(wanted)
     assert not set(wanted) & {r["request_id"] for r in plan["records"]}
-    code, again = cli("dlq", "purge", "--specialist", "perf", "--error-class", "transient",
-                      "--apply", "--json")  # fmt: skip
+    code, again = cli(
+        "dlq", "purge", "--specialist", "perf", "--error-class", "transient", "--apply", "--json"
+    )
     assert again["acknowledged"] == 0
 
 
@@ -478,8 +523,20 @@ def test_rate_limits_the_replay(world: World, cli: Callable[..., tuple[int, Any]
         for request_id in chosen:
             client.expect(request_id)
         began = time.monotonic()
-        code, result = cli("dlq", "replay", "--specialist", "security", "--tenant", "acme",
-                           "--rate", "20", "--limit", "11", "--apply", "--json")  # fmt: skip
+        code, result = cli(
+            "dlq",
+            "replay",
+            "--specialist",
+            "security",
+            "--tenant",
+            "acme",
+            "--rate",
+            "20",
+            "--limit",
+            "11",
+            "--apply",
+            "--json",
+        )
         assert time.monotonic() - began >= 0.45
         assert code == 0 and result["sent"] == 11
         assert result["elapsed_s"] >= 0.45

@@ -99,8 +99,12 @@ def test_undecodable_bytes_go_to_the_dlq_and_the_router_keeps_going(
     for value in garbage:
         producer.produce(f"{settings.topic_prefix}.requests", value, b"k")
     # The request id header survives a corrupt body: that caller still gets an answer.
-    producer.produce(f"{settings.topic_prefix}.requests", b"\x00garbage", b"k2",
-                     headers=[("sb-request-id", b"corrupt-1"), ("sb-tenant", b"acme")])  # fmt: skip
+    producer.produce(
+        f"{settings.topic_prefix}.requests",
+        b"\x00garbage",
+        b"k2",
+        headers=[("sb-request-id", b"corrupt-1"), ("sb-tenant", b"acme")],
+    )
     assert producer.flush(10) == 0
     client.expect("corrupt-1")
     after = client.ask(SEED_BY_SPECIALIST["api"], timeout=60)
@@ -132,9 +136,10 @@ def test_a_request_submitted_twice_is_answered_once(
     marker = client.ask(SEED_BY_SPECIALIST["data"], timeout=60)  # after the duplicate, surely
     assert marker.status == "answered"
     responses = read_topic(
-        kafka_config, f"{settings.topic_prefix}.responses",
+        kafka_config,
+        f"{settings.topic_prefix}.responses",
         until=lambda m: any(x.key() == marker.request_id.encode() for x in m),
-    )  # fmt: skip
+    )
     assert [m.key() for m in responses].count(b"dup-1") == 1
 
 
@@ -197,9 +202,11 @@ def test_model_triage_asks_the_cheap_model_and_falls_back_to_keywords(
     that is not a specialist's name (the fake echoes the question) falls back to keywords."""
     with FakeAnthropic() as fake:
         settings = settings_for_test(
-            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url,
+            kafka_bootstrap,
+            anthropic_api_key="sk-test",
+            anthropic_base_url=fake.base_url,
             triage="model",
-        )  # fmt: skip
+        )
         create_topics(settings, kafka_config)
         with (
             RunningPipeline(settings, kafka_config, _all),

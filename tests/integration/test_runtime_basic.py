@@ -34,8 +34,10 @@ async def _run_to_completion(
     producer = AsyncProducer({**kafka_config, "linger.ms": 2})
     runtime = ConsumerRuntime(
         RuntimeConfig([source], group, kafka_config, concurrency=cap),
-        handler, producer=producer, failures=_Unexpected(),
-    )  # fmt: skip
+        handler,
+        producer=producer,
+        failures=_Unexpected(),
+    )
     stats = await runtime.run(max_messages=n, idle_timeout=20)
     producer.close()
     assert stats.completed == n

@@ -30,8 +30,15 @@ pytestmark = pytest.mark.integration
 class WorkerProcess:
     """``switchboard worker backend`` as a real OS process, so it can be SIGKILLed."""
 
-    def __init__(self, settings: Settings, base_url: str, log_dir: Path, *, concurrency: int,
-                 instance: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        base_url: str,
+        log_dir: Path,
+        *,
+        concurrency: int,
+        instance: str | None = None,
+    ) -> None:
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": str(settings.bootstrap_servers),
@@ -52,10 +59,19 @@ class WorkerProcess:
         self.starts += 1
         log = open(self.log_dir / f"worker-{id(self)}-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli.main", "worker", "backend",
-             "--concurrency", str(self.concurrency)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "switchboard.cli.main",
+                "worker",
+                "backend",
+                "--concurrency",
+                str(self.concurrency),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_running(self, timeout_s: float = 60) -> None:
         """Until the worker's log says its consumers run."""
@@ -86,9 +102,13 @@ def env(
     with FakeAnthropic(latency_ms=(50, 500)) as fake:
         # Thousands of requests from one tenant at once: these tests are about the runtime,
         # so the router's per-tenant rate limit (1,000 req/s by default) is off.
-        settings = settings_for_test(kafka_bootstrap, anthropic_api_key="sk-test",
-                                     anthropic_base_url=fake.base_url, partitions=4,
-                                     tenant_rate_per_s=0)  # fmt: skip
+        settings = settings_for_test(
+            kafka_bootstrap,
+            anthropic_api_key="sk-test",
+            anthropic_base_url=fake.base_url,
+            partitions=4,
+            tenant_rate_per_s=0,
+        )
         create_topics(settings, kafka_config)
 
         def router_only(p: Pipeline) -> None:
@@ -103,9 +123,14 @@ def env(
 
 def _submit(client: SwitchboardClient, n: int, tag: str) -> list[str]:
     return client.submit_many(
-        [{"text": f"/backend request {tag}-{i}: size the connection pool", "request_id": f"{tag}-{i}"}
-         for i in range(n)]
-    )  # fmt: skip
+        [
+            {
+                "text": f"/backend request {tag}-{i}: size the connection pool",
+                "request_id": f"{tag}-{i}",
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def _await_all(client: SwitchboardClient, ids: list[str], timeout_s: float) -> list[Any]:
@@ -159,9 +184,11 @@ def test_sigkill_five_times_every_request_answered_exactly_once(
     stats = fake.stats()
     repeated = sum(n - 1 for n in stats.billed_by_key.values() if n > 1)
     resent = sum(n - 1 for n in stats.calls_by_key.values() if n > 1)
-    print(f"\nafter 5 SIGKILLs (in flight at each: {in_flight_at_kills}): {resent} calls "
-          f"repeated, {repeated} of them billed twice (bound {5 * cap}); "
-          f"max in flight {stats.max_in_flight}")  # fmt: skip
+    print(
+        f"\nafter 5 SIGKILLs (in flight at each: {in_flight_at_kills}): {resent} calls "
+        f"repeated, {repeated} of them billed twice (bound {5 * cap}); "
+        f"max in flight {stats.max_in_flight}"
+    )
     assert repeated <= resent <= 5 * cap
     assert stats.max_in_flight <= cap
 

@@ -50,19 +50,34 @@ def letter(
     dlq_headers: list[tuple[str, bytes]] | None = None,
 ) -> DeadLetterView:
     record = {
-        "original_key": b"key", "original_value": b"value",
+        "original_key": b"key",
+        "original_value": b"value",
         "original_headers": headers if headers is not None else [{"key": "a", "value": b"1"}],
-        "origin_topic": f"sb.tasks.{specialist}", "origin_partition": 0, "origin_offset": offset,
-        "origin_timestamp_ms": failed_at, "stage": "model", "error_class": error_class,
-        "error_type": "BadRequestError", "error_code": error_code, "error_message": "no",
-        "attempts": [], "first_failure_ms": failed_at, "last_failure_ms": failed_at,
-        "request_id": request_id, "tenant": tenant, "specialist": specialist,
-    }  # fmt: skip
+        "origin_topic": f"sb.tasks.{specialist}",
+        "origin_partition": 0,
+        "origin_offset": offset,
+        "origin_timestamp_ms": failed_at,
+        "stage": "model",
+        "error_class": error_class,
+        "error_type": "BadRequestError",
+        "error_code": error_code,
+        "error_message": "no",
+        "attempts": [],
+        "first_failure_ms": failed_at,
+        "last_failure_ms": failed_at,
+        "request_id": request_id,
+        "tenant": tenant,
+        "specialist": specialist,
+    }
     value = CODEC.encode(DEAD_LETTER, record, DLQ)
     msg = Message(
-        topic=DLQ, partition=0, offset=offset, value=value, timestamp=(1, failed_at),
+        topic=DLQ,
+        partition=0,
+        offset=offset,
+        value=value,
+        timestamp=(1, failed_at),
         headers=dlq_headers or [],
-    )  # fmt: skip
+    )
     return DeadLetterView.from_message(msg, CODEC)
 
 
@@ -74,9 +89,19 @@ def garbage(offset: int) -> DeadLetterView:
 # --- durations and times -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("30m", 1800), ("2h", 7200), ("7d", 604800), ("1w", 604800),
-     ("1h30m", 5400), ("250ms", 0.25), (" 2H ", 7200), ("1.5h", 5400), ("1d 12h", 129600)],
-)  # fmt: skip
+    [
+        ("90s", 90),
+        ("30m", 1800),
+        ("2h", 7200),
+        ("7d", 604800),
+        ("1w", 604800),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        (" 2H ", 7200),
+        ("1.5h", 5400),
+        ("1d 12h", 129600),
+    ],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -189,13 +214,17 @@ def test_plan_sends_oldest_first_and_says_why_it_leaves_records_out() -> None:
     cut = letter(9, request_id="f", dlq_headers=[(h.DLQ_TRUNCATED, b"1048000")])
     plan = plan_replay(
         [fresh, older, replayed, answered, dup_old, dup_new, no_id, junk, cut],
-        replayed={replayed.pointer}, settled={"d"},
-    )  # fmt: skip
+        replayed={replayed.pointer},
+        settled={"d"},
+    )
     assert [x.offset for x in plan.to_send] == [2, 6, 1, 7]
     assert plan.skipped_counts() == {
-        SKIP_UNDECODABLE: 1, SKIP_TRUNCATED: 1, SKIP_REPLAYED: 1, SKIP_ANSWERED: 1,
+        SKIP_UNDECODABLE: 1,
+        SKIP_TRUNCATED: 1,
+        SKIP_REPLAYED: 1,
+        SKIP_ANSWERED: 1,
         SKIP_DUPLICATE: 1,
-    }  # fmt: skip
+    }
     assert plan.skipped[SKIP_DUPLICATE] == [dup_old]
     assert cut.truncated and cut.summary()["truncated"] and not fresh.truncated
 
@@ -209,14 +238,17 @@ def test_plan_limit_keeps_the_oldest() -> None:
 
 def test_the_replayed_record_is_the_original_with_fresh_replay_headers() -> None:
     old = [{"key": h.REPLAY_ID, "value": b"replay-old"}, {"key": h.REPLAY_OF, "value": b"x/0/1"}]
-    view = letter(9, headers=[{"key": "sb-request-id", "value": b"r"}, *old,
-                              {"key": "empty", "value": None}])  # fmt: skip
+    view = letter(
+        9, headers=[{"key": "sb-request-id", "value": b"r"}, *old, {"key": "empty", "value": None}]
+    )
     out = view.replay_record("replay-new")
     assert (out.topic, out.key, out.value) == ("sb.tasks.api", b"key", b"value")
     assert list(out.headers) == [
-        ("sb-request-id", b"r"), ("empty", None),
-        (h.REPLAY_ID, b"replay-new"), (h.REPLAY_OF, f"{DLQ}/0/9".encode()),
-    ]  # fmt: skip
+        ("sb-request-id", b"r"),
+        ("empty", None),
+        (h.REPLAY_ID, b"replay-new"),
+        (h.REPLAY_OF, f"{DLQ}/0/9".encode()),
+    ]
     with pytest.raises(ConfigError, match="cannot be replayed"):
         garbage(1).replay_record("replay-new")
 
@@ -224,9 +256,15 @@ def test_the_replayed_record_is_the_original_with_fresh_replay_headers() -> None
 # --- grouping and rows -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("age_ms", "bucket"),
-    [(0, "<5m"), (5 * MIN - 1, "<5m"), (5 * MIN, "5m-1h"), (60 * MIN, "1h-1d"),
-     (24 * 60 * MIN, "1d-7d"), (7 * 24 * 60 * MIN, OLDEST_BUCKET)],
-)  # fmt: skip
+    [
+        (0, "<5m"),
+        (5 * MIN - 1, "<5m"),
+        (5 * MIN, "5m-1h"),
+        (60 * MIN, "1h-1d"),
+        (24 * 60 * MIN, "1d-7d"),
+        (7 * 24 * 60 * MIN, OLDEST_BUCKET),
+    ],
+)
 def test_age_buckets(age_ms: int, bucket: str) -> None:
     assert age_bucket(age_ms) == bucket
 
@@ -234,10 +272,16 @@ def test_age_buckets(age_ms: int, bucket: str) -> None:
 def test_group_counts() -> None:
     letters = [
         letter(1, specialist="api", tenant="acme"),
-        letter(2, specialist="api", tenant="globex", error_class="transient", failed_at=NOW - 2 * 60 * MIN),
+        letter(
+            2,
+            specialist="api",
+            tenant="globex",
+            error_class="transient",
+            failed_at=NOW - 2 * 60 * MIN,
+        ),
         letter(3, specialist="data", tenant=None, failed_at=NOW - 8 * 24 * 60 * MIN),
         garbage(4),
-    ]  # fmt: skip
+    ]
     groups = group_counts(letters, NOW)
     assert groups == {
         "error_class": {"permanent": 2, "transient": 1, "undecodable": 1},
@@ -251,8 +295,19 @@ def test_group_counts() -> None:
 
 def test_summary_row_shape() -> None:
     row = letter(3).summary(acked=True, replayed="replay-1")
-    assert {"id", "pointer", "request_id", "error_class", "stage", "specialist", "origin_topic",
-            "tenant", "failed_at", "acked", "replayed"} <= set(row)  # fmt: skip
+    assert {
+        "id",
+        "pointer",
+        "request_id",
+        "error_class",
+        "stage",
+        "specialist",
+        "origin_topic",
+        "tenant",
+        "failed_at",
+        "acked",
+        "replayed",
+    } <= set(row)
     assert (row["id"], row["pointer"], row["acked"]) == ("0:3", f"{DLQ}/0/3", True)
     junk = garbage(4).summary()
     assert junk["error_class"] == "undecodable" and "C3 01" in junk["error_message"]
@@ -316,8 +371,10 @@ def test_replay_headers_carry_the_last_replay_id_and_pointer_only() -> None:
     replayed = Message(
         topic="t",
         headers=[
-            (h.REPLAY_OF, b"dlq/0/1"), ("sb-request-id", b"r"),
-            (h.REPLAY_ID, b"replay-old"), (h.REPLAY_ID, b"replay-new"),
+            (h.REPLAY_OF, b"dlq/0/1"),
+            ("sb-request-id", b"r"),
+            (h.REPLAY_ID, b"replay-old"),
+            (h.REPLAY_ID, b"replay-new"),
         ],
-    )  # fmt: skip
+    )
     assert replay_headers(replayed) == [(h.REPLAY_ID, b"replay-new"), (h.REPLAY_OF, b"dlq/0/1")]
