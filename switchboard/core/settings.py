@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     #: How long an open breaker waits before its first probe (doubling on each re-open).
     breaker_open_s: float = Field(default=5.0, gt=0, le=300)
+    #: How often each pipeline process publishes its report to the status topic (read by
+    #: ``switchboard status``); 0 publishes nothing.
+    status_interval_s: float = Field(default=5.0, ge=0, le=3600)
 
     @field_validator("models", mode="before")
     @classmethod

@@ -17,6 +17,17 @@ from switchboard.core.settings import SPECIALISTS
 #: whose delay is >= the delay its retry decision asks for).
 RETRY_TIERS_S: tuple[int, ...] = (1, 10, 60, 600)
 
+#: The status topic keeps the latest report per process (compaction) and drops a key nobody
+#: has written for an hour (a process that died without its tombstone); tombstones go after a
+#: minute. Small segments, so compaction and deletion get to run on a topic this small.
+STATUS_TOPIC_CONFIG: dict[str, str] = {
+    "cleanup.policy": "compact,delete",
+    "retention.ms": str(3_600_000),
+    "segment.ms": str(600_000),
+    "delete.retention.ms": str(60_000),
+    "min.cleanable.dirty.ratio": "0.1",
+}
+
 
 class TopicRole(StrEnum):
     """The kinds of topic the pipeline uses (``topics list --json`` prints them)."""
@@ -37,6 +48,8 @@ class TopicRole(StrEnum):
     """Compacted ledger of dead letters already replayed, keyed by DLQ pointer."""
     DLQ_ACKS = "dlq-acks"
     """Compacted ledger of dead letters an operator acknowledged (``dlq purge``)."""
+    STATUS = "status"
+    """Compacted: each pipeline process's latest status report, keyed by process id."""
 
 
 class GroupRole(StrEnum):
@@ -92,6 +105,11 @@ class Topics:
         """The ledger of acknowledged dead letters (compacted, keyed by DLQ pointer)."""
         return f"{self.prefix}.dlq.acks"
 
+    @property
+    def status(self) -> str:
+        """Every process's latest status report (compacted, keyed by process id)."""
+        return f"{self.prefix}.status"
+
     def tasks(self, specialist: str) -> str:
         return f"{self.prefix}.tasks.{specialist}"
 
@@ -123,6 +141,7 @@ class Topics:
         ]
         specs += [TopicSpec(f"{TopicRole.TASKS}:{s}", self.tasks(s), plain) for s in SPECIALISTS]
         specs += [TopicSpec(f"{TopicRole.RETRY}:{t}s", self.retry(t), plain) for t in RETRY_TIERS_S]
+        specs.append(TopicSpec(TopicRole.STATUS, self.status, dict(STATUS_TOPIC_CONFIG)))
         return specs
 
     def ledger_specs(self, retention_ms: int) -> list[TopicSpec]:
