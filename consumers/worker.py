@@ -25,6 +25,7 @@ from consumers.resilience.ratelimit import AimdLimiter
 from consumers.runtime import Context, Record
 from consumers.runtime.failures import FailureStrategy, RecordFailed
 from consumers.specialists.backends import Answer, SpecialistBackend
+from consumers.status.usage import UsageTotals
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import classify
@@ -61,6 +62,8 @@ class SpecialistWorker:
         self._limiter = limiter
         self.model_calls = 0
         self.skipped = 0
+        #: Answers, tokens and cost so far (the status publisher reports their last hour).
+        self.usage = UsageTotals()
         self._answer_now: Callable[[str, str, Mapping[str, Any]], Answer] | None = getattr(
             backend, "answer_now", None
         )
@@ -224,6 +227,7 @@ class SpecialistWorker:
     def _response(
         self, request: Mapping[str, Any], answer: Answer, attempt: int, picked_ms: int
     ) -> Outbound:
+        self.usage.add(answer.usage, answer.cost_micro_usd)
         done = now_ms()
         latency = {"model": answer.model_ms, "worker": done - picked_ms}
         with contextlib.suppress(KeyError, ValueError, TypeError):
