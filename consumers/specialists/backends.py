@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from consumers.specialists.personas import load_persona
+from consumers.specialists.review.answer import claude_review, offline_review
 from consumers.specialists.rulebook import OfflineRulebook
+from switchboard.core.findings import ReviewMeta
 from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
 
@@ -60,10 +62,14 @@ class OfflineBackend:
 
     def answer_now(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
         began = time.perf_counter()
-        result = self._rulebook.answer(specialist, prompt)
+        review = ReviewMeta.from_metadata(request.get("metadata"))
+        if review is not None:  # a review job's part: findings as JSON, not prose
+            content = offline_review(specialist, prompt, review)
+        else:
+            content = self._rulebook.answer(specialist, prompt).content
         return Answer(
             status=ResponseStatus.ANSWERED,
-            content=result.content,
+            content=content,
             backend="offline",
             model_ms=int((time.perf_counter() - began) * 1000),
         )
@@ -108,6 +114,9 @@ class ClaudeBackend:
     async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
         persona = load_persona(specialist)
         model = self._models[specialist]
+        review = ReviewMeta.from_metadata(request.get("metadata"))
+        if review is not None:
+            return await self._review(specialist, model, persona.system_prompt, prompt, review)
         began = time.perf_counter()
         raw = await self._client.messages.with_raw_response.create(
             model=model,
@@ -139,4 +148,23 @@ class ClaudeBackend:
             usage=usage,
             cost_micro_usd=cost_micro_usd(model, usage),
             model_ms=model_ms,
+        )
+
+    async def _review(
+        self, specialist: str, model: str, persona: str, prompt: str, review: ReviewMeta
+    ) -> Answer:
+        """A review job's part: findings through the forced findings tool (see review.answer)."""
+        system = [{"type": "text", "text": persona, "cache_control": {"type": "ephemeral"}}]
+        call = await claude_review(
+            self._client, model=model, system=system, specialist=specialist, prompt=prompt,
+            meta=review, max_tokens=self._max_tokens, on_headers=self._on_headers,
+        )  # fmt: skip
+        return Answer(
+            status=ResponseStatus.REFUSED if call.refused else ResponseStatus.ANSWERED,
+            content=call.content,
+            backend=call.model,
+            model=call.model,
+            usage=call.usage,
+            cost_micro_usd=cost_micro_usd(model, call.usage),
+            model_ms=call.model_ms,
         )

@@ -218,3 +218,78 @@ def parse_findings_answer(raw: str | bytes | dict[str, Any]) -> FindingsAnswer:
         ]
         more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
         raise FindingsParseError("invalid findings: " + "; ".join(problems) + more) from exc
+
+
+# --- What a review request carries -------------------------------------------------------
+#: ``metadata["kind"]`` of a review request: the worker answers it with a ``FindingsAnswer``.
+REVIEW_KIND = "review"
+#: The metadata keys of a review request (SpecialistRequest v2 ``metadata``, strings only).
+META_KIND = "kind"
+META_JOB = "review.job"
+META_PATH = "review.path"
+META_START_LINE = "review.start_line"
+META_HEADING_PATH = "review.heading_path"  # a JSON list of strings
+META_FORMAT = "review.format"
+META_CONTEXT = "review.context"
+#: The router's metadata limit is 8 KiB; the context (title, section, outline) stays well
+#: under it, and the full context is in the prompt anyway.
+MAX_META_CONTEXT_BYTES = 6_000
+#: The lines around a part's text in its prompt (``DocumentPart.request_text``).
+PART_START_MARKER = "----- {path} from line {start_line} -----\n"
+PART_END_MARKER = "\n----- end of part -----"
+
+
+class ReviewMeta(BaseModel):
+    """Where a review request's part sits: what the worker needs besides the prompt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: str = ""
+    path: str
+    start_line: int = Field(default=1, ge=1)
+    heading_path: tuple[str, ...] = ()
+    format: str = "text"
+    context: str = ""
+
+    def to_metadata(self) -> dict[str, str]:
+        context = self.context.encode()[:MAX_META_CONTEXT_BYTES].decode("utf-8", "ignore")
+        return {
+            META_KIND: REVIEW_KIND,
+            META_JOB: self.job,
+            META_PATH: self.path,
+            META_START_LINE: str(self.start_line),
+            META_HEADING_PATH: json.dumps(list(self.heading_path)),
+            META_FORMAT: self.format,
+            META_CONTEXT: context,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None) -> ReviewMeta | None:
+        """The review fields of a request's metadata; None when it is not a review request
+        (or its review fields are unreadable: the worker then answers it as plain text)."""
+        meta = metadata or {}
+        if meta.get(META_KIND) != REVIEW_KIND or not meta.get(META_PATH):
+            return None
+        try:
+            headings = json.loads(meta.get(META_HEADING_PATH) or "[]")
+            return cls(
+                job=meta.get(META_JOB, ""),
+                path=meta[META_PATH],
+                start_line=int(meta.get(META_START_LINE) or 1),
+                heading_path=tuple(str(h) for h in headings),
+                format=meta.get(META_FORMAT) or "text",
+                context=meta.get(META_CONTEXT, ""),
+            )
+        except (ValueError, TypeError):
+            return None
+
+    def part_text(self, prompt: str) -> str:
+        """The part's own text out of its prompt (context, start marker, text, end marker);
+        the whole prompt when the markers are missing (a review request sent by hand)."""
+        start = PART_START_MARKER.format(path=self.path, start_line=self.start_line)
+        at = prompt.find(start)
+        if at < 0:
+            return prompt
+        body = prompt[at + len(start) :]
+        end = body.rfind(PART_END_MARKER)
+        return body[:end] if end >= 0 else body
