@@ -196,10 +196,14 @@ class ConsumerRuntime:
         self._dirty: list[Context] = []
         #: Set once this member holds at least one partition (tests and the demo wait on it).
         self.assigned = asyncio.Event()
+        #: This member's id in its group, as of its latest assignment (read on the poll
+        #: thread, where the consumer is safe to call); None before the first.
+        self.member_id: str | None = None
         self._m_records = metrics.RECORDS.labels(config.group_id)
         self._m_in_flight = metrics.IN_FLIGHT.labels(config.group_id)
         self._m_paused = metrics.PAUSED.labels(config.group_id)
         self._m_rebalances = metrics.REBALANCES.labels(config.group_id)
+        self._m_assigned = metrics.ASSIGNED.labels(config.group_id)
 
     # --- public ------------------------------------------------------------------------
     @property
@@ -209,6 +213,12 @@ class ConsumerRuntime:
     @property
     def assignment(self) -> list[TP]:
         return sorted(self._parts)
+
+    @property
+    def contexts(self) -> list[Context]:
+        """The assigned partitions' contexts (paused, in flight via ``tracker.outstanding``),
+        for status reports: read them, never change them."""
+        return [self._parts[tp] for tp in sorted(self._parts)]
 
     def request_stop(self) -> None:
         """Stop fetching, drain in-flight work, commit, close (the graceful path)."""
@@ -535,6 +545,7 @@ class ConsumerRuntime:
             consumer.resume(partitions)
         except KafkaException as exc:
             log.debug("resume on assign: %s", exc)
+        self.member_id = consumer.memberid()
         self._loop.call_soon_threadsafe(
             self._assigned, [(p.topic, p.partition) for p in partitions]
         )
@@ -545,6 +556,7 @@ class ConsumerRuntime:
         now = time.monotonic()
         for tp in tps:
             self._parts[tp] = Context(tp[0], tp[1], assigned_at=now)
+        self._m_assigned.set(len(self._parts))
         if self._parts:
             self.assigned.set()
         if self._on_assign_hook is not None:
@@ -599,6 +611,7 @@ class ConsumerRuntime:
                 offsets.append(
                     TopicPartition(ctx.topic, ctx.partition, ctx.tracker.last_committable)
                 )
+        self._m_assigned.set(len(self._parts))
         return offsets
 
     async def _wait_fast(self, contexts: Sequence[Context], timeout_s: float) -> None:
@@ -643,6 +656,11 @@ class ConsumerRuntime:
             # close() runs the revoke callback, which waits on this loop: keep it off the loop.
             await self._in_poll_thread(consumer.close)
             self._consumer = None
+        for ctx in self._parts.values():
+            if ctx.paused:
+                ctx.paused = False
+                self._m_paused.dec()
+        self._m_assigned.set(0)
         self._poll_thread.shutdown(wait=False)
 
     async def _in_poll_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
