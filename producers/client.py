@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from switchboard.core import headers as h
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
+from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
 from switchboard.core.tail import TopicTail
 from switchboard.core.topics import Topics
@@ -118,6 +119,7 @@ class _Responses:
         if keep < 1:
             raise ValueError(f"keep_responses must be at least 1, not {keep}")
         self._codec = codec
+        self._kafka = kafka
         self._topic = topic
         self._keep = keep
         self._lock = threading.Condition()
@@ -133,7 +135,7 @@ class _Responses:
         with self._lock:
             self._wanted.add(request_id)
 
-    def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: Message, *, lookup: bool = False) -> None:
         key = msg.key()
         if not key:
             return
@@ -142,7 +144,8 @@ class _Responses:
             if request_id not in self._wanted:
                 return
             if request_id in self._results:
-                self.duplicates += 1
+                # A lookup and the live tail may both read a response that just arrived.
+                self.duplicates += 0 if lookup else 1
                 return
         record = self._codec.decode(RESPONSE, msg.value() or b"", self._topic)
         response = Response(
@@ -162,6 +165,26 @@ class _Responses:
     def __len__(self) -> int:
         with self._lock:
             return len(self._results)
+
+    def lookup(self, request_ids: set[str], since_ms: int, timeout_s: float) -> dict[str, Response]:
+        """Read the topic from ``since_ms`` up to its end now, keeping the responses of
+        ``request_ids`` (held for ``wait`` afterwards, like any other)."""
+        for request_id in request_ids:
+            self.expect(request_id)
+        tail = TopicTail(
+            self._kafka, self._topic, lambda m: self._on_message(m, lookup=True),
+            since_ms=since_ms, name="client-lookup",
+        )  # fmt: skip
+        try:
+            tail.barrier().result(timeout_s)
+        finally:
+            tail.stop()
+        with self._lock:
+            return {i: self._results[i] for i in request_ids if i in self._results}
+
+    def holds(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._results
 
     def wait(self, request_id: str, timeout_s: float) -> Response:
         deadline = time.monotonic() + timeout_s
@@ -216,8 +239,10 @@ class _ClientBase:
         tenant: str = "default",
         reply_topic: str | None = None,
         keep_responses: int = DEFAULT_KEEP_RESPONSES,
+        lookback_s: float = DEFAULTS.dedup_window_s,
     ) -> None:
         self.topics = Topics(topic_prefix)
+        self.lookback_s = lookback_s
         self.codec = codec or make_codec(None)
         self.tenant = tenant
         self.reply_topic = reply_topic
@@ -239,6 +264,19 @@ class _ClientBase:
         topic = self.topics.requests
         value = self.codec.encode(REQUEST, request, topic)
         return request_id, Outbound(topic, value, request_id.encode(), headers)
+
+    def _lookup(
+        self, request_ids: Iterable[str], since_ms: int | None, timeout_s: float
+    ) -> dict[str, Response]:
+        if since_ms is None:
+            since_ms = int((time.time() - self.lookback_s) * 1000)
+        return self._responses.lookup(set(request_ids), since_ms, timeout_s)
+
+    def _already_answered(self, kwargs: Mapping[str, Any]) -> str | None:
+        """The given request id when its response is already held (a lookup found it): its
+        submit sends nothing, since the router would drop it as answered anyway."""
+        request_id = kwargs.get("request_id")
+        return request_id if request_id and self._responses.holds(request_id) else None
 
     def expect(self, request_id: str) -> None:
         """Await ``request_id`` too, though this client did not submit it (e.g. a request
@@ -266,8 +304,20 @@ class SwitchboardClient(_ClientBase):
         super().__init__(kafka, **kwargs)
         self._producer = Producer(producer_config(kafka))
 
+    def lookup(
+        self, request_ids: Iterable[str], *, since_ms: int | None = None, timeout: float = 60.0
+    ) -> dict[str, Response]:
+        """The responses already on the response topic for ``request_ids``, read from
+        ``since_ms`` (default: now minus ``lookback_s``, the pipeline's dedup window). Found ones
+        are held for ``result()``, and ``submit`` with such an id sends nothing: a resumed job
+        gets its earlier answers instead of waiting for ones the router will never route."""
+        return self._lookup(request_ids, since_ms, timeout)
+
     def submit(self, text: str, **kwargs: Any) -> str:
-        """Submit one request; returns its request id after the broker acknowledged it."""
+        """Submit one request; returns its request id after the broker acknowledged it (at
+        once, sending nothing, when ``lookup`` found the id already answered)."""
+        if answered := self._already_answered(kwargs):
+            return answered
         request_id, out = self._outbound(text, **kwargs)
         done = threading.Event()
         errors: list[Any] = []
@@ -290,6 +340,9 @@ class SwitchboardClient(_ClientBase):
         ids = []
         for item in items:
             item = dict(item)
+            if answered := self._already_answered(item):
+                ids.append(answered)
+                continue
             request_id, out = self._outbound(item.pop("text"), **item)
             self._producer.produce(out.topic, out.value, out.key, headers=list(out.headers))
             self._producer.poll(0)
@@ -323,7 +376,15 @@ class AsyncSwitchboardClient(_ClientBase):
         super().__init__(kafka, **kwargs)
         self._producer = AsyncProducer(producer_config(kafka))
 
+    async def lookup(
+        self, request_ids: Iterable[str], *, since_ms: int | None = None, timeout: float = 60.0
+    ) -> dict[str, Response]:
+        """``SwitchboardClient.lookup``, off the event loop."""
+        return await asyncio.to_thread(self._lookup, list(request_ids), since_ms, timeout)
+
     async def submit(self, text: str, **kwargs: Any) -> str:
+        if answered := self._already_answered(kwargs):
+            return answered
         request_id, out = self._outbound(text, **kwargs)
         await self._producer.send(out)
         return request_id
