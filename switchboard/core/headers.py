@@ -15,6 +15,8 @@ REPLY_TO = "sb-reply-to"
 #: W3C trace context, propagated on every hop.
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+#: W3C baggage: carries the tenant across hops (``switchboard.core.tracing``).
+BAGGAGE = "baggage"
 
 # --- retry relay ------------------------------------------------------------------------
 #: Milliseconds since the epoch before which a retry record must not be processed.

@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     #: ``switchboard status``); 0 publishes nothing.
     status_interval_s: float = Field(default=5.0, ge=0, le=3600)
 
+    # --- logs and traces (switchboard.core.logs, switchboard.core.tracing) ---------------
+    #: "text": readable lines (default); "json": one JSON object a line, for log collectors.
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    #: Export spans over OTLP/HTTP to this endpoint; unset: no exporter, tracing off.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    #: Record prompts and answers on the model-call spans (they can hold personal data).
+    trace_content: bool = False
+
     @field_validator("models", mode="before")
     @classmethod
     def _merge_models(cls, value: Any) -> Any:
