@@ -25,6 +25,7 @@ from consumers.router import Router, RouterRules
 from consumers.runtime import ConsumerRuntime, Handler, RuntimeConfig
 from consumers.runtime.failures import FailureStrategy
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
+from consumers.status.publisher import ProcessIdentity, StatusPublisher
 from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
@@ -245,10 +246,44 @@ class Pipeline:
 
     async def run(self, **bounds: Any) -> None:
         """Run every added consumer until stopped (or until ``bounds`` end them)."""
+        status = self._start_status()
+        clean = False
         try:
             await asyncio.gather(*(r.run(**bounds) for r in self.runtimes.values()))
+            clean = True
         finally:
+            await self._stop_status(status, clean=clean)
             await self.close()
+
+    # --- status reports (consumers/status; read by `switchboard status`) ------------------
+    def _start_status(self) -> tuple[StatusPublisher, asyncio.Task[None]] | None:
+        """Publish this process's status report every ``status_interval_s`` (0: never)."""
+        if self.settings.status_interval_s <= 0 or not self.runtimes:
+            return None
+        publisher = StatusPublisher(
+            producer=self.producer,
+            kafka=self.kafka,
+            topic=self.topics.status,
+            interval_s=self.settings.status_interval_s,
+            runtimes=self.runtimes,
+            workers=self.workers,
+            identity=ProcessIdentity.of_this_process(
+                list(self.runtimes), self.settings.instance_id
+            ),
+        )
+        return publisher, asyncio.create_task(publisher.run(), name="status-publisher")
+
+    async def _stop_status(
+        self, status: tuple[StatusPublisher, asyncio.Task[None]] | None, *, clean: bool
+    ) -> None:
+        """Stop publishing; a clean stop removes the report (a crash leaves it, to go stale)."""
+        if status is None:
+            return
+        publisher, task = status
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if clean:
+            await publisher.tombstone()
 
     async def close(self) -> None:
         for task in self._index_syncs:
