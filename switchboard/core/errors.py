@@ -85,3 +85,11 @@ class ConfigError(FatalError):
     """Raised when settings are impossible or a required tool is missing; says what to change."""
 
     code = "config"
+
+
+class KafkaAccessError(FatalError):
+    """Raised when Kafka refuses this client (credentials, TLS, ACLs, protocol): every record
+    would fail alike, so the process stops with one line that says what to change; nothing is
+    committed past what was done, so the records wait in Kafka for the fix."""
+
+    code = "kafka_access"
