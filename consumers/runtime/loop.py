@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.runtime.message import Record, Sink
+from consumers.runtime.observe import observed
 from consumers.runtime.slots import Slots
 from consumers.runtime.tracker import PartitionTracker
 from switchboard.core import metrics
@@ -173,6 +174,9 @@ class ConsumerRuntime:
         failures: FailurePath,
         on_assign: Callable[[list[TP]], None] | None = None,
     ) -> None:
+        # --- tracing and log-context hook (consumers.runtime.observe): a span per record when
+        # tracing is on; handler and failure path untouched (and free) when it is off.
+        handler, failures = observed(handler, failures, config.group_id)
         self.config = config
         self._handler = handler
         self._failures = failures

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from consumers.runtime.failures import FailurePath
 from consumers.runtime.loop import TP, Context, Handler, RunStats
 from consumers.runtime.message import MemoryRecord
+from consumers.runtime.observe import observed
 from switchboard.core.aio_producer import DeliveryCallback, DeliveryError, Outbound
 from switchboard.core.classify import classify_kafka
 from switchboard.core.errors import ErrorClass
@@ -90,6 +91,8 @@ class MemoryRuntime:
     def __init__(
         self, handler: Handler, failures: FailurePath, sink: MemorySink | None = None
     ) -> None:
+        # The runtime's tracing and log-context hook, as ``ConsumerRuntime`` installs it.
+        handler, failures = observed(handler, failures)
         self._handler = handler
         self._failures = failures
         self.sink = sink if sink is not None else MemorySink()
