@@ -18,6 +18,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumers.runtime.message import Record, Sink
 from switchboard.core import headers as h
+from switchboard.core import tracing
+from switchboard.core import metrics
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
@@ -118,6 +120,7 @@ class Outcomes:
 
     def __post_init__(self) -> None:
         self.stage = Stage(self.stage)  # a plain "model" from a caller reads as its member
+        self._metrics = metrics.ResponseMetrics(str(self.stage))
 
     def response(
         self,
@@ -145,10 +148,13 @@ class Outcomes:
             **fields,
         }
         self._counts[status] = self._counts.get(status, 0) + 1
+        self._metrics.observe(record["specialist"], status, fields.get("stage_latency_ms"))
         topic = reply_topic(request.get("reply_to")) or self.topics.responses
         headers = [(h.REQUEST_ID, request_id.encode()), (h.STATUS, status.encode())]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
+            if request.get("tracestate"):
+                headers.append((h.TRACESTATE, str(request["tracestate"]).encode()))
         return Outbound(
             topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers
         )
@@ -212,6 +218,9 @@ class Outcomes:
         ]
         if request_id:
             context.append((h.REQUEST_ID, str(request_id).encode()))
+        # The DLQ record carries the failing hop's trace context (the original's is kept in
+        # original_headers, which a replay links to).
+        tracing.inject(context)
         key = msg.key()
         try:
             delivered = await self.producer.send(

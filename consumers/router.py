@@ -204,7 +204,10 @@ class Router:
             (h.SPECIALIST, specialist.encode()),
         ]
         if request.get("traceparent"):
+            # With tracing on, the runtime's hook puts this hop's own context here instead.
             headers.append((h.TRACEPARENT, request["traceparent"].encode()))
+            if request.get("tracestate"):
+                headers.append((h.TRACESTATE, request["tracestate"].encode()))
         headers += carried  # a replayed request that fails for good is parked
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A loopback fake of the Anthropic Messages and Batches API.",
         epilog="Fault spec: HEAD[:OPTION]..., e.g. 429:retry-after-ms=200:count=3, 529:sticky, "
         "400:match=POISON, spend-limit, timeout:seconds=5, drop, refusal. Control API: "
-        "GET /_fake/stats, POST /_fake/script, /_fake/reset, /_fake/latency, /_fake/limits.",
+        "GET /_fake/stats, POST /_fake/script, /_fake/reset, /_fake/latency, /_fake/limits, "
+        "/_fake/batch-items.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Final, TypedDict, Unpack
 
@@ -94,6 +94,13 @@ class FakeAnthropic:
 
     def reset(self) -> None:
         self.state.reset()
+
+    def script_batch_items(self, outcomes: Mapping[str, str | Sequence[str]]) -> None:
+        """Give the next results of these batch items (by ``custom_id``) these outcomes."""
+        self.state.script_batch_items(outcomes)
+
+    def set_batch_seconds(self, seconds: float) -> None:
+        self.state.set_batch_seconds(seconds)
 
     # Serving.
 

@@ -82,13 +82,86 @@ def usage_json(
     }
 
 
-def message_json(model: str, reply: Reply, usage: dict[str, Any]) -> dict[str, Any]:
+def forced_tool(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool a request forces (``tool_choice`` of type ``tool`` or ``any``), if it has one."""
+    choice, tools = params.get("tool_choice"), params.get("tools")
+    if not isinstance(choice, dict) or not isinstance(tools, list):
+        return None
+    named = [tool for tool in tools if isinstance(tool, dict) and isinstance(tool.get("name"), str)]
+    if choice.get("type") == "tool":
+        return next((tool for tool in named if tool["name"] == choice.get("name")), None)
+    return named[0] if choice.get("type") == "any" and named else None
+
+
+def compose_tool_reply(
+    params: dict[str, Any], tool: dict[str, Any]
+) -> tuple[Reply, dict[str, Any]]:
+    """A forced tool call: an ``input`` that meets the tool's ``input_schema`` (every property
+    filled, one item per array, strings carrying the request's ``ref``), deterministic per request.
+    """
+    ref = digest(params.get("model"), params.get("system"), params.get("messages"))[:12]
+    given = tool.get("input_schema")
+    schema: dict[str, Any] = given if isinstance(given, dict) else {}
+    tool_input = schema_instance(schema, schema.get("$defs", {}), f"fake {ref}")
+    block = {
+        "type": "tool_use",
+        "id": "toolu_fake_" + secrets.token_hex(12),
+        "name": tool["name"],
+        "input": tool_input,
+    }
+    return Reply("", "tool_use", estimate_tokens(json.dumps(tool_input))), block
+
+
+def schema_instance(schema: Any, defs: dict[str, Any], text: str, depth: int = 0) -> Any:
+    """A value that validates against ``schema`` (the JSON Schema subset pydantic emits)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    if "$ref" in schema:
+        return schema_instance(defs.get(schema["$ref"].rsplit("/", 1)[-1]), defs, text, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for union in ("anyOf", "oneOf", "allOf"):
+        if schema.get(union):
+            return schema_instance(schema[union][0], defs, text, depth + 1)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {
+            name: schema_instance(sub, defs, f"{text} {name}", depth + 1)
+            for name, sub in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        return [schema_instance(schema.get("items", {}), defs, text, depth + 1)]
+    if kind in ("integer", "number"):
+        low = float(schema.get("minimum") or schema.get("exclusiveMinimum") or 0)
+        high = float(schema.get("maximum") or low + 1)
+        number = low if "exclusiveMinimum" not in schema else (low + high) / 2
+        return int(number) if kind == "integer" else number
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    shortest: int = schema.get("minLength", 0)
+    longest: int | None = schema.get("maxLength")
+    value = text.ljust(shortest, "x")
+    return value[:longest] if longest is not None else value
+
+
+def message_json(
+    model: str,
+    reply: Reply,
+    usage: dict[str, Any],
+    *,
+    content: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The Message; ``content`` replaces the single text block of ``reply`` (a tool call)."""
     message: dict[str, Any] = {
         "id": "msg_fake_" + secrets.token_hex(12),
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": reply.text}],
+        "content": content if content is not None else [{"type": "text", "text": reply.text}],
         "stop_reason": reply.stop_reason,
         "stop_sequence": None,
         "usage": usage,
@@ -111,15 +184,22 @@ def stream_events(message: dict[str, Any], *, chunk_chars: int = 48) -> Iterator
     start.pop("stop_details", None)
     yield _frame("message_start", {"type": "message_start", "message": start})
     for index, block in enumerate(message["content"]):
+        tool = block["type"] == "tool_use"  # a tool call streams its input as JSON fragments
+        empty = {**block, "input": {}} if tool else {**block, "text": ""}
         yield _frame(
             "content_block_start",
-            {"type": "content_block_start", "index": index, "content_block": {**block, "text": ""}},
+            {"type": "content_block_start", "index": index, "content_block": empty},
         )
         if index == 0:
             yield _frame("ping", {"type": "ping"})
-        text = block["text"]
+        text = json.dumps(block["input"]) if tool else block["text"]
         for at in range(0, len(text), chunk_chars):
-            delta = {"type": "text_delta", "text": text[at : at + chunk_chars]}
+            piece = text[at : at + chunk_chars]
+            delta = (
+                {"type": "input_json_delta", "partial_json": piece}
+                if tool
+                else {"type": "text_delta", "text": piece}
+            )
             event = {"type": "content_block_delta", "index": index, "delta": delta}
             yield _frame("content_block_delta", event)
         yield _frame("content_block_stop", {"type": "content_block_stop", "index": index})

@@ -49,6 +49,7 @@ def build_app(state: FakeState) -> web.Application:
     routes.add_post("/_fake/reset", control_reset)
     routes.add_post("/_fake/latency", control_latency)
     routes.add_post("/_fake/limits", control_limits)
+    routes.add_post("/_fake/batch-items", control_batch_items)
     return app
 
 
@@ -336,3 +337,20 @@ async def control_limits(request: web.Request) -> web.Response:
         raise ApiError(400, "rpm, tpm: give positive integers or null")
     request.app[STATE].set_rate_limits(**limits)
     return web.json_response(limits)
+
+
+async def control_batch_items(request: web.Request) -> web.Response:
+    """``{"outcomes": {CUSTOM_ID: OUTCOME or [OUTCOME...]}, "seconds": S}``: script batch items
+    (``FakeState.script_batch_items``) and, with ``seconds``, how long new batches take."""
+    body = await _read_json(request)
+    state = request.app[STATE]
+    outcomes, seconds = body.get("outcomes", {}), body.get("seconds")
+    try:
+        if not isinstance(outcomes, dict):
+            raise ValueError("outcomes: give an object of custom_id -> outcome(s)")
+        state.script_batch_items(outcomes)
+        if seconds is not None:
+            state.set_batch_seconds(float(seconds))
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, str(exc)) from None
+    return web.json_response({"scripted": len(outcomes), "batch_seconds": state.batch_seconds})

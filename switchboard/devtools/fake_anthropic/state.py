@@ -11,10 +11,10 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from switchboard.devtools.fake_anthropic.batches import Batch, BatchStore
 from switchboard.devtools.fake_anthropic.faults import ApiError, Fault, FaultPlan
@@ -27,7 +27,17 @@ from switchboard.devtools.fake_anthropic.prompts import (
     split_prompt,
 )
 from switchboard.devtools.fake_anthropic.ratelimit import Admission, RateLimiter
-from switchboard.devtools.fake_anthropic.replies import compose_reply, message_json, usage_json
+from switchboard.devtools.fake_anthropic.replies import (
+    compose_reply,
+    compose_tool_reply,
+    forced_tool,
+    message_json,
+    usage_json,
+)
+
+#: What ``script_batch_items`` can make a batch item's result: ``errored`` is a 500
+#: ``api_error`` (worth resubmitting), ``invalid`` a 400 ``invalid_request_error``.
+BATCH_OUTCOMES: Final = ("succeeded", "errored", "invalid", "expired", "canceled")
 
 Latency = float | tuple[float, float]
 """Milliseconds per call: fixed, or (lo, hi) drawn uniformly for each call."""
@@ -70,7 +80,9 @@ class FakeStats:
     ``calls_by_key`` counts ``/v1/messages`` calls per request key (``metadata.user_id``, else a
     hash of the messages); ``billed_by_key`` counts the ones the model ran for, batch items
     included, so a test can prove a prompt was never billed twice. ``calls`` is the newest
-    ``log_limit`` records.
+    ``log_limit`` records. ``batches_created`` counts Message Batches created and
+    ``batched_by_custom_id`` how many created batches carried each ``custom_id``, so a test can
+    prove a resumed job submitted nothing twice.
     """
 
     total_calls: int
@@ -80,6 +92,8 @@ class FakeStats:
     max_in_flight: int
     queued_faults: int
     calls: tuple[CallRecord, ...]
+    batches_created: int = 0
+    batched_by_custom_id: dict[str, int] = field(default_factory=dict)
 
     def status_counts(self) -> Counter[int]:
         return Counter(record.status for record in self.calls)
@@ -114,6 +128,8 @@ class _Counts:
     max_in_flight: int = 0
     calls_by_key: Counter[str] = field(default_factory=Counter)
     billed_by_key: Counter[str] = field(default_factory=Counter)
+    batches_created: int = 0
+    batched_by_custom_id: Counter[str] = field(default_factory=Counter)
 
 
 class FakeState:
@@ -147,6 +163,7 @@ class FakeState:
         self._cache = PromptCache()
         self._batches = BatchStore()
         self._counts = _Counts()
+        self._batch_outcomes: dict[str, deque[str]] = {}
         self._log: deque[CallRecord] = deque(maxlen=log_limit)
         self.script(*faults)
 
@@ -170,6 +187,33 @@ class FakeState:
     def clear_faults(self) -> None:
         with self._lock:
             self._plan.clear()
+            self._batch_outcomes.clear()
+
+    def script_batch_items(self, outcomes: Mapping[str, str | Sequence[str]]) -> None:
+        """Script batch items by ``custom_id``: the outcomes its next results take, in order
+        (one of ``BATCH_OUTCOMES``); afterwards the item is answered as usual. The same item
+        may be scripted again, so ``{"a": ["errored", "expired"]}`` fails it in two batches."""
+        scripted = {
+            custom_id: [wanted] if isinstance(wanted, str) else list(wanted)
+            for custom_id, wanted in outcomes.items()
+        }
+        for custom_id, wanted in scripted.items():
+            unknown = sorted(set(wanted) - set(BATCH_OUTCOMES))
+            if unknown:
+                raise ValueError(
+                    f"batch item {custom_id!r}: outcome {unknown[0]!r}; use one of "
+                    + ", ".join(BATCH_OUTCOMES)
+                )
+        with self._lock:
+            for custom_id, wanted in scripted.items():
+                self._batch_outcomes.setdefault(custom_id, deque()).extend(wanted)
+
+    def set_batch_seconds(self, seconds: float) -> None:
+        """How long batches created from now on stay in progress."""
+        if seconds < 0:
+            raise ValueError(f"batch seconds {seconds!r}: use 0 or more")
+        with self._lock:
+            self.batch_seconds = seconds
 
     def reset(self) -> None:
         """Forget faults, counters, the log, cached prefixes, rate buckets and batches."""
@@ -178,6 +222,7 @@ class FakeState:
             self._cache.clear()
             self._limiter.clear()
             self._batches.clear()
+            self._batch_outcomes.clear()
             self._log.clear()
             in_flight = self._counts.in_flight
             self._counts = _Counts(in_flight=in_flight, max_in_flight=in_flight)
@@ -193,6 +238,8 @@ class FakeState:
                 max_in_flight=counts.max_in_flight,
                 queued_faults=self._plan.queued,
                 calls=tuple(self._log),
+                batches_created=counts.batches_created,
+                batched_by_custom_id=dict(counts.batched_by_custom_id),
             )
 
     # One call, from the server's loop.
@@ -270,14 +317,21 @@ class FakeState:
         refusal: bool = False,
         service_tier: str = "standard",
     ) -> dict[str, Any]:
-        """The Message for ``params``; records the cached prefix as written or read."""
+        """The Message for ``params`` (a ``tool_use`` block when a tool is forced); records the
+        cached prefix as written or read."""
         with self._lock:
             hit = self._cache_hit(split, touch=True)
-        reply = compose_reply(params, refusal=refusal)
+        tool = None if refusal else forced_tool(params)
+        content = None
+        if tool is not None:
+            reply, block = compose_tool_reply(params, tool)
+            content = [block]
+        else:
+            reply = compose_reply(params, refusal=refusal)
         usage = usage_json(
             split, cache_hit=hit, output_tokens=reply.output_tokens, service_tier=service_tier
         )
-        return message_json(str(params.get("model")), reply, usage)
+        return message_json(str(params.get("model")), reply, usage, content=content)
 
     def _cache_hit(self, split: PromptSplit, *, touch: bool) -> bool | None:
         """None when nothing is cacheable (no breakpoint, or a prefix below the minimum)."""
@@ -292,6 +346,8 @@ class FakeState:
 
     def create_batch(self, requests: list[dict[str, Any]]) -> Batch:
         with self._lock:
+            self._counts.batches_created += 1
+            self._counts.batched_by_custom_id.update(item["custom_id"] for item in requests)
             return self._batches.add(requests, now=time.time(), processing_s=self.batch_seconds)
 
     def batch(self, batch_id: str) -> Batch | None:
@@ -332,11 +388,28 @@ class FakeState:
 
     def _batch_line(self, request: dict[str, Any], *, canceled: bool) -> dict[str, Any]:
         custom_id, params = request["custom_id"], request["params"]
-        if canceled:
+        with self._lock:
+            scripted = self._batch_outcomes.get(custom_id)
+            outcome = scripted.popleft() if scripted else None
+        if canceled or outcome == "canceled":
             return {"custom_id": custom_id, "result": {"type": "canceled"}}
+        if outcome == "expired":
+            return {"custom_id": custom_id, "result": {"type": "expired"}}
+        if outcome in ("errored", "invalid"):
+            error = (
+                ApiError(400, f"requests.{custom_id}: scripted invalid request.")
+                if outcome == "invalid"
+                else ApiError(500, "Scripted fault: an internal error while processing the item.")
+            )
+            body = {"type": "error", "error": error.error_object(), "request_id": None}
+            return {"custom_id": custom_id, "result": {"type": "errored", "error": body}}
         key = request_key(params)
         with self._lock:
-            fault = self._plan.pick(last_user_text(params.get("messages")), key, use_queue=False)
+            fault = (
+                None
+                if outcome == "succeeded"
+                else self._plan.pick(last_user_text(params.get("messages")), key, use_queue=False)
+            )
         result: dict[str, Any]
         if fault is None or fault.kind == "refusal":
             self.bill(key)
