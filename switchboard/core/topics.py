@@ -50,6 +50,9 @@ class TopicRole(StrEnum):
     """Compacted ledger of dead letters an operator acknowledged (``dlq purge``)."""
     STATUS = "status"
     """Compacted: each pipeline process's latest status report, keyed by process id."""
+    REVIEW_BATCHES = "review-batches"
+    """Compacted: each Message Batch of a ``--batch-api`` review job (id, items, state), keyed
+    by batch id, so a restarted job resumes polling instead of resubmitting."""
 
 
 class GroupRole(StrEnum):
@@ -109,6 +112,17 @@ class Topics:
     def status(self) -> str:
         """Every process's latest status report (compacted, keyed by process id)."""
         return f"{self.prefix}.status"
+
+    @property
+    def review_batches(self) -> str:
+        """The ledger of ``--batch-api`` review jobs' Message Batches (compacted, by batch id)."""
+        return f"{self.prefix}.review.batches"
+
+    def review_batches_spec(self, retention_ms: int) -> TopicSpec:
+        """The batch ledger: compacted (latest state per batch), deleted after ``retention_ms``
+        (the API keeps results 29 days). Created by the batch job, not by ``topics ensure``."""
+        config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+        return TopicSpec(TopicRole.REVIEW_BATCHES, self.review_batches, config)
 
     def tasks(self, specialist: str) -> str:
         return f"{self.prefix}.tasks.{specialist}"
