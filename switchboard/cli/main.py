@@ -26,7 +26,8 @@ SUMMARY = (
 #: is still listed, under "other commands".
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("run the pipeline", ("demo", "up", "router", "relay", "worker")),
-    ("send requests, wait for answers", ("submit",)),
+    ("send requests, wait for answers", ("submit", "result")),
+    ("batch review", ("review",)),
     ("topics", ("topics",)),
     ("local Kafka broker", ("kafka",)),
     ("dead-letter queue", ("dlq",)),
@@ -57,7 +58,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def build_parser() -> OneLineParser:
-    from switchboard.cli import dlq, kafka_cmds, pipeline_cmds
+    from switchboard.cli import dlq, kafka_cmds, pipeline_cmds, review_cmds
 
     parser = OneLineParser(
         prog="switchboard",
@@ -91,6 +92,7 @@ def build_parser() -> OneLineParser:
     kafka_cmds.register(sub)
     pipeline_cmds.register(sub)
     dlq.register(sub)
+    review_cmds.register(sub)
     parser.description = f"{SUMMARY}\n\n{command_overview(sub)}"
     return parser
 
