@@ -37,6 +37,8 @@ class Answer:
     usage: dict[str, int] | None = None
     cost_micro_usd: int = 0
     model_ms: int = 0
+    #: Why the model stopped (its ``stop_reason``: end_turn, max_tokens, refusal, ...).
+    finish_reason: str | None = None
 
 
 class SpecialistBackend(Protocol):
@@ -98,6 +100,10 @@ class ClaudeBackend:
 
     name = "claude"
 
+    def model_for(self, specialist: str) -> str:
+        """The model id a request for ``specialist`` is sent to."""
+        return self._models[specialist]
+
     def __init__(
         self,
         client: AsyncAnthropic,
@@ -148,6 +154,7 @@ class ClaudeBackend:
             usage=usage,
             cost_micro_usd=cost_micro_usd(model, usage),
             model_ms=model_ms,
+            finish_reason=message.stop_reason,
         )
 
     async def _review(
