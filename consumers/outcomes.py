@@ -18,8 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumers.runtime.message import Record, Sink
 from switchboard.core import headers as h
-from switchboard.core import tracing
-from switchboard.core import metrics
+from switchboard.core import metrics, tracing
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.trace import SpanKind, Tracer
+
 from consumers.answered import AnsweredLedger
 from consumers.outcomes import Outcomes, history_from, now_ms
 from consumers.resilience.breaker import CircuitBreaker
@@ -27,6 +29,7 @@ from consumers.runtime.failures import FailureStrategy, RecordFailed
 from consumers.specialists.backends import Answer, SpecialistBackend
 from consumers.status.usage import UsageTotals
 from switchboard.core import headers as h
+from switchboard.core import tracing
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import classify
 from switchboard.core.errors import DecodeError
@@ -67,6 +70,9 @@ class SpecialistWorker:
         self._answer_now: Callable[[str, str, Mapping[str, Any]], Answer] | None = getattr(
             backend, "answer_now", None
         )
+        #: Model calls get a ``chat <model>`` span (a child of the record's) when tracing is on
+        #: and a model answers; asked once here, so tracing off costs nothing per call.
+        self._tracer = tracing.tracer() if backend.name == "claude" else None
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -212,6 +218,38 @@ class SpecialistWorker:
 
     async def _call(self, request: Mapping[str, Any]) -> Answer:
         """The model call, once ``_admitted`` took the breaker's admission."""
+        if self._tracer is not None:
+            return await self._traced_call(self._tracer, request)
+        return await self._call_backend(request)
+
+    async def _traced_call(self, tracer: Tracer, request: Mapping[str, Any]) -> Answer:
+        """``_call_backend`` in a ``chat <model>`` span with the GenAI attributes (prompt and
+        answer only with ``SWITCHBOARD_TRACE_CONTENT``)."""
+        model_for = getattr(self._backend, "model_for", None)
+        model = model_for(self.specialist) if model_for is not None else None
+        attrs = tracing.gen_ai_attributes(request_model=model, response_model=None)
+        with tracer.start_as_current_span(
+            f"chat {model or self.specialist}", kind=SpanKind.CLIENT, attributes=attrs
+        ) as span:
+            try:
+                answer = await self._call_backend(request)
+            except Exception as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            reasons = [answer.finish_reason] if answer.finish_reason else []
+            span.set_attributes(
+                tracing.gen_ai_attributes(
+                    request_model=model,
+                    response_model=answer.model,
+                    finish_reasons=reasons,
+                    usage=answer.usage,
+                )
+            )
+            if tracing.record_content():
+                span.set_attributes(tracing.content_attributes(request["prompt"], answer.content))
+            return answer
+
+    async def _call_backend(self, request: Mapping[str, Any]) -> Answer:
         try:
             self.model_calls += 1
             if self._limiter is None:
