@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from consumers.answered import AnsweredIndex
+from consumers.health import BEAT_INTERVAL_S, ProcessHealth
 from consumers.outcomes import Outcomes, Stage
 from consumers.relay import RetryRelay
 from consumers.resilience.breaker import BreakerState, CircuitBreaker
@@ -24,7 +25,9 @@ from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter
 from consumers.router import Router, RouterRules
 from consumers.runtime import ConsumerRuntime, Handler, RuntimeConfig
 from consumers.runtime.failures import FailureStrategy
+from consumers.runtime.lag import LagMonitor
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
+from consumers.specialists.instrumented import InstrumentedBackend
 from consumers.status.publisher import ProcessIdentity, StatusPublisher
 from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
@@ -87,6 +90,12 @@ class Pipeline:
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
         self._index_syncs: set[asyncio.Task[None]] = set()
+        #: What /healthz and /readyz report (``switchboard.core.ops_http`` reads it).
+        self.health = ProcessHealth(
+            stale_after_s=self.settings.health_stale_s,
+            broker_stale_after_s=3 * self.settings.lag_interval_s,
+        )
+        self.lag: LagMonitor | None = None
         self.policy = RetryPolicy(
             self.topics,
             max_attempts=self.settings.max_attempts,
@@ -209,7 +218,11 @@ class Pipeline:
             codec=self.codec,
             outcomes=failures.outcomes,
             index=self.index,
-            backend=self.backend_factory(self.settings, limiter),
+            backend=InstrumentedBackend(
+                self.backend_factory(self.settings, limiter),
+                specialist,
+                self.settings.models[specialist],
+            ),
             failures=failures,
             breaker=CircuitBreaker(
                 name=f"{specialist}:{self.settings.models[specialist]}",
@@ -220,6 +233,7 @@ class Pipeline:
             limiter=limiter,
         )
         self.workers[specialist] = worker
+        _export_breaker_state(worker.breaker.name, worker.breaker.state)
         return self._runtime(role, [self.topics.tasks(specialist)], worker.handle, failures, cap)
 
     def add_relay(self) -> ConsumerRuntime:
@@ -247,11 +261,14 @@ class Pipeline:
     async def run(self, **bounds: Any) -> None:
         """Run every added consumer until stopped (or until ``bounds`` end them)."""
         status = self._start_status()
+        watch = asyncio.create_task(self._watch(), name="health-and-lag")
         clean = False
         try:
             await asyncio.gather(*(r.run(**bounds) for r in self.runtimes.values()))
             clean = True
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await self._stop_status(status, clean=clean)
             await self.close()
 
@@ -284,6 +301,37 @@ class Pipeline:
         await asyncio.gather(task, return_exceptions=True)
         if clean:
             await publisher.tombstone()
+
+    # --- health, readiness and lag (served by switchboard.core.ops_http) -------------------
+    async def _watch(self) -> None:
+        """Beat and evaluate readiness every second on the loop; read lag every
+        ``lag_interval_s`` off it (admin round trips block), one refresh at a time."""
+        self.lag = LagMonitor(self.kafka)
+        refreshing: asyncio.Task[object] | None = None
+        next_lag = 0.0
+        try:
+            while True:
+                self.health.beat()
+                now = time.monotonic()
+                if now >= next_lag and (refreshing is None or refreshing.done()):
+                    next_lag = now + self.settings.lag_interval_s
+                    assignments = {
+                        r.config.group_id: r.assignment for r in self.runtimes.values()
+                    }
+                    refreshing = asyncio.ensure_future(
+                        asyncio.to_thread(self.lag.refresh, assignments)
+                    )
+                self.health.evaluate(
+                    self.runtimes,
+                    index=self._index,
+                    breakers={name: w.breaker for name, w in self.workers.items()},
+                    broker_ok_at=self.lag.last_ok,
+                    broker_error=self.lag.last_error,
+                )
+                await asyncio.sleep(BEAT_INTERVAL_S)
+        finally:
+            if refreshing is not None:
+                refreshing.cancel()
 
     async def close(self) -> None:
         for task in self._index_syncs:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, assert_never
 
 from consumers.outcomes import Attempt, Outcomes, history_header, now_ms, replay_headers
 from consumers.runtime.message import Record
 from switchboard.core import headers as h
+from switchboard.core import metrics
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure, classify
 from switchboard.core.errors import SwitchboardError
@@ -86,6 +87,10 @@ class FailureStrategy:
     outcomes: Outcomes
     policy: RetryPolicy
     clock_ms: Callable[[], int] = now_ms
+    _metrics: _FailureMetrics = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_metrics", _FailureMetrics(str(self.outcomes.stage)))
 
     def decide(self, failure: Failure, *, attempt: int, deadline_ms: int | None) -> Decision:
         """The policy's decision after attempt ``attempt`` (1-based) failed with ``failure``."""
@@ -106,7 +111,11 @@ class FailureStrategy:
         else:
             group = self.outcomes.consumer_group
             log.error("%s: handler failed on %s", group, _where(msg), exc_info=exc)
-        return await self.outcomes.fail(msg, classify(exc))
+        failure = classify(exc)
+        self._metrics.decided("dead")
+        outputs = await self.outcomes.fail(msg, failure)
+        self._metrics.dead_letter(failure)
+        return outputs
 
     async def write(self, msg: Record, failed: RecordFailed) -> list[Outbound]:
         """What ``failed``'s decision writes (the table in the module docstring)."""
@@ -115,13 +124,14 @@ class FailureStrategy:
         if decision is None:
             assert failure is not None  # RecordFailed's constructor guarantees it
             decision = self.decide(failure, attempt=failed.attempt, deadline_ms=failed.deadline_ms)
+        self._metrics.decided(type(decision).__name__.lower())
         match decision:
             case Retry():
                 assert failure is not None and failed.request is not None
                 return [self._retry_record(msg, failed, failure, decision, counted=True)]
             case Dead():
                 assert failure is not None
-                return await self.outcomes.fail(
+                outputs = await self.outcomes.fail(
                     msg,
                     failure,
                     request=failed.request,
@@ -129,6 +139,8 @@ class FailureStrategy:
                     specialist=failed.specialist,
                     attempts=failed.attempt,
                 )
+                self._metrics.dead_letter(failure)
+                return outputs
             case Expire():
                 assert failed.request is not None
                 return [
@@ -188,7 +200,40 @@ class FailureStrategy:
         ]
         retried = dict(failed.request, attempt=attempt)
         value = self.outcomes.codec.encode(REQUEST, retried, retry.topic)
+        self._metrics.retried(retry.topic, failure)
         return Outbound(retry.topic, value, msg.key(), headers)
+
+
+class _FailureMetrics:
+    """The failure path's counters of one stage, bound once per label value seen (the
+    label sets are small: decisions, retry tiers, error classes)."""
+
+    def __init__(self, stage: str) -> None:
+        self._stage = stage
+        self._decisions: dict[str, Any] = {}
+        self._dead: dict[str, Any] = {}
+        self._retries: dict[tuple[str, str], Any] = {}
+
+    def decided(self, decision: str) -> None:
+        child = self._decisions.get(decision)
+        if child is None:
+            child = self._decisions[decision] = metrics.DECISIONS.labels(self._stage, decision)
+        child.inc()
+
+    def dead_letter(self, failure: Failure) -> None:
+        cls = str(failure.error_class)
+        child = self._dead.get(cls)
+        if child is None:
+            child = self._dead[cls] = metrics.DEAD_LETTERS.labels(self._stage, cls)
+        child.inc()
+
+    def retried(self, topic: str, failure: Failure) -> None:
+        key = (topic, str(failure.error_class))
+        child = self._retries.get(key)
+        if child is None:
+            tier = topic.rsplit(".", 1)[-1]  # "<prefix>.retry.10s" -> "10s"
+            child = self._retries[key] = metrics.RETRIES.labels(self._stage, tier, key[1])
+        child.inc()
 
 
 def _where(msg: Record) -> str:

@@ -200,6 +200,8 @@ class ConsumerRuntime:
         self._dirty: list[Context] = []
         #: Set once this member holds at least one partition (tests and the demo wait on it).
         self.assigned = asyncio.Event()
+        #: When the latest assignment arrived (monotonic; 0.0 before the first).
+        self.assigned_at = 0.0
         #: This member's id in its group, as of its latest assignment (read on the poll
         #: thread, where the consumer is safe to call); None before the first.
         self.member_id: str | None = None
@@ -558,6 +560,8 @@ class ConsumerRuntime:
         self.stats.rebalances += 1
         self._m_rebalances.inc()
         now = time.monotonic()
+        if tps:
+            self.assigned_at = now
         for tp in tps:
             self._parts[tp] = Context(tp[0], tp[1], assigned_at=now)
         self._m_assigned.set(len(self._parts))

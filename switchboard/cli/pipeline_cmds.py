@@ -203,14 +203,18 @@ def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int
     _ensure_topics(settings, kafka)
     log = logging.getLogger("switchboard")
     log.info("settings: %s", json.dumps(settings.masked(), sort_keys=True))
-    if settings.metrics_port:
-        from switchboard.core.metrics import serve_metrics
-
-        serve_metrics(settings.metrics_port)
-        log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
 
     async def main() -> None:
         pipeline = Pipeline(settings, kafka)
+        if settings.metrics_port:
+            # One server per process: /metrics, /healthz and /readyz on the metrics port.
+            from switchboard.core.ops_http import OpsServer
+
+            server = OpsServer(
+                settings.metrics_port, settings.metrics_addr,
+                health=pipeline.health.health, ready=pipeline.health.readiness,
+            ).start()  # fmt: skip
+            log.info("metrics, /healthz and /readyz on %s", server.url)
         for role in roles:
             if role == "router":
                 pipeline.add_router()

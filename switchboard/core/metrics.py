@@ -1,35 +1,265 @@
-"""Prometheus metrics, defined once. Components bind their labels at construction, so the hot
-path only increments (no label lookups per record)."""
+"""Prometheus metrics, defined once: every family a Switchboard process exports.
+
+Components bind their labels at construction (``.labels(...)`` once, kept as attributes), so
+the hot path only increments; where a label is only known per record (a response's status, a
+model id), the bound children are cached in a small dict (``ResponseMetrics``,
+``ModelMetrics``), never looked up through ``.labels()`` per record.
+
+Names follow Prometheus conventions (base units in names, ``_total`` counters) and mirror the
+OpenTelemetry GenAI metrics where they exist (``gen_ai_client_operation_duration_seconds``,
+``gen_ai_client_token_usage``). Labels have bounded values: group and topic names, partition
+numbers, specialists, statuses, error classes and codes, model ids from the settings; never
+request ids, tenants or error messages.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from collections.abc import Mapping
+from typing import Final
 
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.registry import CollectorRegistry
+
+from switchboard.core.settings import SPECIALISTS
+
+#: Latency buckets, seconds: 5 ms to 60 s, straddling both the router's few milliseconds and
+#: the pipeline's SLO (e2e p99 under 30 s with model calls, see infra/prometheus/rules).
+LATENCY_BUCKETS_S: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+#: OpenTelemetry's recommended buckets for ``gen_ai.client.token.usage`` (powers of 4).
+TOKEN_BUCKETS: Final = tuple(float(4**n) for n in range(0, 14))
+
+# --- the consumer runtime (per consumer group) ----------------------------------------------
 RECORDS = Counter(
     "switchboard_records_total", "Records a consumer group member finished handling.", ["group"]
 )
-IN_FLIGHT = Gauge("switchboard_in_flight", "Handlers running now.", ["group"])
-PAUSED = Gauge("switchboard_paused_partitions", "Partitions paused by backpressure.", ["group"])
+IN_FLIGHT = Gauge(
+    "switchboard_in_flight", "Handlers running now (slow path; fast-path records take none).",
+    ["group"],
+)  # fmt: skip
+PAUSED = Gauge("switchboard_paused_partitions", "Partitions paused by backpressure now.", ["group"])
+ASSIGNED = Gauge("switchboard_assigned_partitions", "Partitions this member holds.", ["group"])
 REBALANCES = Counter("switchboard_rebalances_total", "Assignments and revocations.", ["group"])
+CONSUMER_LAG = Gauge(
+    "switchboard_consumer_lag_records",
+    "High watermark minus the group's committed offset, per partition this member holds "
+    "(read through the admin API, so it stays right while a partition is paused).",
+    ["group", "topic", "partition"],
+)
+LAG_SCRAPE_ERRORS = Counter(
+    "switchboard_consumer_lag_errors_total", "Lag refreshes that failed (broker unreachable)."
+)
+LOOP_HEARTBEAT = Gauge(
+    "switchboard_loop_heartbeat_timestamp_seconds",
+    "Unix time the process's event loop last turned (what /healthz checks).",
+)
+
+# --- outcomes ----------------------------------------------------------------------------------
 RESPONSES = Counter(
-    "switchboard_responses_total", "Terminal responses written, by status.", ["stage", "status"]
+    "switchboard_responses_total",
+    "Terminal responses written, by stage, specialist and status.",
+    ["stage", "specialist", "status"],
 )
 DEAD_LETTERS = Counter(
     "switchboard_dead_letters_total", "Records written to the DLQ.", ["stage", "error_class"]
 )
+RETRIES = Counter(
+    "switchboard_retries_total",
+    "Records sent to a retry tier, by tier and error class.",
+    ["stage", "tier", "error_class"],
+)
+DECISIONS = Counter(
+    "switchboard_failure_decisions_total",
+    "Failure-strategy decisions: retry, dead, expire, drop, halt.",
+    ["stage", "decision"],
+)
+STAGE_SECONDS = Histogram(
+    "switchboard_stage_duration_seconds",
+    "Time a request spent per stage (route, queue, model, worker), from its response.",
+    ["stage", "specialist"],
+    buckets=LATENCY_BUCKETS_S,
+)
+E2E_SECONDS = Histogram(
+    "switchboard_e2e_duration_seconds",
+    "Request created (client) to terminal response written (worker).",
+    ["specialist"],
+    buckets=LATENCY_BUCKETS_S,
+)
+
+# --- resilience ----------------------------------------------------------------------------------
 BREAKER_STATE = Gauge(
     "switchboard_breaker_state",
     "Circuit breaker per specialist model: 0 closed, 1 open, 2 half-open.",
     ["breaker"],
 )
-MODEL_SECONDS = Histogram(
-    "switchboard_model_seconds",
-    "Model call latency.",
-    ["specialist", "backend"],
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+
+# --- model calls -----------------------------------------------------------------------------------
+MODEL_CALLS = Counter(
+    "switchboard_model_calls_total",
+    "Model calls by outcome: answered, refused, error.",
+    ["specialist", "model", "outcome"],
+)
+MODEL_ERRORS = Counter(
+    "switchboard_model_errors_total",
+    "Failed model calls by error class and code (rate_limited is HTTP 429).",
+    ["specialist", "model", "error_class", "code"],
+)
+MODEL_DURATION = Histogram(
+    "gen_ai_client_operation_duration_seconds",
+    "Model call duration (OpenTelemetry gen_ai.client.operation.duration).",
+    ["specialist", "gen_ai_request_model"],
+    buckets=LATENCY_BUCKETS_S,
+)
+TOKEN_USAGE = Histogram(
+    "gen_ai_client_token_usage",
+    "Tokens per call (OpenTelemetry gen_ai.client.token.usage; input counts cache tokens too).",
+    ["specialist", "gen_ai_request_model", "gen_ai_token_type"],
+    buckets=TOKEN_BUCKETS,
+)
+MODEL_TOKENS = Counter(
+    "switchboard_model_tokens_total",
+    "Tokens by type: input, output, cache_read, cache_write.",
+    ["specialist", "model", "type"],
+)
+MODEL_COST = Counter(
+    "switchboard_model_cost_usd_total",
+    "Model spend in US dollars, from usage and published prices.",
+    ["specialist", "model"],
+)
+
+# --- DLQ replay ----------------------------------------------------------------------------------
+REPLAYED = Counter(
+    "switchboard_replay_records_total", "Dead letters replayed: sent, failed.", ["outcome"]
+)
+
+#: A request's specialist as a label: one of the known specialists, "none" when there is none
+#: yet (a rejected request), "other" for anything else a caller wrote.
+_SPECIALIST_LABELS: Final = frozenset(SPECIALISTS)
+#: Stage latencies (``stage_latency_ms`` keys) exported per stage; "total" is the e2e histogram.
+_STAGES: Final = ("route", "queue", "model", "worker")
+#: The usage keys of an ``Answer`` and their token type label.
+_TOKEN_TYPES: Final = (
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read_input_tokens", "cache_read"),
+    ("cache_creation_input_tokens", "cache_write"),
 )
 
 
-def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port`` from a daemon thread."""
-    start_http_server(port, addr=addr)
+def specialist_label(value: object) -> str:
+    """``value`` as a bounded ``specialist`` label value."""
+    if not value:
+        return "none"
+    return value if isinstance(value, str) and value in _SPECIALIST_LABELS else "other"
+
+
+class ResponseMetrics:
+    """Terminal responses and their stage latencies, for one stage's outcomes.
+
+    Children are bound once per (specialist, status) and kept: a dict lookup per response.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self._stage = stage
+        self._responses: dict[tuple[object, str], Counter] = {}
+        self._latency: dict[object, tuple[Histogram, dict[str, Histogram]]] = {}
+
+    def observe(
+        self, specialist: object, status: str, latency_ms: Mapping[str, int] | None = None
+    ) -> None:
+        # Keyed by the bounded label, not the raw value: a caller's free-form specialist must
+        # not grow this cache (or the series) without bound.
+        label = specialist if specialist in _SPECIALIST_LABELS else specialist_label(specialist)
+        child = self._responses.get((label, status))
+        if child is None:
+            child = RESPONSES.labels(self._stage, label, status)
+            self._responses[(label, status)] = child
+        child.inc()
+        if latency_ms:
+            bound = self._latency.get(label)
+            if bound is None:
+                bound = (
+                    E2E_SECONDS.labels(label),
+                    {s: STAGE_SECONDS.labels(s, label) for s in _STAGES},
+                )
+                self._latency[label] = bound
+            e2e, stages = bound
+            for stage, ms in latency_ms.items():
+                if stage == "total":
+                    e2e.observe(ms / 1000)
+                elif (hist := stages.get(stage)) is not None:
+                    hist.observe(ms / 1000)
+
+
+class ModelMetrics:
+    """Model calls of one specialist: outcomes, duration, tokens and cost, per model id."""
+
+    def __init__(self, specialist: str) -> None:
+        self.specialist = specialist
+        self._bound: dict[str, _ModelChildren] = {}
+
+    def children(self, model: str) -> _ModelChildren:
+        bound = self._bound.get(model)
+        if bound is None:
+            bound = self._bound[model] = _ModelChildren(self.specialist, model)
+        return bound
+
+    def error(self, model: str, error_class: str, code: str, seconds: float) -> None:
+        bound = self.children(model)
+        bound.errors.inc()
+        MODEL_ERRORS.labels(self.specialist, model, error_class, code).inc()
+        bound.duration.observe(seconds)
+
+
+class _ModelChildren:
+    """The bound children of one (specialist, model)."""
+
+    def __init__(self, specialist: str, model: str) -> None:
+        self.answered = MODEL_CALLS.labels(specialist, model, "answered")
+        self.refused = MODEL_CALLS.labels(specialist, model, "refused")
+        self.errors = MODEL_CALLS.labels(specialist, model, "error")
+        self.duration = MODEL_DURATION.labels(specialist, model)
+        self.cost = MODEL_COST.labels(specialist, model)
+        self.tokens = [
+            (key, MODEL_TOKENS.labels(specialist, model, kind)) for key, kind in _TOKEN_TYPES
+        ]
+        self.usage_input = TOKEN_USAGE.labels(specialist, model, "input")
+        self.usage_output = TOKEN_USAGE.labels(specialist, model, "output")
+
+    def success(
+        self,
+        *,
+        refused: bool,
+        seconds: float,
+        usage: Mapping[str, int] | None,
+        cost_micro_usd: int,
+    ) -> None:
+        (self.refused if refused else self.answered).inc()
+        self.duration.observe(seconds)
+        if usage:
+            for key, counter in self.tokens:
+                if n := usage.get(key, 0):
+                    counter.inc(n)
+            inputs = (
+                usage.get("input_tokens", 0)
+                + usage.get("cache_read_input_tokens", 0)
+                + usage.get("cache_creation_input_tokens", 0)
+            )
+            self.usage_input.observe(inputs)
+            self.usage_output.observe(usage.get("output_tokens", 0))
+        if cost_micro_usd:
+            self.cost.inc(cost_micro_usd / 1_000_000)
+
+
+def exported_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
+    """Every sample name the registry can export (``_total``, ``_bucket``, ``_sum``, ...)."""
+    names: set[str] = set()
+    for family in registry.collect():
+        names.add(family.name)
+        match family.type:
+            case "counter":
+                names.update({family.name + "_total", family.name + "_created"})
+            case "histogram":
+                names.update(family.name + s for s in ("_bucket", "_sum", "_count", "_created"))
+    return names

@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     instance_id: str | None = None
     #: Serve Prometheus ``/metrics`` on this port (router, worker, relay, up); None: off.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: The metrics server's bind address: loopback on a laptop, 0.0.0.0 in containers (probes
+    #: and Prometheus connect from outside the container).
+    metrics_addr: str = "127.0.0.1"
+    #: ``/healthz`` fails when the event loop has not turned for this long (Kubernetes'
+    #: liveness probe then restarts the container).
+    health_stale_s: float = Field(default=15.0, gt=0)
+    #: How often consumer lag is read through the admin API (also the broker reachability
+    #: check of ``/readyz``, which fails after three intervals without an answer).
+    lag_interval_s: float = Field(default=5.0, gt=0, le=300)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     #: The interpreter's thread switch interval in a pipeline process (``sys.setswitchinterval``;
     #: Python's default is 5 ms). Each consumer and producer has a thread that hands records to
