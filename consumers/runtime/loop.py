@@ -36,8 +36,8 @@ from consumers.runtime.slots import Slots
 from consumers.runtime.tracker import PartitionTracker
 from switchboard.core import metrics
 from switchboard.core.aio_producer import Outbound
-from switchboard.core.classify import classify_kafka
-from switchboard.core.errors import ErrorClass
+from switchboard.core.classify import classify_kafka, kafka_access_problem
+from switchboard.core.errors import ErrorClass, KafkaAccessError
 from switchboard.core.kafka_clients import consumer_config
 from switchboard.core.settings import DEFAULTS
 
@@ -190,6 +190,8 @@ class ConsumerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self._sem = Slots(config.concurrency)
+        #: A refusal by Kafka (credentials, ACL) met while delivering: ``run`` raises it.
+        self._refused: KafkaAccessError | None = None
         # One thread owns every librdkafka consumer call. confluent-kafka serialises a
         # consumer's methods against a poll() in progress, so a store_offsets or pause made on
         # the event loop would block the loop (every runtime of the process) for up to the
@@ -267,6 +269,8 @@ class ConsumerRuntime:
                     break
         finally:
             await self._shutdown()
+        if self._refused is not None:
+            raise self._refused
         return self.stats
 
     def _fetch(self, consumer: Consumer, want: int) -> list[Message]:
@@ -288,6 +292,15 @@ class ConsumerRuntime:
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
+                denied = kafka_access_problem(
+                    err,
+                    operation="Read",
+                    resource=self.config.group_id
+                    if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+                    else msg.topic() or ",".join(self.config.topics),
+                )
+                if denied is not None:  # every poll would be refused alike: stop, say why
+                    raise KafkaAccessError(denied)
                 if err.fatal():
                     raise KafkaException(err)
                 log.warning("consumer error: %s", err)
@@ -452,6 +465,20 @@ class ConsumerRuntime:
                 await self._producer.send_all(outputs)
                 return
             except KafkaException as exc:  # DeliveryError too: a delivery report's error
+                err = exc.args[0] if exc.args else None
+                topics = ",".join(sorted({o.topic for o in outputs}))
+                denied = (
+                    kafka_access_problem(err, operation="Write", resource=topics)
+                    if isinstance(err, KafkaError)
+                    else None
+                )
+                if denied is not None:
+                    # Every record would be refused alike: stop the runtime with that line;
+                    # this record is abandoned like one cancelled at shutdown (never completed,
+                    # so its offset stays uncommitted and it waits in Kafka for the fix).
+                    self._refused = KafkaAccessError(denied)
+                    self.request_stop()
+                    raise asyncio.CancelledError from exc
                 permanent = classify_kafka(exc).error_class is ErrorClass.PERMANENT
                 if permanent and not replaced:
                     # This output can never be written (too large, illegal topic): the record

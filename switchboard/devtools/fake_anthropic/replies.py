@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from switchboard.devtools.fake_anthropic.prompts import (
     digest,
     estimate_tokens,
     last_user_text,
+    text_of,
 )
 
 GIST_CHARS: Final = 160
@@ -102,7 +104,9 @@ def compose_tool_reply(
     ref = digest(params.get("model"), params.get("system"), params.get("messages"))[:12]
     given = tool.get("input_schema")
     schema: dict[str, Any] = given if isinstance(given, dict) else {}
-    tool_input = schema_instance(schema, schema.get("$defs", {}), f"fake {ref}")
+    tool_input = scripted_tool_input(params.get("messages"))
+    if tool_input is None:
+        tool_input = schema_instance(schema, schema.get("$defs", {}), f"fake {ref}")
     block = {
         "type": "tool_use",
         "id": "toolu_fake_" + secrets.token_hex(12),
@@ -110,6 +114,31 @@ def compose_tool_reply(
         "input": tool_input,
     }
     return Reply("", "tool_use", estimate_tokens(json.dumps(tool_input))), block
+
+
+#: ``FAKE_TOOL_INPUT: {json}`` in any user turn: every forced tool call of the conversation
+#: answers with that input (valid or not); ``FAKE_TOOL_INPUT_ONCE: {json}`` only while it is in
+#: the last user turn, so a retry that answers with a tool result gets a schema instance.
+_TOOL_INPUT_MARKER: Final = re.compile(r"FAKE_TOOL_INPUT(_ONCE)?:\s*(\{.*\})\s*$", re.MULTILINE)
+
+
+def scripted_tool_input(messages: object) -> Any:
+    """The tool input a prompt scripts with a ``FAKE_TOOL_INPUT`` marker, else None."""
+    last = last_user_text(messages)
+    users = [
+        text_of(m.get("content"))
+        for m in (messages if isinstance(messages, list) else [])
+        if isinstance(m, dict) and m.get("role") == "user"
+    ]
+    for text in [last, *users]:
+        for match in _TOOL_INPUT_MARKER.finditer(text):
+            if match.group(1) and text is not last:
+                continue
+            try:
+                return json.loads(match.group(2))
+            except ValueError:
+                return match.group(2)  # not JSON: handed over as a string, as a bad model might
+    return None
 
 
 def schema_instance(schema: Any, defs: dict[str, Any], text: str, depth: int = 0) -> Any:
