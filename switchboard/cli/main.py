@@ -26,6 +26,7 @@ SUMMARY = (
 #: is still listed, under "other commands".
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("run the pipeline", ("demo", "up", "router", "relay", "worker")),
+    ("see the pipeline", ("status",)),
     ("send requests, wait for answers", ("submit", "result")),
     ("batch review", ("review",)),
     ("topics", ("topics",)),
@@ -58,7 +59,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def build_parser() -> OneLineParser:
-    from switchboard.cli import dlq, kafka_cmds, pipeline_cmds, review_cmds
+    from switchboard.cli import dlq, kafka_cmds, pipeline_cmds, review_cmds, status_cmds
 
     parser = OneLineParser(
         prog="switchboard",
@@ -92,6 +93,7 @@ def build_parser() -> OneLineParser:
     kafka_cmds.register(sub)
     pipeline_cmds.register(sub)
     dlq.register(sub)
+    status_cmds.register(sub)
     review_cmds.register(sub)
     parser.description = f"{SUMMARY}\n\n{command_overview(sub)}"
     return parser
