@@ -16,6 +16,7 @@ from typing import Any, Final, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from switchboard.core.errors import KafkaAccessError
 from switchboard.core.kafka_clients import with_logger
 
 #: How long one poll of delivery reports blocks: the latency between a delivery and its callback
@@ -55,6 +56,8 @@ class AsyncProducer:
         # Delivery reports waiting for the event loop; filled on whichever thread polls.
         self._settled: deque[tuple[DeliveryCallback, KafkaError | None, Message]] = deque()
         self._drain_scheduled = False
+        #: Kafka refused this producer (credentials, TLS): ``produce`` raises it from then on.
+        self.refused: KafkaAccessError | None = None
         self._poller = threading.Thread(
             target=self._poll_forever, name="producer-poll", daemon=True
         )
@@ -62,7 +65,10 @@ class AsyncProducer:
 
     def _poll_forever(self) -> None:
         while self._running:
-            self._producer.poll(POLL_INTERVAL_S)
+            try:
+                self._producer.poll(POLL_INTERVAL_S)
+            except KafkaAccessError as exc:  # from the error callback: keep serving reports
+                self.refused = exc
             self._wake_loop()
 
     def _wake_loop(self) -> None:
@@ -87,6 +93,8 @@ class AsyncProducer:
 
         The cheap path for the runtime: no future per record.
         """
+        if self.refused is not None:
+            raise self.refused
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         settled = self._settled

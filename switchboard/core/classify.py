@@ -42,6 +42,7 @@ __all__ = [
     "classify_decode",
     "classify_kafka",
     "is_decode_error",
+    "kafka_access_problem",
     "parse_retry_after",
 ]
 
@@ -322,6 +323,8 @@ def classify_kafka(err: KafkaError | KafkaException) -> Failure:
     def failure(error_class: ErrorClass, *, systemic: bool = False, as_code: str = code) -> Failure:
         return Failure(error_class, as_code, message, error_type, systemic=systemic)
 
+    if (line := kafka_access_problem(kafka_error)) is not None:
+        return Failure(ErrorClass.FATAL, code, line, error_type, systemic=True)
     if kafka_error.fatal():
         return failure(ErrorClass.FATAL, systemic=True)
     if code_num == KafkaError._PARTITION_EOF:
@@ -337,6 +340,62 @@ def classify_kafka(err: KafkaError | KafkaException) -> Failure:
     # transaction that must be aborted and redone (``txn_requires_abort()``: the record is fine),
     # and codes unknown to us, which are retried a capped number of times, never halted on.
     return failure(ErrorClass.TRANSIENT)
+
+
+#: Authorization codes and the resource kind each names.
+_KAFKA_DENIED: Final[dict[int, str]] = {
+    code: kind
+    for name, kind in (
+        ("TOPIC_AUTHORIZATION_FAILED", "topic"),
+        ("GROUP_AUTHORIZATION_FAILED", "group"),
+        ("CLUSTER_AUTHORIZATION_FAILED", "cluster"),
+        ("TRANSACTIONAL_ID_AUTHORIZATION_FAILED", "transactional id"),
+    )
+    if (code := getattr(KafkaError, name, None)) is not None
+}
+_KAFKA_AUTHENTICATION: Final = _codes("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED")
+_KAFKA_TLS: Final = _codes("_SSL")
+
+
+def kafka_access_problem(
+    err: KafkaError,
+    *,
+    operation: str | None = None,
+    resource: str | None = None,
+) -> str | None:
+    """One line saying what is wrong and what to change, when Kafka refuses this client
+    (credentials, TLS, an ACL); None for every other error. ``operation`` (``Read``,
+    ``Write``, ``Describe``) and ``resource`` (the topic or group) name what was denied when the
+    caller knows it: librdkafka's error carries only the code."""
+    code = err.code()
+    detail = err.str() or err.name()
+    if code in _KAFKA_AUTHENTICATION:
+        return (
+            f"Kafka SASL authentication failed ({detail}): check sasl.username, sasl.password "
+            "and sasl.mechanism in SWITCHBOARD_KAFKA_CONFIG"
+        )
+    if code in _KAFKA_TLS:
+        return (
+            f"Kafka TLS handshake failed ({detail}): set ssl.ca.location to the CA that signed "
+            "the broker's certificate, and check security.protocol (SSL or SASL_SSL)"
+        )
+    kind = _KAFKA_DENIED.get(code)
+    if kind is not None:
+        what = f"{kind} {resource}" if resource else kind
+        op = operation or "access"
+        return (
+            f"Kafka denied {op} on {what} ({err.name()}): grant this principal {op} on the "
+            f"{kind} (an ACL), or run with an identity that has it"
+        )
+    return None
+
+
+def plaintext_on_tls_problem(bootstrap: str) -> str:
+    """The line for a plaintext client whose broker port speaks TLS."""
+    return (
+        f"Kafka at {bootstrap} speaks TLS but this client connects in plaintext: set "
+        'security.protocol to "SSL" or "SASL_SSL" (and ssl.ca.location) in SWITCHBOARD_KAFKA_CONFIG'
+    )
 
 
 # --- decoding --------------------------------------------------------------------------------

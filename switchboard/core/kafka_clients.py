@@ -4,26 +4,98 @@ Every factory routes librdkafka's own log lines (``%3|...|FAIL|...``) through Py
 to the ``switchboard.librdkafka`` logger, instead of letting librdkafka write them to stderr in
 the middle of a command's output. confluent-kafka forwards them when the client is polled, so
 they come out on the polling thread. A ``logger`` in ``base`` wins over ours.
+
+Every factory also installs an ``error_cb`` that turns a refusal (wrong credentials, an
+untrusted certificate, a denied ACL, a plaintext client on a TLS port) into
+``KafkaAccessError`` with one line that says what to change: raised from the client's
+``poll``/``consume``/``flush``, it stops the process instead of letting librdkafka retry the
+same refusal forever. Nothing is lost: offsets are committed only for records whose outputs
+were delivered, so unhandled records wait in Kafka for the fix. An ``error_cb`` in ``base``
+wins over ours.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
+
+from switchboard.core.classify import kafka_access_problem, plaintext_on_tls_problem
+from switchboard.core.errors import KafkaAccessError
 
 #: Where librdkafka's log lines go (syslog levels mapped: 3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG).
 LIBRDKAFKA_LOGGER: Final = "switchboard.librdkafka"
+#: How long the probe that tells a TLS port from a plaintext one may take.
+TLS_PROBE_TIMEOUT_S: Final = 1.0
+#: OpenSSL reason codes (stable identifiers) of a TLS alert: the peer speaks TLS.
+_TLS_ALERT_PREFIXES: Final = ("SSLV3_ALERT", "TLSV1_ALERT", "TLSV13_ALERT")
+_PLAINTEXT_PROTOCOLS: Final = ("plaintext", "sasl_plaintext")
+
+log = logging.getLogger(__name__)
+
+
+def speaks_tls(address: str, timeout_s: float = TLS_PROBE_TIMEOUT_S) -> bool:
+    """Whether ``host:port`` answers a TLS handshake (a plaintext Kafka port drops it)."""
+    host, _, port = address.strip().rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host or None),
+        ):
+            return True
+    except ssl.SSLError as exc:
+        # An alert (say, a client certificate is required) still means the port speaks TLS.
+        return str(getattr(exc, "reason", "") or "").startswith(_TLS_ALERT_PREFIXES)
+    except (OSError, ValueError):
+        return False
+
+
+def access_error_callback(config: dict[str, Any]) -> Callable[[KafkaError], None]:
+    """An ``error_cb`` raising ``KafkaAccessError`` on a refusal; other errors (a broker
+    restarting, a network blip) are librdkafka's to retry and are only logged."""
+    protocol = str(config.get("security.protocol", "plaintext")).lower()
+    bootstrap = [b for b in str(config.get("bootstrap.servers", "")).split(",") if b.strip()]
+
+    def on_error(err: KafkaError) -> None:
+        line = kafka_access_problem(err)
+        if (
+            line is None
+            and err.code() == KafkaError._ALL_BROKERS_DOWN
+            and protocol in _PLAINTEXT_PROTOCOLS
+        ):
+            # librdkafka sees only a closed connection here (no error code of its own):
+            # ask the port itself whether it speaks TLS.
+            tls_port = next((b for b in bootstrap if speaks_tls(b)), None)
+            if tls_port is not None:
+                line = plaintext_on_tls_problem(tls_port.strip())
+        if line is None:
+            log.debug("kafka client error: %s", err)
+            return
+        raise KafkaAccessError(line)
+
+    return on_error
 
 
 def with_logger(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` plus the ``logger`` key that sends librdkafka's log to Python logging.
+    """``config`` plus the ``logger`` key that sends librdkafka's log to Python logging, and
+    the ``error_cb`` that stops on a refusal (see the module's docstring).
 
     For clients built from a hand-made config; the factories below already include it.
     """
-    return {"logger": logging.getLogger(LIBRDKAFKA_LOGGER), **config}
+    return {
+        "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+        "error_cb": access_error_callback(config),
+        **config,
+    }
 
 
 def producer_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from confluent_kafka import (
 )
 
 from switchboard.core.admin import is_settling
-from switchboard.core.errors import ConfigError
+from switchboard.core.errors import ConfigError, KafkaAccessError
 from switchboard.core.kafka_clients import reader_config
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class TopicTail:
         self._requests: list[concurrent.futures.Future[None]] = []
         self._lock = threading.Lock()
         self._running = True
+        #: Kafka refused this tail (credentials, TLS, ACL): every barrier fails with it.
+        self._refused: KafkaAccessError | None = None
         self._assign(since_ms)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -87,6 +89,9 @@ class TopicTail:
                 # Leadership of a just-created topic may still be settling.
                 err = exc.args[0]
                 if not is_settling(err) or time.monotonic() > deadline:
+                    # A failed metadata request says only "transport failure": serving the
+                    # client's callbacks raises the refusal behind it, when there is one.
+                    self._consumer.poll(0)
                     raise
                 time.sleep(RETRY_PAUSE_S)
 
@@ -125,6 +130,9 @@ class TopicTail:
     def barrier(self) -> concurrent.futures.Future[None]:
         """A future resolved when everything now in the topic has been read."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._refused is not None:
+            future.set_exception(self._refused)
+            return future
         with self._lock:
             self._requests.append(future)
         return future
@@ -135,6 +143,9 @@ class TopicTail:
             try:
                 batch = self._consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S)
             except RuntimeError:  # closed under us during stop()
+                return
+            except KafkaAccessError as exc:  # raised by the error callback: waiting cannot help
+                self._fail(exc)
                 return
             for msg in batch:
                 err = msg.error()
@@ -148,6 +159,17 @@ class TopicTail:
                 except Exception:  # a bad record must not stop the tail
                     log.exception("tail %s: on_message failed", self._topic)
             self._resolve_barriers()
+
+    def _fail(self, exc: KafkaAccessError) -> None:
+        """Fail every waiting and future barrier with ``exc`` (the tail has stopped)."""
+        log.error("tail %s stopped: %s", self._topic, exc)
+        self._refused = exc
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for future in [*requests, *(f for _marks, f in self._barriers)]:
+            if not future.done():
+                future.set_exception(exc)
+        self._barriers = []
 
     def _take_barrier_requests(self) -> None:
         with self._lock:
