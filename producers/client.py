@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Message, Producer
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from switchboard.core import headers as h
+from switchboard.core import tracing
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
@@ -80,6 +84,7 @@ def build_request(
     reply_to: str | None = None,
     metadata: Mapping[str, str] | None = None,
     traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> dict[str, Any]:
     """A SpecialistRequest record (the Avro contract's fields)."""
     now = int(time.time() * 1000)
@@ -94,7 +99,7 @@ def build_request(
         "reply_to": reply_to,
         "attempt": 0,
         "traceparent": traceparent,
-        "tracestate": None,
+        "tracestate": tracestate,
         "created_at_ms": now,
         "metadata": dict(metadata or {}),
     }
@@ -217,6 +222,23 @@ class _Responses:
         self._tail.stop()
 
 
+def _end_send(span: Span, err: Any, msg: Any) -> None:
+    """End a ``send`` span with where its record landed, or why it did not."""
+    if err is not None:
+        span.set_status(Status(StatusCode.ERROR, str(err)))
+    elif msg is not None:
+        span.set_attribute(tracing.PARTITION, str(msg.partition()))
+        span.set_attribute(tracing.OFFSET, msg.offset())
+    span.end()
+
+
+def _send_ender(span: Span | None) -> Any:
+    """A delivery callback that ends ``span`` (None without one)."""
+    if span is None:
+        return None
+    return lambda err, msg: _end_send(span, err, msg)
+
+
 def _resolve(future: asyncio.Future[Response], response: Response) -> None:
     if not future.done():
         future.set_result(response)
@@ -249,8 +271,12 @@ class _ClientBase:
         self._responses = _Responses(
             kafka, reply_topic or self.topics.responses, self.codec, keep_responses
         )
+        #: Asked once: with tracing off a submit creates no span and reads no context.
+        self._tracer = tracing.tracer()
 
-    def _outbound(self, text: str, **kwargs: Any) -> tuple[str, Outbound]:
+    def _outbound(self, text: str, **kwargs: Any) -> tuple[str, Outbound, Span | None]:
+        """The request's id, its record and, with tracing on, its ``send`` span (ended by
+        the caller once the broker acknowledged the record)."""
         kwargs.setdefault("tenant", self.tenant)
         request = build_request(text, reply_to=self.reply_topic, **kwargs)
         request_id = request["request_id"]
@@ -262,8 +288,36 @@ class _ClientBase:
         if self.reply_topic:
             headers.append((h.REPLY_TO, self.reply_topic.encode()))
         topic = self.topics.requests
+        span = None
+        if self._tracer is not None:
+            span = self._send_span(self._tracer, request, topic, headers)
+        elif request["traceparent"]:
+            # Not tracing ourselves: the caller's context travels on unchanged.
+            headers.append((h.TRACEPARENT, str(request["traceparent"]).encode()))
+            if request["tracestate"]:
+                headers.append((h.TRACESTATE, str(request["tracestate"]).encode()))
         value = self.codec.encode(REQUEST, request, topic)
-        return request_id, Outbound(topic, value, request_id.encode(), headers)
+        return request_id, Outbound(topic, value, request_id.encode(), headers), span
+
+    @staticmethod
+    def _send_span(
+        tracer: trace.Tracer, request: dict[str, Any], topic: str, headers: list[Any]
+    ) -> Span:
+        """Start the request's ``send`` span (the child of the caller's ``traceparent``, else
+        of the current span), put its context in ``headers`` and in the request's trace
+        fields, with the tenant as baggage."""
+        given = [(h.TRACEPARENT, request["traceparent"]), (h.TRACESTATE, request["tracestate"])]
+        parent = (
+            tracing.extract([(k, v) for k, v in given if v]) if request["traceparent"] else None
+        )
+        parent = tracing.with_tenant(parent or otel_context.get_current(), request["tenant"])
+        attrs = tracing.message_attributes("send", topic, key=request["request_id"].encode())
+        attrs[tracing.REQUEST_ID] = request["request_id"]
+        attrs[tracing.TENANT] = request["tenant"]
+        span = tracer.start_span(f"send {topic}", parent, SpanKind.PRODUCER, attrs)
+        tracing.inject(headers, trace.set_span_in_context(span, parent))
+        request["traceparent"], request["tracestate"] = tracing.traceparent(span)
+        return span
 
     def _lookup(
         self, request_ids: Iterable[str], since_ms: int | None, timeout_s: float
@@ -318,13 +372,15 @@ class SwitchboardClient(_ClientBase):
         once, sending nothing, when ``lookup`` found the id already answered)."""
         if answered := self._already_answered(kwargs):
             return answered
-        request_id, out = self._outbound(text, **kwargs)
+        request_id, out, span = self._outbound(text, **kwargs)
         done = threading.Event()
         errors: list[Any] = []
 
-        def on_delivery(err: Any, _msg: Any) -> None:
+        def on_delivery(err: Any, msg: Any) -> None:
             if err is not None:
                 errors.append(err)
+            if span is not None:
+                _end_send(span, err, msg)
             done.set()
 
         self._producer.produce(out.topic, out.value, out.key, headers=list(out.headers),
@@ -343,8 +399,14 @@ class SwitchboardClient(_ClientBase):
             if answered := self._already_answered(item):
                 ids.append(answered)
                 continue
-            request_id, out = self._outbound(item.pop("text"), **item)
-            self._producer.produce(out.topic, out.value, out.key, headers=list(out.headers))
+            request_id, out, span = self._outbound(item.pop("text"), **item)
+            self._producer.produce(
+                out.topic,
+                out.value,
+                out.key,
+                headers=list(out.headers),
+                on_delivery=_send_ender(span),
+            )
             self._producer.poll(0)
             ids.append(request_id)
         if self._producer.flush(60) != 0:
@@ -385,8 +447,15 @@ class AsyncSwitchboardClient(_ClientBase):
     async def submit(self, text: str, **kwargs: Any) -> str:
         if answered := self._already_answered(kwargs):
             return answered
-        request_id, out = self._outbound(text, **kwargs)
-        await self._producer.send(out)
+        request_id, out, span = self._outbound(text, **kwargs)
+        try:
+            delivered = await self._producer.send(out)
+        except Exception as exc:
+            if span is not None:
+                _end_send(span, exc, None)
+            raise
+        if span is not None:
+            _end_send(span, None, delivered)
         return request_id
 
     async def result(self, request_id: str, timeout: float = 60.0) -> Response:
