@@ -19,6 +19,7 @@ from consumers.outcomes import now_ms
 from consumers.replay.parsing import pointer
 from consumers.replay.view import DeadLetterView
 from consumers.resilience.ratelimit import TokenBucket
+from switchboard.core import tracing
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.errors import ConfigError
 from switchboard.core.topics import Topics
@@ -83,6 +84,8 @@ class Replayer:
         )
         self._max_in_flight = max_in_flight
         self._clock = clock
+        #: With tracing on, each record sent gets a span linked to its original trace.
+        self._tracer = tracing.tracer()
 
     async def replay(
         self,
@@ -115,8 +118,22 @@ class Replayer:
         result: ReplayResult,
         on_done: Callable[[DeadLetterView, bool], None] | None,
     ) -> None:
+        span = None
         try:
-            delivered = await self._producer.send(letter.replay_record(self.replay_id))
+            record = letter.replay_record(self.replay_id)
+            if self._tracer is not None:
+                span, record = tracing.start_linked_send(
+                    self._tracer,
+                    record,
+                    {
+                        "switchboard.replay_id": self.replay_id,
+                        "switchboard.replay_of": letter.pointer,
+                    },
+                )
+            delivered = await self._producer.send(record)
+            if span is not None:
+                span.set_attribute(tracing.PARTITION, str(delivered.partition()))
+                span.set_attribute(tracing.OFFSET, int(delivered.offset() or 0))
             # The ledger entry follows the delivery: a crash in between replays this record
             # again next time, and the workers skip it if that replay answered it meanwhile.
             entry = {
@@ -135,8 +152,14 @@ class Replayer:
         except (KafkaException, ConfigError) as exc:  # DeliveryError is a KafkaException
             result.failed.append((letter, str(exc)))
             ok = False
+            if span is not None:
+                span.record_exception(exc)
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, str(exc)))
         else:
             result.sent.append(letter)
             ok = True
+        finally:
+            if span is not None:
+                span.end()
         if on_done is not None:
             on_done(letter, ok)

@@ -325,3 +325,22 @@ def content_attributes(prompt: str, answer: str | None) -> dict[str, str]:
             [{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]
         )
     return attrs
+
+
+# --- a record sent again ------------------------------------------------------------------------
+def start_linked_send(
+    tracer: Tracer, out: Outbound, attributes: Mapping[str, Any]
+) -> tuple[Span, Outbound]:
+    """A ``send <topic>`` span for ``out``, a record sent again (a DLQ replay): it starts its
+    own trace (under the current span, if any) LINKED to the one ``out``'s headers carry, and
+    ``out`` leaves with the new span's context and the original baggage (the tenant)."""
+    original = extract(out.headers)
+    attrs = message_attributes("send", out.topic, key=out.key)
+    attrs.update(attributes)
+    span = tracer.start_span(
+        f"send {out.topic}", None, SpanKind.PRODUCER, attrs, links=link_to(out.headers)
+    )
+    context = trace.set_span_in_context(span)
+    for name, value in baggage.get_all(original).items():
+        context = baggage.set_baggage(name, value, context)
+    return span, with_context(out, context)
