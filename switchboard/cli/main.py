@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from switchboard.core import logs, tracing
 from switchboard.core.errors import SwitchboardError
 from switchboard.core.kafka_clients import LIBRDKAFKA_LOGGER
 from switchboard.core.settings import Settings
@@ -122,14 +123,30 @@ def command_overview(sub: Any) -> str:
     return "\n\n".join(blocks)
 
 
-def configure_logging(verbosity: int) -> None:
-    """Quiet by default (librdkafka's warnings and notices hidden); -v shows them, -vv debug."""
+def configure_logging(verbosity: int, settings: Settings | None = None) -> None:
+    """Quiet by default (librdkafka's warnings and notices hidden); -v shows them, -vv debug.
+
+    One root handler (``switchboard.core.logs``) for every logger, librdkafka's included:
+    readable lines, or JSON lines with ``SWITCHBOARD_LOG_FORMAT=json``; the settings' secrets
+    are masked in both. A serving command lowers the level to INFO for its own lines.
+    """
     level = LIBRDKAFKA_LEVELS[min(verbosity, len(LIBRDKAFKA_LEVELS) - 1)]
     logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(level)
-    if verbosity:
-        # A root handler at that level too: without one, Python prints only warnings and up.
-        # A command's own set-up then keeps it (basicConfig does nothing once a handler exists).
-        logging.basicConfig(level=level, format=LOG_FORMAT)
+    logs.configure(
+        fmt=settings.log_format if settings is not None else "text",
+        level=level if verbosity else logging.WARNING,
+        secrets=logs.secrets_of(settings) if settings is not None else (),
+    )
+
+
+def service_name(args: argparse.Namespace) -> str:
+    """The tracing service name of this process's role (``OTEL_SERVICE_NAME`` wins)."""
+    command = str(getattr(args, "command", "") or "")
+    if command == "worker":
+        return f"switchboard-worker-{args.name}"
+    if command in ("up", "demo"):
+        return "switchboard"
+    return f"switchboard-{command}" if command else "switchboard"
 
 
 def _print_settings(_args: argparse.Namespace, settings: Settings) -> int:
@@ -166,6 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         print(f"switchboard: error: invalid setting {where}: {first['msg']}", file=sys.stderr)
         return 2
+    configure_logging(args.verbose, settings)
+    # Spans are exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set; else nothing is loaded.
+    tracing.setup(
+        service_name(args),
+        endpoint=settings.otel_exporter_otlp_endpoint,
+        content=settings.trace_content,
+    )
     handler: Handler = args.handler
     try:
         return handler(args, settings)

@@ -137,8 +137,9 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float) -> bool:
-    """Poll until the broker answers a metadata request, or ``timeout_s`` passes."""
+def wait_for_broker(bootstrap: str, timeout_s: float, config: dict[str, str] | None = None) -> bool:
+    """Poll until the broker answers a metadata request, or ``timeout_s`` passes; ``config``:
+    the client settings to ask with (a secured listener's), besides the bootstrap."""
     from switchboard.core.kafka_clients import make_admin  # heavy import, only when waiting
 
     host, _, port = bootstrap.rpartition(":")
@@ -151,7 +152,7 @@ def wait_for_broker(bootstrap: str, timeout_s: float) -> bool:
         except OSError:
             time.sleep(0.2)
             continue
-        admin = make_admin({"bootstrap.servers": bootstrap, "log_level": 0})
+        admin = make_admin({**(config or {}), "bootstrap.servers": bootstrap, "log_level": 0})
         try:
             metadata = admin.list_topics(timeout=2)
             if metadata.brokers:
@@ -172,13 +173,15 @@ class LocalKafka:
         heap: str = "512m",
         start_timeout_s: float = 60.0,
         pom: Path = DEFAULT_POM,
+        jars: Path | None = None,
     ) -> None:
         self.root = state_dir
         self.port = port
         self.heap = heap
         self.start_timeout_s = start_timeout_s
         self.pom = pom
-        self.jars = state_dir / "jars"
+        #: The jar cache; another broker's may be shared (the secure broker uses the plain one's).
+        self.jars = jars or state_dir / "jars"
         self.data = state_dir / "data"
         self.pid_file = state_dir / "broker.pid"
         self.log_file = state_dir / "broker.log"
@@ -242,6 +245,26 @@ class LocalKafka:
         return self.jars
 
     # --- config and storage --------------------------------------------------------------
+    def _listener_config(self, port: int, controller_port: int) -> list[str]:
+        """The listener lines of ``server.properties`` (a secured broker writes its own)."""
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+
+    def _format_args(self) -> list[str]:
+        """Extra ``kafka-storage format`` arguments (a secured broker's SCRAM users)."""
+        return []
+
+    def probe_config(self) -> dict[str, str]:
+        """Client settings, besides the bootstrap, that this broker's clients need (none)."""
+        return {}
+
+    def _after_start(self, bootstrap: str) -> None:
+        """Runs once the broker answers (a secured broker creates its ACLs here)."""
+
     def _write_config(self, port: int, controller_port: int) -> Path:
         props = self.root / "server.properties"
         props.write_text(
@@ -250,11 +273,8 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                    *self._listener_config(port, controller_port),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -310,6 +330,7 @@ class LocalKafka:
             "-c",
             str(props),
             "--ignore-formatted",
+            *self._format_args(),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -374,7 +395,8 @@ class LocalKafka:
                     f"the broker exited with code {proc.returncode}; last log lines: "
                     + self.last_log_lines(5)
                 )
-            if wait_for_broker(bootstrap, timeout_s=1.0):
+            if wait_for_broker(bootstrap, timeout_s=1.0, config=self.probe_config()):
+                self._after_start(bootstrap)
                 return bootstrap, True, note
         self.stop()
         raise BrokerError(
