@@ -15,6 +15,7 @@ from typing import Any
 
 from switchboard.cli.argtypes import seconds, whole_number
 from switchboard.cli.bootstrap import local_broker, resolve_bootstrap
+from switchboard.core import logs
 from switchboard.core.admin import ensure_topics
 from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import make_admin
@@ -174,6 +175,7 @@ def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logs.at_least(logging.INFO)  # the CLI's handler (text or JSON) is there already: keep it
     # One INFO line per HTTP call drowns everything else at hundreds of calls a second.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
