@@ -21,12 +21,14 @@ from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
+    KafkaException,
     Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from switchboard.core import headers as h
+from switchboard.core.admin import SETTLE_RETRY_PAUSE_S, is_settling
 from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import Codec
 from switchboard.core.settings import SPECIALISTS
@@ -463,10 +465,17 @@ class StatusReader:
     def _offsets(self, parts: list[TopicPartition], spec: OffsetSpec) -> dict[TP, int]:
         if not parts:
             return {}
-        futures = self.admin.list_offsets(
-            {tp: spec for tp in parts}, request_timeout=self.timeout_s
-        )
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            futures = self.admin.list_offsets(
+                {tp: spec for tp in parts}, request_timeout=self.timeout_s
+            )
+            try:
+                return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+            except KafkaException as exc:  # a just-created topic's leadership still settling
+                if not is_settling(exc.args[0]) or time.monotonic() > deadline:
+                    raise
+                time.sleep(SETTLE_RETRY_PAUSE_S)
 
     def _committed(self, groups: list[str]) -> dict[str, dict[TP, int]]:
         # One group per request (the client's limit); every request is in flight at once.
