@@ -81,8 +81,9 @@ def _responses_by_id(kafka: dict[str, str], topic: str) -> Counter[str]:
             for msg in consumer.consume(500, 0.2):
                 if msg.error() is None:
                     counts[(msg.key() or b"").decode()] += 1
-                    if msg.offset() + 1 >= ends[msg.partition()]:
-                        done.add(msg.partition())
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    if offset + 1 >= ends[partition]:
+                        done.add(partition)
         assert len(done) == len(ends), "could not read the response topic to its end"
         return counts
     finally:
