@@ -1,0 +1,134 @@
+"""Structured logs: JSON lines carry the record being handled (request id, tenant, stage) and
+its trace, librdkafka's own lines come through the same formatter, and configured secrets
+never appear."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from consumers.answered import AnsweredLedger
+from consumers.outcomes import Stage
+from consumers.router import Router, RouterRules
+from consumers.runtime.memory import MemoryRuntime, MemorySink
+from switchboard.core import headers as h
+from switchboard.core import logs, tracing
+from switchboard.core.kafka_clients import LIBRDKAFKA_LOGGER, producer_config
+from switchboard.core.settings import Settings
+
+from .memory_kit import TOPICS, strategy
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    level = root.level
+    out = io.StringIO()
+    yield out
+    for handler in [x for x in root.handlers if isinstance(x, logs._OurHandler)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logs.configure(fmt="text")  # back to the default: no record fields bound by runtimes
+    for handler in [x for x in root.handlers if isinstance(x, logs._OurHandler)]:
+        root.removeHandler(handler)
+    tracing.use(None)
+
+
+def _lines(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines() if line]
+
+
+def test_a_json_line_carries_the_record_handled_and_its_trace(stream: io.StringIO) -> None:
+    """The router dead-letters bytes that do not decode and logs it while handling the record:
+    that line names the record's request id, tenant and stage, and the trace and span of the
+    router's span, which the exporter has."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    logs.configure(fmt="json", level=logging.INFO, stream=stream)
+    sink = MemorySink()
+    failures = strategy(Stage.ROUTE, sink)
+    router = Router(
+        codec=failures.outcomes.codec,
+        topics=TOPICS,
+        outcomes=failures.outcomes,
+        index=AnsweredLedger(3600),
+        rules=RouterRules(),
+    )
+    runtime = MemoryRuntime(router.handle, failures, sink)
+    headers = [(h.REQUEST_ID, b"req-42"), (h.TENANT, b"acme")]
+    asyncio.run(runtime.feed(TOPICS.requests, b"\x00not avro", headers=headers))
+    [line] = [x for x in _lines(stream) if "dead-lettered" in x["message"]]
+    [span] = exporter.get_finished_spans()
+    ctx = span.get_span_context()
+    assert ctx is not None
+    assert line["level"] == "INFO" and line["logger"] == "consumers.runtime.failures"
+    assert (line["request_id"], line["tenant"], line["stage"]) == ("req-42", "acme", "route")
+    assert (line["trace_id"], line["span_id"]) == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+    assert line["timestamp"].endswith("+00:00")
+    # Outside the record nothing is carried over.
+    logging.getLogger("switchboard.test").warning("after")
+    after = _lines(stream)[-1]
+    assert after["message"] == "after" and "request_id" not in after and "trace_id" not in after
+
+
+def test_configured_secrets_are_masked_in_every_line(stream: io.StringIO) -> None:
+    """The API key and a SASL password from the settings are replaced by *** in messages and
+    tracebacks alike; a short value is left alone (masking it would mangle every line)."""
+    settings = Settings(
+        anthropic_api_key="sk-ant-api03-abcdefgh",
+        kafka_config={"sasl.password": "hunter2-sasl", "client.id": "sb"},
+    )
+    logs.configure(fmt="json", level=logging.INFO, secrets=logs.secrets_of(settings), stream=stream)
+    log = logging.getLogger("switchboard.test")
+    log.info("calling with key %s and password %s", "sk-ant-api03-abcdefgh", "hunter2-sasl")
+    try:
+        raise ValueError("bad key sk-ant-api03-abcdefgh")
+    except ValueError:
+        log.exception("failed")
+    text = stream.getvalue()
+    assert "sk-ant-api03-abcdefgh" not in text and "hunter2-sasl" not in text
+    first, second = _lines(stream)
+    assert first["message"] == "calling with key *** and password ***"
+    assert "bad key ***" in second["exception"]
+    assert logs.secrets_of(settings) == ["sk-ant-api03-abcdefgh", "hunter2-sasl"]
+
+
+def test_text_lines_are_readable_and_masked_too(stream: io.StringIO) -> None:
+    logs.configure(fmt="text", level=logging.INFO, secrets=["topsecret-1"], stream=stream)
+    logging.getLogger("switchboard.test").info("token topsecret-1 used")
+    line = stream.getvalue().strip()
+    assert line.endswith("INFO switchboard.test: token *** used")
+
+
+def test_librdkafkas_own_lines_use_the_same_formatter(stream: io.StringIO) -> None:
+    """A real producer pointed at a closed port: librdkafka's connection errors arrive through
+    Python logging as JSON lines from the switchboard.librdkafka logger."""
+    logs.configure(fmt="json", level=logging.INFO, stream=stream)
+    producer = Producer(producer_config({"bootstrap.servers": "127.0.0.1:1"}))
+    deadline = time.monotonic() + 15
+    found: list[dict[str, Any]] = []
+    while not found and time.monotonic() < deadline:
+        producer.poll(0.1)
+        found = [x for x in _lines(stream) if x["logger"] == LIBRDKAFKA_LOGGER]
+    assert found, "no librdkafka line within 15 s"
+    assert found[0]["level"] in ("ERROR", "WARNING", "INFO") and found[0]["message"]
+
+
+def test_a_bad_format_says_what_to_use() -> None:
+    with pytest.raises(ValueError, match="use one of text, json"):
+        logs.configure(fmt="yaml")
+    with pytest.raises(ValueError, match="log_format"):
+        Settings(log_format="yaml")
