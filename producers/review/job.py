@@ -46,9 +46,10 @@ REVIEW_OVERHEAD_TOKENS = 1_200
 
 def job_name(inputs: Sequence[str]) -> str:
     """A default job name from the inputs: readable, and the same for the same inputs."""
-    stem = PurePosixPath(str(inputs[0]).rstrip("/")).name if inputs else ""
+    names = sorted(str(i).rstrip("/") or "/" for i in inputs)
+    stem = PurePosixPath(names[0]).name if names else ""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "inputs"
-    digest = hashlib.sha256("\0".join(sorted(map(str, inputs))).encode()).hexdigest()[:8]
+    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:8]
     return f"{slug[:40]}-{digest}"
 
 

@@ -297,3 +297,46 @@ def test_claude_answers_review_requests_with_the_findings_tool(
     assert never["findings"] == []
     assert len(never["notes"]) == 1 and "did not validate" in never["notes"][0]
     assert report["usage"]["input_tokens"] > 0 and report["usage"]["cost_micro_usd"] > 0
+
+
+def _topic_size(kafka: dict[str, str], topic: str) -> int:
+    consumer = Consumer({**kafka, "group.id": f"size-{uuid.uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def test_an_answered_id_is_looked_up_not_resubmitted_and_switchboard_result_prints_it(
+    running: Settings, kafka_config: dict[str, str]
+) -> None:
+    """A new client's lookup finds a response written before it started; submit of that id
+    sends nothing and result() returns the earlier answer at once; `switchboard result ID`
+    prints it, and an id with no response is a one-line error, exit 1."""
+    from producers.client import SwitchboardClient
+
+    prefix = running.topic_prefix
+    request = f"res-{uuid.uuid4().hex[:8]}"
+    with SwitchboardClient(kafka_config, topic_prefix=prefix) as client:
+        client.submit("/backend design a rate limiter", request_id=request)
+        earlier = client.result(request, 60)
+    requests_before = _topic_size(kafka_config, f"{prefix}.requests")
+    with SwitchboardClient(kafka_config, topic_prefix=prefix) as client:
+        assert set(client.lookup([request, "never-sent"])) == {request}
+        assert client.submit("/backend design a rate limiter", request_id=request) == request
+        assert client.result(request, 0.1).content == earlier.content
+    assert _topic_size(kafka_config, f"{prefix}.requests") == requests_before
+
+    run = [sys.executable, "-m", "switchboard.cli.main", "result"]
+    shown = subprocess.run([*run, request, "--json"], capture_output=True, text=True,
+                           env=_env(running), timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["content"] == earlier.content
+    missing = subprocess.run([*run, "never-sent", "--timeout", "0.5"], capture_output=True,
+                             text=True, env=_env(running), timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "no response for never-sent" in missing.stderr
