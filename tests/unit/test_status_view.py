@@ -6,11 +6,13 @@ terminal rendering."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from rich.console import Console
 
 from consumers.resilience.breaker import CircuitBreaker
@@ -26,6 +28,8 @@ from consumers.status.view import (
     pipeline_groups,
     retry_tier_status,
 )
+from switchboard.cli import status_cmds
+from switchboard.cli.main import main
 from switchboard.cli.status_cmds import render
 from switchboard.core.status import ResponseStatus
 from switchboard.core.topics import Topics
@@ -320,3 +324,44 @@ def test_the_publisher_report_reads_runtimes_and_workers() -> None:
 
 async def _in_loop(fn: Any) -> Any:
     return fn()
+
+
+# --- the command -------------------------------------------------------------------------
+def test_watch_redraws_until_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reads: list[int] = []
+    sleeps: list[float] = []
+
+    class Reader:
+        def read(self) -> Any:
+            reads.append(1)
+            return _status(REPORTS)
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status_cmds, "_reader", lambda settings: Reader())
+    monkeypatch.setattr(status_cmds.time, "sleep", sleep)
+    assert main(["status", "--watch", "3"]) == 130
+    assert (len(reads), sleeps) == (2, [3.0, 3.0])  # drawn, redrawn once, then Ctrl-C
+    assert "worker.backend" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--watch", "0"], "'0' must be more than 0 (e.g. --watch 5)"),
+        (["--watch", "soon"], "'soon' is not a number of seconds"),
+        (["--json", "--watch"], "--watch redraws tables: drop --json"),
+    ],
+)
+def test_bad_arguments_get_one_line_that_says_what_to_change(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with contextlib.suppress(SystemExit):
+        assert main(["status", *argv]) != 0
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
