@@ -143,7 +143,10 @@ class BatchLedger:
             )
             for n in range(int(head.get("chunks", 0))):
                 for custom_id, raw in chunks.get(f"{batch_id}.{n}", {}).get("items", {}).items():
-                    batch.items[custom_id] = LedgerItem(**raw)
+                    try:
+                        batch.items[custom_id] = LedgerItem(**raw)
+                    except TypeError:  # a hand-edited or foreign record: skip, do not stop
+                        log.warning("batch ledger: item %s of %s is malformed", custom_id, batch_id)
             found.append(batch)
         return sorted(found, key=lambda b: b.created_at_ms)
 

@@ -81,19 +81,19 @@ def judge(result: Any, *, attempt: int, max_attempts: int, specialist: str) -> V
     if kind == "succeeded":
         return _succeeded(result.message, attempt=attempt, specialist=specialist)
     if kind == "canceled":
-        return Dead(_failure("batch_canceled", "the batch was canceled before this item ran"))
+        return Dead(batch_failure("batch_canceled", "the batch was canceled before this item ran"))
     if kind == "expired":
         reason = "the batch expired (24 h) before this item ran"
         if attempt < max_attempts:
             return Resubmit(reason)
-        return Dead(_failure("batch_expired", f"{reason}, {attempt} times"))
+        return Dead(batch_failure("batch_expired", f"{reason}, {attempt} times"))
     if kind == "errored":
         error = getattr(getattr(result, "error", None), "error", None)
         error_type = str(getattr(error, "type", "api_error"))
         message = str(getattr(error, "message", "") or error_type)
         if error_type == INVALID_REQUEST:
             return Dead(
-                _failure(
+                batch_failure(
                     INVALID_REQUEST,
                     f"the API rejected the request: {message}",
                     error_class=ErrorClass.PERMANENT,
@@ -102,7 +102,7 @@ def judge(result: Any, *, attempt: int, max_attempts: int, specialist: str) -> V
             )
         if attempt < max_attempts:
             return Resubmit(f"{error_type}: {message}")
-        return Dead(_failure(error_type, f"{message} ({attempt} attempts)"))
+        return Dead(batch_failure(error_type, f"{message} ({attempt} attempts)"))
     return Resubmit(f"unknown result type {kind!r}")
 
 
@@ -170,7 +170,7 @@ def batch_cost_micro_usd(model: str, usage: Mapping[str, int], *, one_hour_write
     return round(full * BATCH_PRICE_FACTOR)
 
 
-def _failure(
+def batch_failure(
     code: str,
     message: str,
     *,

@@ -32,7 +32,7 @@ from consumers.batches.requests import (
     plan,
     split_batches,
 )
-from consumers.batches.results import Dead, Publish, Resubmit, Verdict, judge
+from consumers.batches.results import Dead, Publish, Resubmit, Verdict, batch_failure, judge
 from consumers.outcomes import Outcomes, now_ms
 from consumers.runtime.message import MemoryRecord, Sink
 from switchboard.core import headers as h
@@ -167,8 +167,13 @@ class BatchRunner:
         while batches or pending:
             batches += await self._create(pending, round_no)
             remaining = self._poll.max_wait_s - (time.monotonic() - started)
-            outcomes = await asyncio.gather(*(self._drive(b, remaining) for b in batches))
-            batches, pending = [], [p for resubmits in outcomes for p in resubmits]
+            try:
+                # A task group, not gather: when one batch stops the job, the others stop too.
+                async with asyncio.TaskGroup() as group:
+                    drives = [group.create_task(self._drive(b, remaining)) for b in batches]
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            batches, pending = [], [p for drive in drives for p in drive.result()]
             summary.resubmitted += len(pending)
             round_no += 1
         return summary
@@ -241,29 +246,24 @@ class BatchRunner:
         if ended is None:
             self.summary.unfinished += len(batch.items)
             return []
-        if ended is False:  # the API no longer knows the batch: send its items again
-            return self._resubmits(batch, batch.items, "the batch is gone at the API")
         verdicts: dict[str, Verdict] = {}
-        results = await self._client.messages.batches.results(batch.batch_id)
-        async for line in results:
-            if line.custom_id in batch.items:
-                attempt = batch.items[line.custom_id].attempt
-                verdicts[line.custom_id] = judge(
-                    line.result,
-                    attempt=attempt,
-                    max_attempts=self._max_attempts,
-                    specialist=batch.items[line.custom_id].specialist,
-                )
-        missing = {cid: li for cid, li in batch.items.items() if cid not in verdicts}
-        resubmit = self._resubmits(batch, missing, "no result for the item")
+        if ended:
+            verdicts = await self._read_results(batch)
+        # No result (or no batch: the API forgot it) means the item never ran: send it again.
+        lost = "no result for the item" if ended else "the batch is gone at the API"
+        resubmit: list[_Pending] = []
         records: list[Outbound] = []
-        for custom_id, verdict in verdicts.items():
-            held = batch.items[custom_id]
+        for custom_id, held in batch.items.items():
             if held.request_id in self._answered:
                 continue  # published before a restart, or answered elsewhere: never twice
+            verdict = verdicts.get(custom_id, Resubmit(lost))
             if isinstance(verdict, Resubmit):
-                resubmit += self._resubmits(batch, {custom_id: held}, verdict.reason)
-                continue
+                known = self._items.get(custom_id)
+                if known is not None and held.attempt < self._max_attempts:
+                    log.info("%s resubmitted: %s", held.request_id, verdict.reason)
+                    resubmit.append(_Pending(known, held.attempt + 1))
+                    continue
+                verdict = Dead(self._not_resubmitted(held, verdict, known is None))
             records += await self._terminal(batch, custom_id, verdict)
         # Commit order: the responses (and dead letters, delivered inside) are confirmed
         # delivered before the ledger says done, so a crash in between republishes nothing
@@ -271,6 +271,43 @@ class BatchRunner:
         await self._deliver(records)
         await self._ledger.mark_done(batch)
         return resubmit
+
+    def _not_resubmitted(self, held: LedgerItem, verdict: Resubmit, orphan: bool) -> Failure:
+        if orphan:  # a resumed batch's item that this run's job no longer lists
+            return batch_failure(
+                "batch_item_dropped",
+                f"{verdict.reason}; the job no longer includes this request, so it was not "
+                "sent again: rerun the job with it to review it",
+            )
+        return batch_failure(
+            "batch_retries_exhausted", f"{verdict.reason} ({held.attempt} attempts)"
+        )
+
+    async def _read_results(self, batch: LedgerBatch) -> dict[str, Verdict]:
+        """Each result's verdict, by ``custom_id``; transient errors are tried again."""
+        delay = self._poll.initial_s
+        for tries in range(1, CREATE_TRIES + 1):
+            verdicts: dict[str, Verdict] = {}
+            try:
+                async for line in await self._client.messages.batches.results(batch.batch_id):
+                    held = batch.items.get(line.custom_id)
+                    if held is not None:
+                        verdicts[line.custom_id] = judge(
+                            line.result,
+                            attempt=held.attempt,
+                            max_attempts=self._max_attempts,
+                            specialist=held.specialist,
+                        )
+                return verdicts
+            except Exception as exc:  # classified below: transient waits, the rest stops the job
+                failure = classify(exc)
+                if failure.error_class is not ErrorClass.TRANSIENT or tries == CREATE_TRIES:
+                    raise BatchJobError(
+                        f"reading the results of batch {batch.batch_id} failed: {failure.message}"
+                    ) from exc
+                await asyncio.sleep(max(delay, failure.retry_after_s or 0.0))
+                delay = self._poll.next_delay(delay)
+        raise AssertionError("unreachable")
 
     async def _wait_ended(self, batch: LedgerBatch, budget_s: float) -> bool | None:
         """True once ended, False if the API does not know it, None when the budget ran out."""
@@ -299,18 +336,6 @@ class BatchRunner:
             if time.monotonic() + wait > deadline:
                 return None
             await asyncio.sleep(wait)
-
-    def _resubmits(
-        self, batch: LedgerBatch, held: Mapping[str, LedgerItem], reason: str
-    ) -> list[_Pending]:
-        again = []
-        for custom_id, item in held.items():
-            known = self._items.get(custom_id)
-            if known is None or item.request_id in self._answered:
-                continue  # not in this run's items: its job no longer asks for it
-            log.info("batch %s: %s resubmitted (%s)", batch.batch_id, item.request_id, reason)
-            again.append(_Pending(known, item.attempt + 1))
-        return again
 
     async def _terminal(
         self, batch: LedgerBatch, custom_id: str, verdict: Verdict
