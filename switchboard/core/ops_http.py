@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 DEFAULT_ADDR: Final = "127.0.0.1"
+#: How often the serving thread checks for ``stop`` (it bounds how long a stop takes).
+STOP_POLL_S: Final = 0.05
 
 
 def _always_ok() -> tuple[bool, dict[str, Any]]:
@@ -77,7 +79,10 @@ class OpsServer:
 
     def start(self) -> OpsServer:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="ops-http", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": STOP_POLL_S},
+            name="ops-http",
+            daemon=True,
         )
         self._thread.start()
         return self
