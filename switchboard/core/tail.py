@@ -36,6 +36,9 @@ METADATA_BUDGET_S: Final = 15.0
 REQUEST_TIMEOUT_S: Final = 15.0
 #: The timeout of each watermark query behind a barrier, made on the tail's thread.
 BARRIER_QUERY_TIMEOUT_S: Final = 10.0
+#: One metadata try while assigning: short, so a refusal (its error callback is served between
+#: tries) surfaces in about this long rather than after ``REQUEST_TIMEOUT_S``.
+METADATA_TRY_S: Final = 1.0
 #: The pause between two tries while a topic settles or appears.
 RETRY_PAUSE_S: Final = 0.2
 #: One fetch: at most this many records, waiting at most this long, so barrier requests and
@@ -89,9 +92,7 @@ class TopicTail:
                 # Leadership of a just-created topic may still be settling.
                 err = exc.args[0]
                 if not is_settling(err) or time.monotonic() > deadline:
-                    # A failed metadata request says only "transport failure": serving the
-                    # client's callbacks raises the refusal behind it, when there is one.
-                    self._consumer.poll(0)
+                    self._consumer.poll(0)  # a refusal behind the failure is raised instead
                     raise
                 time.sleep(RETRY_PAUSE_S)
 
@@ -99,7 +100,15 @@ class TopicTail:
         # A topic created a moment ago may not be in every broker's metadata yet: give it time.
         deadline = time.monotonic() + METADATA_BUDGET_S
         while True:
-            metadata = self._consumer.list_topics(self._topic, timeout=REQUEST_TIMEOUT_S)
+            try:
+                metadata = self._consumer.list_topics(self._topic, timeout=METADATA_TRY_S)
+            except KafkaException:
+                # "Transport failure" says nothing: serving the client's callbacks raises the
+                # refusal behind it (credentials, TLS), when there is one.
+                self._consumer.poll(0)
+                if time.monotonic() > deadline:
+                    raise
+                continue
             topic_md = metadata.topics.get(self._topic)
             ready = topic_md is not None and topic_md.error is None and topic_md.partitions
             if ready or time.monotonic() > deadline:
