@@ -9,6 +9,7 @@ Least privilege, from what each role's code actually does (``docs/security.md`` 
   back to its origin), responses and the DLQ (a record that fails for good).
 - ``worker-<specialist>``: read its own task topic in its group; read responses (the answered
   index); write responses, retries, the DLQ and the parking lot.
+- every pipeline process (router, relay, workers): write its status report.
 - ``admin`` (operators, ``topics ensure``, DLQ tools) and ``broker``: super users, no ACLs.
 
 Every reader also needs ``Describe`` on its tail's throw-away groups (``switchboard-<name>-``
@@ -70,6 +71,8 @@ def grants(name: str, topics: Topics) -> list[tuple]:
     retries = [_topic(topics.retry(t), WRITE) for t in RETRY_TIERS_S]
     responses_rw = [_topic(topics.responses, READ), _topic(topics.responses, WRITE)]
     readers = [_group(READER_GROUP_PREFIX, DESCRIBE, PREFIXED)]
+    # Every pipeline process publishes its status report (``switchboard status`` reads them).
+    status = _topic(topics.status, WRITE)
     if name == CLIENT:
         return [_topic(topics.requests, WRITE), _topic(topics.responses, READ), *readers]
     if name == ROUTER:
@@ -80,6 +83,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
             *responses_rw,
             *retries,
             _topic(topics.dlq, WRITE),
+            status,
             *readers,
         ]
     if name == RELAY:
@@ -90,6 +94,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
             _topic(topics.requests, WRITE),
             *responses_rw,
             _topic(topics.dlq, WRITE),
+            status,
             *readers,
         ]
     for specialist in SPECIALISTS:
@@ -101,6 +106,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
                 *retries,
                 _topic(topics.dlq, WRITE),
                 _topic(topics.parking_lot, WRITE),
+                status,
                 *readers,
             ]
     return []  # admin and broker are super users
