@@ -19,6 +19,7 @@ from switchboard.core.admin import ensure_topics
 from switchboard.core.kafka_clients import make_admin
 from switchboard.core.topics import TopicSpec
 from switchboard.devtools.local_kafka import LocalKafka
+from switchboard.devtools.secure_kafka import SecureKafka
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = Path(os.environ.get("SWITCHBOARD_STATE_DIR", REPO / ".switchboard")).resolve()
@@ -105,3 +106,18 @@ def make_topic(admin: AdminClient, unique: Callable[[str], str]) -> Callable[...
         return name
 
     return create
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[SecureKafka]:
+    """The secure local broker (SASL_SSL, mTLS, ACLs) for the tests that ask for it: the one
+    ``switchboard kafka start --secure`` runs (its own state directory and ports beside the
+    plain broker), reused when it runs, else started here and stopped (by its pid) at the end.
+    About 10 s to start."""
+    broker = SecureKafka(STATE_DIR / "secure-kafka", jars=STATE_DIR / "kafka" / "jars")
+    _bootstrap, started, _note = broker.start()
+    try:
+        yield broker
+    finally:
+        if started:
+            broker.stop()
