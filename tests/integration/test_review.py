@@ -263,7 +263,7 @@ def test_claude_answers_review_requests_with_the_findings_tool(
     """Against the fake Messages API over HTTP: a forced report_findings call that validates
     becomes findings (path and specialist set by the worker); an invalid one is retried once and
     then validates; one invalid every time ends as an unstructured note after two calls; cost is
-    in the report."""
+    in the report; a rerun of the job makes no model call."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.md").write_text("# Good\n\nA service with retries.\n")
@@ -279,14 +279,16 @@ def test_claude_answers_review_requests_with_the_findings_tool(
             p.add_router()
             p.add_worker("backend", concurrency=8)
 
+        args = (str(docs), "--specialists", "backend", "--fail-on", "none", "--format", "json")
         with RunningPipeline(settings, kafka_config, setup):
-            proc = _review(
-                settings, str(docs), "--specialists", "backend", "--out", str(tmp_path / "r"),
-                "--fail-on", "none", "--format", "json", cwd=tmp_path,
-            )  # fmt: skip
-        calls = fake.stats().total_calls
+            proc = _review(settings, *args, "--out", str(tmp_path / "r"), cwd=tmp_path)
+            calls = fake.stats().total_calls
+            rerun = _review(settings, *args, "--out", str(tmp_path / "again"), cwd=tmp_path)
+        calls_after_rerun = fake.stats().total_calls
     assert proc.returncode == 0, proc.stderr
     assert calls == 1 + 2 + 2
+    assert rerun.returncode == 0 and "0 sent, 3 answered before" in rerun.stdout, rerun.stderr
+    assert calls_after_rerun == calls  # the rerun made no model call
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     by_name = {Path(d["path"]).name: d for d in report["documents"]}
     for name in ("good.md", "once.md"):

@@ -25,7 +25,7 @@ from producers.review.job import (
     plan,
     request_id,
 )
-from producers.review.progress import PlainProgress
+from producers.review.progress import LiveProgress, PlainProgress, progress_for
 from switchboard.cli.main import main
 from switchboard.core.findings import ReviewMeta, parse_findings_answer
 from tests.unit.review_corpus import CORPUS, corpus_documents
@@ -217,3 +217,18 @@ def test_inputs_that_name_nothing_are_one_line_errors_with_exit_2(
     manifest.write_text(json.dumps({"text": "no id"}) + "\n")
     assert main(["review", "--manifest", str(manifest), "--estimate"]) == 2
     assert "a text item needs an id" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_the_live_bar_and_anything_else_plain_lines() -> None:
+    assert isinstance(progress_for(io.StringIO()), PlainProgress)
+    live = progress_for(_Terminal())
+    assert isinstance(live, LiveProgress)
+    job = plan("j", corpus_documents()[:1], ("backend",))
+    live.start(len(job.items), 0, len(job.items))
+    live.settled(job.items[0], None)
+    live.stop()
