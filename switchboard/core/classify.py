@@ -41,6 +41,7 @@ __all__ = [
     "classify_anthropic",
     "classify_decode",
     "classify_kafka",
+    "client_certificate_problem",
     "is_decode_error",
     "kafka_access_problem",
     "parse_retry_after",
@@ -395,6 +396,15 @@ def plaintext_on_tls_problem(bootstrap: str) -> str:
     return (
         f"Kafka at {bootstrap} speaks TLS but this client connects in plaintext: set "
         'security.protocol to "SSL" or "SASL_SSL" (and ssl.ca.location) in SWITCHBOARD_KAFKA_CONFIG'
+    )
+
+
+def client_certificate_problem(bootstrap: str, alert: str) -> str:
+    """The line for a client whose certificate the broker rejects (mTLS)."""
+    return (
+        f"Kafka at {bootstrap} rejected this client's certificate ({alert}): set "
+        "ssl.certificate.location and ssl.key.location to a certificate signed by a CA the "
+        "broker trusts"
     )
 
 

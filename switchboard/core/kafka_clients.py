@@ -26,7 +26,11 @@ from typing import Any, Final
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 
-from switchboard.core.classify import kafka_access_problem, plaintext_on_tls_problem
+from switchboard.core.classify import (
+    client_certificate_problem,
+    kafka_access_problem,
+    plaintext_on_tls_problem,
+)
 from switchboard.core.errors import KafkaAccessError
 
 #: Where librdkafka's log lines go (syslog levels mapped: 3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG).
@@ -59,6 +63,31 @@ def speaks_tls(address: str, timeout_s: float = TLS_PROBE_TIMEOUT_S) -> bool:
         return False
 
 
+def rejects_certificate(address: str, config: dict[str, Any]) -> str | None:
+    """The TLS alert (an OpenSSL reason code) with which ``host:port`` rejects the client
+    certificate of ``config``, or None when it accepts it (or cannot be asked). With TLS 1.3
+    the server's verdict on a client certificate comes after the handshake: read for it."""
+    host, _, port = address.strip().rpartition(":")
+    try:
+        context = ssl.create_default_context(cafile=config.get("ssl.ca.location"))
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the broker's certificate is not the question here
+        context.load_cert_chain(config["ssl.certificate.location"], config.get("ssl.key.location"))
+        with (
+            socket.create_connection(
+                (host.strip("[]"), int(port)), timeout=TLS_PROBE_TIMEOUT_S
+            ) as raw,
+            context.wrap_socket(raw, server_hostname=host or None) as tls,
+        ):
+            tls.recv(1)  # a Kafka broker that accepted us waits for a request: a timeout
+    except ssl.SSLError as exc:
+        reason = str(getattr(exc, "reason", "") or "")
+        return reason if reason.startswith(_TLS_ALERT_PREFIXES) else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
 def access_error_callback(config: dict[str, Any]) -> Callable[[KafkaError], None]:
     """An ``error_cb`` raising ``KafkaAccessError`` on a refusal; other errors (a broker
     restarting, a network blip) are librdkafka's to retry and are only logged."""
@@ -77,6 +106,18 @@ def access_error_callback(config: dict[str, Any]) -> Callable[[KafkaError], None
             tls_port = next((b for b in bootstrap if speaks_tls(b)), None)
             if tls_port is not None:
                 line = plaintext_on_tls_problem(tls_port.strip())
+        elif (
+            line is None
+            and err.code() == KafkaError._ALL_BROKERS_DOWN
+            and protocol == "ssl"
+            and "ssl.certificate.location" in config
+        ):
+            # A broker rejecting our client certificate only drops the connection (a
+            # transport error to librdkafka): ask it with the same certificate.
+            for address in bootstrap:
+                if (alert := rejects_certificate(address, config)) is not None:
+                    line = client_certificate_problem(address.strip(), alert)
+                    break
         if line is None:
             log.debug("kafka client error: %s", err)
             return

@@ -169,22 +169,36 @@ def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
 def test_refusals_end_the_command_with_one_line_that_says_what_to_change(
     secure_kafka: SecureKafka, secured: Settings, tmp_path: Path
 ) -> None:
-    """A wrong password, a CA the client does not trust and a plaintext client on the TLS port
-    each end ``switchboard submit`` with exit 1 and one line naming the cause and the setting
-    to change; none of them put anything on the requests topic."""
+    """A wrong password, a CA the client does not trust, a client certificate the broker does
+    not trust (mTLS) and a plaintext client on the TLS port each end ``switchboard submit``
+    with exit 1 and one line naming the cause and the setting to change; none of them put
+    anything on the requests topic."""
     wrong_password = _error_line(
         _cli_submit(connect(secure_kafka, CLIENT, **{"sasl.password": "wrong"}), secured)
     )
     assert "SASL authentication failed" in wrong_password
     assert "sasl.password" in wrong_password
 
-    other_ca = CertificateAuthority(tmp_path / "other-ca").cert_path
+    other_ca = CertificateAuthority(tmp_path / "other-ca")
     untrusted = _error_line(
-        _cli_submit(connect(secure_kafka, CLIENT, **{"ssl.ca.location": str(other_ca)}), secured)
+        _cli_submit(
+            connect(secure_kafka, CLIENT, **{"ssl.ca.location": str(other_ca.cert_path)}), secured
+        )
     )
     assert "TLS handshake failed" in untrusted
     assert "certificate verify failed" in untrusted
     assert "ssl.ca.location" in untrusted
+
+    stranger = other_ca.issue(CLIENT)
+    mtls = connect(
+        secure_kafka,
+        CLIENT,
+        mtls=True,
+        **{"ssl.certificate.location": str(stranger.cert), "ssl.key.location": str(stranger.key)},
+    )
+    rejected = _error_line(_cli_submit(mtls, secured))
+    assert f"Kafka at {mtls['bootstrap.servers']} rejected this client's certificate" in rejected
+    assert "ssl.certificate.location" in rejected
 
     sasl_ssl = secure_kafka.listeners()["sasl_ssl"]
     plaintext = _error_line(_cli_submit({"bootstrap.servers": sasl_ssl}, secured))
