@@ -19,7 +19,7 @@ from consumers.outcomes import now_ms
 from consumers.replay.parsing import pointer
 from consumers.replay.view import DeadLetterView
 from consumers.resilience.ratelimit import TokenBucket
-from switchboard.core import tracing
+from switchboard.core import metrics, tracing
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.errors import ConfigError
 from switchboard.core.topics import Topics
@@ -84,6 +84,8 @@ class Replayer:
         )
         self._max_in_flight = max_in_flight
         self._clock = clock
+        self._m_sent = metrics.REPLAYED.labels("sent")
+        self._m_failed = metrics.REPLAYED.labels("failed")
         #: With tracing on, each record sent gets a span linked to its original trace.
         self._tracer = tracing.tracer()
 
@@ -151,12 +153,14 @@ class Replayer:
             )
         except (KafkaException, ConfigError) as exc:  # DeliveryError is a KafkaException
             result.failed.append((letter, str(exc)))
+            self._m_failed.inc()
             ok = False
             if span is not None:
                 span.record_exception(exc)
                 span.set_status(tracing.Status(tracing.StatusCode.ERROR, str(exc)))
         else:
             result.sent.append(letter)
+            self._m_sent.inc()
             ok = True
         finally:
             if span is not None:
