@@ -114,6 +114,9 @@ def register(sub: Any) -> None:
                         help="print the token and dollar estimate; send nothing")  # fmt: skip
     review.add_argument("--budget", type=_usd, metavar="USD",
                         help="stop submitting before the estimate passes it")  # fmt: skip
+    review.add_argument("--batch-api", action="store_true",
+                        help="send through the Anthropic Message Batches API at half price "
+                        "(needs ANTHROPIC_API_KEY; a rerun resumes its batches)")  # fmt: skip
     review.set_defaults(handler=review_cmd)
 
     result = sub.add_parser("result", help="the response of a request id (answered before or not)")
@@ -229,6 +232,14 @@ async def _run(args: argparse.Namespace, settings: Settings, plan: Any, pricing:
         lookback_s=settings.dedup_window_s,
     )  # fmt: skip
     try:
+        if args.batch_api:
+            from switchboard.cli.review_batch import run_with_batches
+
+            return await run_with_batches(
+                client, plan, settings, _kafka(settings), timeout_s=args.timeout,
+                progress=progress_for(), pricing=pricing,
+                budget_micro_usd=round(args.budget * 1_000_000) if args.budget else None,
+            )  # fmt: skip
         return await review_job.run(
             client, plan, timeout_s=args.timeout, progress=progress_for(),
             budget_micro_usd=round(args.budget * 1_000_000) if args.budget else None,
