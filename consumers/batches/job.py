@@ -106,13 +106,19 @@ async def run_batch_job(
             await client.close()
 
 
-def make_client(settings: Settings) -> AsyncAnthropic:
-    """The SDK client of the settings; its own retries stay low (the runner owns retrying)."""
+def require_key(settings: Settings) -> None:
+    """Raise ``ConfigError`` (saying what to change) when there is no API key to batch with."""
     if settings.anthropic_api_key is None:
         raise ConfigError(
             "--batch-api sends the job to the Anthropic Message Batches API: set "
             "ANTHROPIC_API_KEY, or drop --batch-api to review through the workers"
         )
+
+
+def make_client(settings: Settings) -> AsyncAnthropic:
+    """The SDK client of the settings; its own retries stay low (the runner owns retrying)."""
+    require_key(settings)
+    assert settings.anthropic_api_key is not None
     from anthropic import AsyncAnthropic  # here, not at the top: it takes seconds to import
 
     return AsyncAnthropic(

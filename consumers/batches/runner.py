@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the SDK takes seconds to import; only model paths need it
 log = logging.getLogger(__name__)
 
 #: Polling: the first wait, the factor and the longest wait between two looks at a batch.
-POLL_INITIAL_S: Final = 5.0
+POLL_INITIAL_S: Final = 1.0
 POLL_FACTOR: Final = 2.0
 POLL_MAX_S: Final = 300.0
 #: How long a run keeps polling before it leaves its open batches to the next run (a batch

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -35,6 +40,7 @@ from switchboard.core.serde import DEAD_LETTER, RESPONSE, make_codec
 from switchboard.core.settings import Settings
 from switchboard.core.topics import Topics, TopicSpec
 from switchboard.devtools.fake_anthropic import FakeAnthropic
+from tests.unit.review_corpus import CORPUS
 
 from .harness import settings_for_test
 from .helpers import read_topic
@@ -268,3 +274,59 @@ def reopen(
             producer.close()
 
     asyncio.run(write())
+
+
+def review_cli(settings: Settings, fake: FakeAnthropic, out: Path, *args: str) -> Any:
+    """``switchboard review --batch-api`` on one corpus document, as CI would run it."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": str(settings.bootstrap_servers),
+        "SWITCHBOARD_TOPIC_PREFIX": settings.topic_prefix,
+        "ANTHROPIC_API_KEY": "sk-test",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+    }
+    command = [sys.executable, "-m", "switchboard.cli.main", "-v", "review", "--batch-api"]
+    return subprocess.run(
+        [*command, "checkout-design.md", "--specialists", "backend,security", "--job", "cli",
+         "--out", str(out), "--fail-on", "none", "--timeout", "30", *args],
+        capture_output=True, text=True, env=env, cwd=CORPUS, timeout=120,
+    )  # fmt: skip
+
+
+def test_switchboard_review_batch_api_reports_and_a_rerun_sends_nothing(
+    fake: FakeAnthropic, settings: Settings, kafka_config: dict[str, str], tmp_path: Path
+) -> None:
+    """The command sends the job's requests in one batch and writes its reports from the
+    answers; the same job run again finds every item answered and creates no batch."""
+    first = review_cli(settings, fake, tmp_path / "one")
+    assert first.returncode == 0, first.stderr
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    (document,) = report["documents"]
+    assert report["failed"] == [] and document["findings"]
+    assert set(document["usage_by_specialist"]) == {"backend", "security"}
+    assert report["usage"]["cost_micro_usd"] > 0
+    stats = fake.stats()
+    assert stats.batches_created == 1 and len(stats.batched_by_custom_id) >= 2
+    assert sum(stats.billed_by_key.values()) == len(stats.batched_by_custom_id)
+
+    second = review_cli(settings, fake, tmp_path / "two")
+    assert second.returncode == 0, second.stderr
+    assert fake.stats().batches_created == 1
+    assert "0 sent" in second.stdout
+
+
+def test_batch_api_without_a_key_says_what_to_set(settings: Settings, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": str(settings.bootstrap_servers),
+        "SWITCHBOARD_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    env.pop("ANTHROPIC_API_KEY", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard.cli.main", "review", "--batch-api",
+         "checkout-design.md", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=CORPUS, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "set ANTHROPIC_API_KEY" in line and line.startswith("switchboard review: error:")
