@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from consumers.replay.view import DeadLetterView, message_headers
 from switchboard.core import headers as h
 from switchboard.core.admin import end_offsets, ensure_topics
 from switchboard.core.errors import ConfigError, DecodeError, TransientError
-from switchboard.core.kafka_clients import reader_config
+from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import RESPONSE, Codec
 from switchboard.core.tail import TopicTail
 from switchboard.core.topics import Topics
@@ -69,7 +68,7 @@ class DeadLetterStore:
         self.codec = codec
         self.topic = source or topics.dlq
         self.timeout_s = timeout_s
-        self.admin = AdminClient(dict(kafka))
+        self.admin = make_admin(dict(kafka))
 
     def exists(self, topic: str) -> bool:
         found = self.admin.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
