@@ -171,3 +171,42 @@ def test_scraped_metrics_count_what_the_run_sent(
         "breakers",
         "heartbeat",
     }
+
+
+def test_retries_and_rate_limits_are_counted_by_tier_class_and_code(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    """Two backend requests meet one HTTP 429 each (retry-after 200 ms): /metrics shows two
+    rate-limited model errors, two retries to the 1 s tier of class transient, two records
+    through the relay, then two answered calls; the breaker gauge reads closed."""
+    with FakeAnthropic(latency_ms=10, faults=["429:retry-after-ms=200:count=2"]) as fake:
+        settings = settings_for_test(
+            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
+        )
+        topics = create_topics(settings, kafka_config)
+        running = RunningPipeline(settings, kafka_config, _all)
+        server = OpsServer(0).start()
+        try:
+            before = scrape(server.url)
+            with running, SwitchboardClient(kafka_config, topic_prefix=topics.prefix) as client:
+                ids = [client.submit(f"/backend size the pool ({i}) after a 429") for i in range(2)]
+                responses = [client.result(r, timeout=60) for r in ids]
+                after = scrape(server.url)
+        finally:
+            server.stop()
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert [(r.status, r.record["attempts"]) for r in responses] == [("answered", 2)] * 2
+    model = settings.models["backend"]
+    assert delta("switchboard_model_errors_total", specialist="backend", code="rate_limited") == 2
+    assert delta("switchboard_model_calls_total", specialist="backend", outcome="error") == 2
+    assert delta("switchboard_model_calls_total", specialist="backend", outcome="answered") == 2
+    assert (
+        delta("switchboard_retries_total", stage="model", tier="1s", error_class="transient") == 2
+    )
+    assert delta("switchboard_failure_decisions_total", stage="model", decision="retry") == 2
+    assert delta("switchboard_records_total", group=topics.group(GroupRole.RELAY)) == 2
+    assert delta("switchboard_dead_letters_total") == 0
+    assert total(after, "switchboard_breaker_state", breaker=f"backend:{model}") == 0
