@@ -31,6 +31,10 @@ CUSTOM_ID: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 #: The 1-hour cache TTL the Batches API's docs recommend: batches take minutes to hours.
 DOCUMENT_CACHE_CONTROL: Final = {"type": "ephemeral", "ttl": "1h"}
 DOCUMENT_PREAMBLE: Final = "The document under review, in full:\n\n"
+#: A document longer than this (about 100,000 tokens) is not sent as the prefix: each part
+#: then carries only its own text and outline context, as the workers' requests do, so a huge
+#: document never crowds the model's context window.
+DOCUMENT_PREFIX_MAX_CHARS: Final = 400_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def custom_id_for(request_id: str) -> str:
 def batch_params(item: BatchItem, *, model: str, max_tokens: int) -> dict[str, Any]:
     """The Messages ``params`` of one batch request (see the module docstring for the layout)."""
     system: list[dict[str, Any]] = []
-    if item.document:
+    if item.document and len(item.document) <= DOCUMENT_PREFIX_MAX_CHARS:
         system.append(
             {
                 "type": "text",

@@ -10,6 +10,7 @@ import pytest
 
 from consumers.batches.requests import (
     DOCUMENT_CACHE_CONTROL,
+    DOCUMENT_PREFIX_MAX_CHARS,
     BatchItem,
     Planned,
     batch_params,
@@ -60,6 +61,8 @@ def test_params_put_the_document_first_as_a_1h_cached_prefix_and_force_the_findi
     assert [t["name"] for t in params["tools"]] == [FINDINGS_TOOL_NAME]
     assert (params["model"], params["max_tokens"]) == (MODEL, 900)
     assert len(batch_params(item(document=""), model=MODEL, max_tokens=1)["system"]) == 1
+    huge = item(document="x" * (DOCUMENT_PREFIX_MAX_CHARS + 1))
+    assert len(batch_params(huge, model=MODEL, max_tokens=1)["system"]) == 1
 
 
 def planned(n: int, size: int) -> list[Planned]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 from anthropic.types.messages.batch_create_params import Request
 
@@ -123,3 +124,14 @@ def test_a_forced_tool_streams_its_input_as_json_deltas(client: anthropic.Anthro
     (block,) = message.content
     assert block.type == "tool_use"
     parse_findings_answer(block.input)
+
+
+def test_the_control_api_scripts_batch_items_and_their_time(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    body = {"outcomes": {"a": ["expired"], "b": "invalid"}, "seconds": 0.01}
+    answer = httpx2.post(f"{fake.base_url}/_fake/batch-items", json=body)
+    assert answer.status_code == 200 and answer.json() == {"scripted": 2, "batch_seconds": 0.01}
+    assert run_batch(client, ["a", "b", "c"]) == {"a": "expired", "b": "errored", "c": "succeeded"}
+    refused = httpx2.post(f"{fake.base_url}/_fake/batch-items", json={"outcomes": {"a": "gone"}})
+    assert refused.status_code == 400 and "use one of" in refused.json()["error"]["message"]
