@@ -1,0 +1,144 @@
+"""The metrics helpers: bounded labels, responses and latencies, model calls through the
+instrumented backend (no broker; the process registry, read as deltas)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+from prometheus_client import REGISTRY
+
+from consumers.specialists.backends import Answer, OfflineBackend
+from consumers.specialists.instrumented import InstrumentedBackend
+from switchboard.core import metrics
+from switchboard.core.status import ResponseStatus
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_specialist_labels_are_bounded() -> None:
+    assert metrics.specialist_label("backend") == "backend"
+    assert metrics.specialist_label("") == "none"
+    assert metrics.specialist_label(None) == "none"
+    assert metrics.specialist_label("x" * 1000) == "other"
+
+
+def test_responses_count_by_status_and_observe_e2e_and_stage_latency() -> None:
+    m = metrics.ResponseMetrics("model")
+    before = (
+        value("switchboard_responses_total", stage="model", specialist="api", status="answered"),
+        value("switchboard_e2e_duration_seconds_count", specialist="api"),
+        value("switchboard_e2e_duration_seconds_sum", specialist="api"),
+        value("switchboard_stage_duration_seconds_count", stage="queue", specialist="api"),
+        value("switchboard_e2e_duration_seconds_bucket", specialist="api", le="0.05"),
+    )
+    m.observe("api", ResponseStatus.ANSWERED, {"total": 40, "queue": 3, "model": 30, "worker": 35})
+    m.observe("api", ResponseStatus.ANSWERED, {"total": 2000, "queue": 1})
+    after = (
+        value("switchboard_responses_total", stage="model", specialist="api", status="answered"),
+        value("switchboard_e2e_duration_seconds_count", specialist="api"),
+        value("switchboard_e2e_duration_seconds_sum", specialist="api"),
+        value("switchboard_stage_duration_seconds_count", stage="queue", specialist="api"),
+        value("switchboard_e2e_duration_seconds_bucket", specialist="api", le="0.05"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx([2, 2, 2.04, 2, 1])
+
+
+def test_a_made_up_specialist_is_counted_as_other_without_a_series_of_its_own() -> None:
+    m = metrics.ResponseMetrics("route")
+    before = value(
+        "switchboard_responses_total", stage="route", specialist="other", status="rejected"
+    )
+    for i in range(50):
+        m.observe(f"frontend-{i}", ResponseStatus.REJECTED)
+    after = value(
+        "switchboard_responses_total", stage="route", specialist="other", status="rejected"
+    )
+    assert after - before == 50
+    assert len(m._responses) == 1  # one bound child, not fifty
+    assert (
+        REGISTRY.get_sample_value(
+            "switchboard_responses_total",
+            {"stage": "route", "specialist": "frontend-1", "status": "rejected"},
+        )
+        is None
+    )
+
+
+class _Scripted:
+    """A backend that answers with usage, or raises what it is given."""
+
+    name = "claude"
+
+    def __init__(self, result: Answer | Exception) -> None:
+        self.result = result
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def test_instrumented_backend_counts_calls_tokens_and_cost() -> None:
+    usage = {
+        "input_tokens": 120, "output_tokens": 300,
+        "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 0,
+    }  # fmt: skip
+    answer = Answer(ResponseStatus.ANSWERED, "ok", "m-1", "m-1", usage, 2_500, 1500)
+    backend = InstrumentedBackend(_Scripted(answer), "perf", "m-1")
+    assert not hasattr(backend, "answer_now")  # a backend that waits keeps the slow path
+    labels = {"specialist": "perf", "model": "m-1"}
+    before = [
+        value("switchboard_model_calls_total", **labels, outcome="answered"),
+        value("switchboard_model_tokens_total", **labels, type="input"),
+        value("switchboard_model_tokens_total", **labels, type="output"),
+        value("switchboard_model_tokens_total", **labels, type="cache_read"),
+        value("switchboard_model_cost_usd_total", **labels),
+        value("gen_ai_client_operation_duration_seconds_sum", specialist="perf", gen_ai_request_model="m-1"),
+        value("gen_ai_client_token_usage_sum", specialist="perf", gen_ai_request_model="m-1", gen_ai_token_type="input"),
+    ]  # fmt: skip
+    assert asyncio.run(backend.answer("perf", "p", {})) is answer
+    after = [
+        value("switchboard_model_calls_total", **labels, outcome="answered"),
+        value("switchboard_model_tokens_total", **labels, type="input"),
+        value("switchboard_model_tokens_total", **labels, type="output"),
+        value("switchboard_model_tokens_total", **labels, type="cache_read"),
+        value("switchboard_model_cost_usd_total", **labels),
+        value("gen_ai_client_operation_duration_seconds_sum", specialist="perf", gen_ai_request_model="m-1"),
+        value("gen_ai_client_token_usage_sum", specialist="perf", gen_ai_request_model="m-1", gen_ai_token_type="input"),
+    ]  # fmt: skip
+    deltas = [a - b for a, b in zip(after, before, strict=True)]
+    assert deltas == pytest.approx([1, 120, 300, 1000, 0.0025, 1.5, 1120])
+
+
+def test_instrumented_backend_counts_a_429_by_code_and_raises_it_unchanged() -> None:
+    response = httpx2.Response(429, request=httpx2.Request("POST", "http://fake/v1/messages"))
+    error = anthropic.RateLimitError("slow down", response=response, body=None)
+    backend = InstrumentedBackend(_Scripted(error), "data", "m-2")
+    key = {"specialist": "data", "model": "m-2"}
+    before = value(
+        "switchboard_model_errors_total", **key, error_class="transient", code="rate_limited"
+    )
+    calls = value("switchboard_model_calls_total", **key, outcome="error")
+    with pytest.raises(anthropic.RateLimitError):
+        asyncio.run(backend.answer("data", "p", {}))
+    after = value(
+        "switchboard_model_errors_total", **key, error_class="transient", code="rate_limited"
+    )
+    assert after - before == 1
+    assert value("switchboard_model_calls_total", **key, outcome="error") - calls == 1
+
+
+def test_the_offline_rulebook_keeps_its_fast_path_and_is_counted() -> None:
+    backend = InstrumentedBackend(OfflineBackend(), "api", "claude-sonnet-5-5")
+    labels = {"specialist": "api", "model": "offline", "outcome": "answered"}
+    before = value("switchboard_model_calls_total", **labels)
+    answer = backend.answer_now("api", "/api design cursor pagination", {})
+    assert answer.backend == "offline"
+    assert value("switchboard_model_calls_total", **labels) - before == 1
