@@ -114,7 +114,7 @@ class DeadLetterStore:
     def scan(self, since_ms: int | None = None) -> list[DeadLetterView]:
         """Every dead letter of the source topic (from ``since_ms``), oldest offset first."""
         if not self.exists(self.topic):
-            raise ConfigError(f"topic {self.topic} does not exist: run `switchboard topics ensure`")
+            raise ConfigError(_missing(self.topic))
         letters: list[DeadLetterView] = []
         self.read(
             self.topic,
@@ -190,7 +190,7 @@ class DeadLetterStore:
         """The one dead letter at ``partition``/``offset`` of the source topic."""
         wanted = f"{partition}:{offset}"
         if not self.exists(self.topic):
-            raise ConfigError(f"topic {self.topic} does not exist: run `switchboard topics ensure`")
+            raise ConfigError(_missing(self.topic))
         consumer = Consumer(reader_config(self.kafka, "dlq-show"))
         try:
             tp = TopicPartition(self.topic, partition)
@@ -220,3 +220,11 @@ class DeadLetterStore:
             raise TransientError(f"reading {wanted} from {self.topic} timed out")
         finally:
             consumer.close()
+
+
+def _missing(topic: str) -> str:
+    # A secured broker leaves topics this identity may not describe out of the metadata.
+    return (
+        f"topic {topic} does not exist, or this identity may not describe it: run `switchboard "
+        "topics ensure`, or connect as an identity with Read on it"
+    )

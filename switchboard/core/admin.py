@@ -9,6 +9,8 @@ from typing import Final
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from switchboard.core.classify import kafka_access_problem
+from switchboard.core.errors import KafkaAccessError
 from switchboard.core.topics import TopicSpec
 
 #: Errors a just-created topic gives while its leadership settles: the metadata already names
@@ -96,8 +98,12 @@ def ensure_topics(
                 created.append(name)
             except KafkaException as exc:
                 # Another process created it between our list and create: that is success.
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+                if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                denied = kafka_access_problem(exc.args[0], operation="Create", resource=name)
+                if denied is not None:
+                    raise KafkaAccessError(denied) from exc
+                raise
     _wait_for_leaders(admin, [s.name for s in specs], timeout_s)
     return EnsureResult(
         created=sorted(created),

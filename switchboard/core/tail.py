@@ -23,6 +23,7 @@ from confluent_kafka import (
 )
 
 from switchboard.core.admin import is_settling
+from switchboard.core.classify import kafka_access_problem
 from switchboard.core.errors import ConfigError, KafkaAccessError
 from switchboard.core.kafka_clients import reader_config
 
@@ -110,6 +111,12 @@ class TopicTail:
                     raise
                 continue
             topic_md = metadata.topics.get(self._topic)
+            if topic_md is not None and topic_md.error is not None:
+                denied = kafka_access_problem(
+                    topic_md.error, operation="Describe", resource=self._topic
+                )
+                if denied is not None:  # not "does not exist": this identity may not see it
+                    raise KafkaAccessError(denied)
             ready = topic_md is not None and topic_md.error is None and topic_md.partitions
             if ready or time.monotonic() > deadline:
                 break
