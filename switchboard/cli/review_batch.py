@@ -56,7 +56,9 @@ async def run_with_batches(
     require_key(settings)
     outcome = review_job.Outcome(budget_micro_usd=budget_micro_usd)
     ids = [item.request_id for item in plan.items]
-    found = await client.lookup(ids)
+    # The whole response topic, not the dedup window: a batch can take a day, and its rerun the
+    # next day must still find yesterday's answers (the batch job reads it whole too).
+    found = await client.lookup(ids, since_ms=0)
     outcome.responses.update(found)
     outcome.already_answered = len(found)
     to_send, planned = [], 0
@@ -81,7 +83,7 @@ async def run_with_batches(
         poll = PollPolicy(max_wait_s=timeout_s)
         await run_batch_job(batch_items(plan, to_send), settings, kafka, job=plan.job, poll=poll)
         outcome.sent = len(to_send)
-        answered = await client.lookup([item.request_id for item in to_send])
+        answered = await client.lookup([item.request_id for item in to_send], since_ms=0)
         outcome.responses.update(answered)
         for item in to_send:
             response = answered.get(item.request_id)
