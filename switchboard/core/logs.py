@@ -129,7 +129,20 @@ class JsonFormatter(_Redacting):
 
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
-    """The handler ``configure`` installs (so a second call replaces it, never adds one)."""
+    """The handler ``configure`` installs (so a second call replaces it, never adds one).
+
+    Without a stream of its own it writes to whatever ``sys.stderr`` is at each line, so a
+    caller that swaps stderr (a test capturing output, a console) gets the lines.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure(
@@ -142,7 +155,7 @@ def configure(
     """Send every log line to ``stream`` (stderr) in ``fmt``, at ``level`` and above."""
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: use one of {', '.join(FORMATS)}")
-    handler = _OurHandler(stream or sys.stderr)
+    handler = _OurHandler(stream)
     handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:
