@@ -9,7 +9,7 @@ and closes everything it opened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from confluent_kafka import Message
@@ -45,6 +45,7 @@ async def run_batch_job(
     *,
     job: str,
     poll: PollPolicy | None = None,
+    on_event: Callable[[str], None] | None = None,
     client: AsyncAnthropic | None = None,
     max_requests: int = MAX_BATCH_REQUESTS,
     max_bytes: int = MAX_BATCH_BYTES - BATCH_BYTES_MARGIN,
@@ -55,7 +56,8 @@ async def run_batch_job(
 
     ``kafka`` is the librdkafka config (``settings.client_config(bootstrap)``); ``job`` names
     the job in the batch ledger (the review's ``--job``); ``client`` defaults to an
-    ``AsyncAnthropic`` from the settings (it needs ``ANTHROPIC_API_KEY``).
+    ``AsyncAnthropic`` from the settings (it needs ``ANTHROPIC_API_KEY``); ``on_event`` gets a
+    line for every batch created and every poll (its state and request counts), for progress.
     Raises ``ConfigError`` without a key, ``BatchJobError`` when the API refuses the job.
     """
     items = list(items)
@@ -96,6 +98,7 @@ async def run_batch_job(
             max_tokens=settings.max_output_tokens,
             max_attempts=settings.max_attempts,
             poll=poll,
+            on_event=on_event,
             max_requests=max_requests,
             max_bytes=max_bytes,
         )

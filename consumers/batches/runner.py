@@ -120,6 +120,7 @@ class BatchRunner:
         max_tokens: int,
         max_attempts: int,
         poll: PollPolicy | None = None,
+        on_event: Callable[[str], None] | None = None,
         max_requests: int = MAX_BATCH_REQUESTS,
         max_bytes: int = MAX_BATCH_BYTES - BATCH_BYTES_MARGIN,
     ) -> None:
@@ -133,6 +134,7 @@ class BatchRunner:
         self._max_tokens = max_tokens
         self._max_attempts = max_attempts
         self._poll = poll or PollPolicy()
+        self._on_event = on_event or (lambda _line: None)
         self._max_requests = max_requests
         self._max_bytes = max_bytes
         self._items: dict[str, BatchItem] = {}
@@ -206,6 +208,7 @@ class BatchRunner:
             self.summary.batches_created += 1
             self.summary.batch_ids.append(batch_id)
             log.info("batch %s created: %d requests (round %d)", batch_id, len(group), round_no)
+            self._on_event(f"batch {batch_id} created: {len(group)} requests")
             created.append(batch)
         return created
 
@@ -317,6 +320,10 @@ class BatchRunner:
             wait = delay
             try:
                 status = await self._client.messages.batches.retrieve(batch.batch_id)
+                counts = ", ".join(
+                    f"{n} {name}" for name, n in status.request_counts.to_dict().items() if n
+                )
+                self._on_event(f"batch {batch.batch_id} {status.processing_status}: {counts}")
                 if status.processing_status == "ended":
                     return True
                 delay = self._poll.next_delay(delay)

@@ -305,6 +305,7 @@ def test_switchboard_review_batch_api_reports_and_a_rerun_sends_nothing(
     assert report["failed"] == [] and document["findings"]
     assert set(document["usage_by_specialist"]) == {"backend", "security"}
     assert report["usage"]["cost_micro_usd"] > 0
+    assert "review: batch msgbatch_" in first.stderr and " ended: 2 succeeded" in first.stderr
     stats = fake.stats()
     assert stats.batches_created == 1 and len(stats.batched_by_custom_id) >= 2
     assert sum(stats.billed_by_key.values()) == len(stats.batched_by_custom_id)

@@ -37,7 +37,8 @@ class Batches:
         step = next(self.script)
         if isinstance(step, Exception):
             raise step
-        return NS(id=batch_id, processing_status=step)
+        counts = NS(to_dict=lambda: {"processing": 1, "succeeded": 0})
+        return NS(id=batch_id, processing_status=step, request_counts=counts)
 
 
 class Clock:
