@@ -227,15 +227,15 @@ class BatchRunner:
         raise AssertionError("unreachable")
 
     async def _fail_now(self, oversize: list[Planned], attempts: Mapping[str, int]) -> None:
-        failure = Failure(
-            ErrorClass.PERMANENT,
-            "request_too_large",
-            f"Message Batches: the request is {oversize[0].size} bytes, over the batch limit "
-            f"of {self._max_bytes}; split the document into smaller parts",
-            "BatchItemTooLarge",
-        )
         records: list[Outbound] = []
         for p in oversize:
+            failure = Failure(
+                ErrorClass.PERMANENT,
+                "request_too_large",
+                f"Message Batches: the request is {p.size} bytes, over the batch limit of "
+                f"{self._max_bytes}; split the document into smaller parts",
+                "BatchItemTooLarge",
+            )
             records += await self._dead(
                 p.item.request, p.item.specialist, failure, attempts[p.item.custom_id]
             )

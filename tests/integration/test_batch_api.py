@@ -72,7 +72,7 @@ def settings(kafka_bootstrap: str, kafka_config: dict[str, str], fake: FakeAnthr
     return settings
 
 
-def item(job: str, name: str, specialist: str = "backend") -> BatchItem:
+def item(job: str, name: str, specialist: str = "backend", prompt: str = "") -> BatchItem:
     """A review item; request ids hold ':' as the review job's do, so custom ids are mapped."""
     digest = hashlib.sha256(DOCUMENT.encode()).hexdigest()[:12]
     request_id = f"{job}:{digest}:{name}:{specialist}"
@@ -82,7 +82,7 @@ def item(job: str, name: str, specialist: str = "backend") -> BatchItem:
         request_id=request_id,
         priority="BATCH",
     )
-    request["prompt"] = f"Review part {name} of the document for {specialist} problems."
+    request["prompt"] = prompt or f"Review part {name} of the document for {specialist} problems."
     return BatchItem(request_id, specialist, request, DOCUMENT)
 
 
@@ -331,3 +331,20 @@ def test_batch_api_without_a_key_says_what_to_set(settings: Settings, tmp_path: 
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "set ANTHROPIC_API_KEY" in line and line.startswith("switchboard review: error:")
+
+
+def test_a_request_larger_than_a_batch_is_dead_lettered_not_truncated(
+    fake: FakeAnthropic, settings: Settings, kafka_config: dict[str, str]
+) -> None:
+    """With a 60 KB batch limit, a 100 KB request can never be sent: it is answered ``failed``
+    (``request_too_large``) with a pointer, while its small sibling goes out and is answered."""
+    job = "job4"
+    small, large = item(job, "small"), item(job, "large", prompt="x" * 100_000)
+    summary = run([small, large], settings, kafka_config, job=job, max_bytes=60_000)
+    by_id = {r["request_id"]: r for r in responses(settings, kafka_config)}
+    assert by_id[small.request_id]["status"] == "answered"
+    too_large = by_id[large.request_id]
+    assert too_large["status"] == "failed" and too_large["error_code"] == "request_too_large"
+    assert too_large["dlq"] is not None
+    assert fake.stats().batched_by_custom_id == {small.custom_id: 1}
+    assert (summary.answered, summary.failed) == (1, 1)
