@@ -51,12 +51,44 @@ def kafka_bootstrap() -> Iterator[str]:
     bootstrap, started, _note = broker.start()
     admin = make_admin({"bootstrap.servers": bootstrap})
     before = set(admin.list_topics(timeout=30).topics)
+    marker = _mark_session()
     try:
         yield bootstrap
     finally:
-        _delete_new_topics(admin, before)
+        marker.unlink(missing_ok=True)
+        if _other_sessions():
+            # Another test session shares this broker: its topics are among the new ones, and
+            # deleting them would break its tests. The last session to end tidies up.
+            print("\nanother test session uses this broker: its topics and ours are kept")
+        else:
+            _delete_new_topics(admin, before)
         if started:
             broker.stop()
+
+
+SESSIONS = STATE_DIR / "test-sessions"
+
+
+def _mark_session() -> Path:
+    """A file per running test session (named by pid), so sessions on one broker see each other."""
+    SESSIONS.mkdir(parents=True, exist_ok=True)
+    marker = SESSIONS / str(os.getpid())
+    marker.touch()
+    return marker
+
+
+def _other_sessions() -> bool:
+    """Whether another test session is running now (a marker whose process is alive)."""
+    alive = False
+    for marker in SESSIONS.glob("*"):
+        try:
+            os.kill(int(marker.name), 0)
+            alive = True
+        except (ValueError, ProcessLookupError):
+            marker.unlink(missing_ok=True)  # a session that died without tidying
+        except PermissionError:
+            alive = True
+    return alive
 
 
 def _delete_new_topics(admin: AdminClient, before: set[str]) -> None:
