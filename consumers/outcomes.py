@@ -23,6 +23,7 @@ from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.core.status import ResponseStatus
+from switchboard.core.tenants import internal_topic
 from switchboard.core.topics import Topics
 
 
@@ -63,9 +64,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def reply_topic(value: object) -> str | None:
-    """``value`` if it can name a Kafka topic, else None (answer on the shared topic instead)."""
-    return value if isinstance(value, str) and _LEGAL_TOPIC.fullmatch(value) else None
+def reply_topic(value: object, pipeline_prefix: str | None = None) -> str | None:
+    """``value`` if it can name a Kafka topic outside Kafka's and the pipeline's own (under
+    ``pipeline_prefix``), else None (answer on the shared topic instead). The router rejects
+    such a request first (``forbidden_reply_to``); this is the last fence, for every writer."""
+    if not isinstance(value, str) or not _LEGAL_TOPIC.fullmatch(value):
+        return None
+    if pipeline_prefix is not None and internal_topic(value, pipeline_prefix):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class Outcomes:
         }
         self._counts[status] = self._counts.get(status, 0) + 1
         self._metrics.observe(record["specialist"], status, fields.get("stage_latency_ms"))
-        topic = reply_topic(request.get("reply_to")) or self.topics.responses
+        topic = reply_topic(request.get("reply_to"), self.topics.prefix) or self.topics.responses
         headers = [(h.REQUEST_ID, request_id.encode()), (h.STATUS, status.encode())]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
@@ -157,6 +164,23 @@ class Outcomes:
         return Outbound(
             topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers
         )
+
+    def recorded(self, response: Outbound) -> list[Outbound]:
+        """``response`` as the records to deliver: with a copy on the responses topic first
+        when it goes to a reply topic, so the answered index (which reads the responses topic,
+        the ledger) knows the request is answered and a redelivery is never answered, or
+        billed, again. The reply topic's caller still gets exactly one record on its topic; the
+        copy carries ``sb-reply-copy-of`` naming that topic. Both are confirmed delivered
+        before the offset is committed (the runtime's commit order)."""
+        if response.topic == self.topics.responses:
+            return [response]
+        copy = Outbound(
+            self.topics.responses,
+            response.value,  # the same bytes: decoders resolve the writer schema by id either way
+            response.key,
+            [*response.headers, (h.REPLY_COPY_OF, response.topic.encode())],
+        )
+        return [copy, response]
 
     async def dead_letter(
         self,
@@ -261,7 +285,7 @@ class Outcomes:
                 "tenant": h.header_value(msg.headers(), h.TENANT) or "default",
                 "reply_to": h.header_value(msg.headers(), h.REPLY_TO),
             }
-        return [
+        return self.recorded(
             self.response(
                 req,
                 ResponseStatus.FAILED,
@@ -272,7 +296,7 @@ class Outcomes:
                 dlq=pointer,
                 attempts=attempts,
             )
-        ]
+        )
 
     def expired(
         self,

@@ -117,7 +117,7 @@ class SpecialistWorker:
         self.model_calls += 1
         self._index.mark_answered(request_id)
         attempt = int(request.get("attempt") or 0) + 1
-        return [self._response(request, answer, attempt, picked_ms)]
+        return self._outcomes.recorded(self._response(request, answer, attempt, picked_ms))
 
     async def _handle(
         self, msg: Record, ctx: Context, request: dict[str, Any], picked_ms: int
@@ -140,7 +140,7 @@ class SpecialistWorker:
         try:
             answer, attempt = await self._answer(msg, request)
             status = answer.status
-            return [self._response(request, answer, attempt, picked_ms)]
+            return self._outcomes.recorded(self._response(request, answer, attempt, picked_ms))
         except RecordFailed as failed:
             status = self._failures.terminal_status(failed.decision)
             raise

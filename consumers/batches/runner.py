@@ -367,8 +367,9 @@ class BatchRunner:
         else:
             self.summary.answered += 1
         self.summary.cost_micro_usd += verdict.cost_micro_usd
-        return [
-            self._outcomes(held.specialist).response(
+        outcomes = self._outcomes(held.specialist)
+        return outcomes.recorded(
+            outcomes.response(
                 request,
                 verdict.status,
                 verdict.content,
@@ -380,7 +381,7 @@ class BatchRunner:
                 stage_latency_ms={"batch": max(0, now_ms() - batch.created_at_ms)},
                 attempts=held.attempt,
             )
-        ]
+        )
 
     async def _dead(
         self, request: Mapping[str, Any], specialist: str, failure: Failure, attempt: int

@@ -100,6 +100,18 @@ class TenantLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def reshape(self, overrides: Mapping[str, tuple[float, int]]) -> None:
+        """New per-tenant shapes (a reloaded tenants file): a tenant whose shape changed starts
+        a fresh bucket; the others keep theirs. Raises ValueError on an impossible shape."""
+        for rate, burst in overrides.values():
+            TokenBucket(rate, burst, self._clock)
+        changed = {
+            t for t in set(self._shapes) | set(overrides) if self._shapes.get(t) != overrides.get(t)
+        }
+        self._shapes = dict(overrides)
+        for tenant in changed:
+            self._buckets.pop(tenant, None)
+
     def check(self, tenant: str, n: int = 1) -> float:
         """0.0 if ``tenant`` may make ``n`` more requests now, else the retry-after in seconds."""
         bucket = self._buckets.get(tenant)

@@ -143,14 +143,14 @@ class FailureStrategy:
                 return outputs
             case Expire():
                 assert failed.request is not None
-                return [
+                return self.outcomes.recorded(
                     self.outcomes.expired(
                         failed.request,
                         failed.attempt,
                         specialist=failed.specialist,
                         failure=failure,
                     )
-                ]
+                )
             case Drop():
                 group = self.outcomes.consumer_group
                 log.info("%s: %s dropped: %s", group, _where(msg), decision.reason)

@@ -18,6 +18,15 @@ TRACESTATE = "tracestate"
 #: W3C baggage: carries the tenant across hops (``switchboard.core.tracing``).
 BAGGAGE = "baggage"
 
+# --- request signing (switchboard.core.tenants.sign) -------------------------------------
+#: Hex HMAC-SHA256 of the request (value bytes, request id and tenant headers, key id).
+SIGNATURE = "sb-signature"
+#: Which of the tenant's signing keys made ``sb-signature`` (several live at once: rotation).
+KEY_ID = "sb-key-id"
+#: On a response copied to the responses topic because the request named a reply topic: that
+#: topic. The copy is the answered index's record of it (the caller reads the reply topic).
+REPLY_COPY_OF = "sb-reply-copy-of"
+
 # --- retry relay ------------------------------------------------------------------------
 #: Milliseconds since the epoch before which a retry record must not be processed.
 RETRY_DUE_MS = "sb-retry-due-ms"

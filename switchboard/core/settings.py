@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     tenants: Annotated[frozenset[str], NoDecode] = Field(
         default_factory=frozenset, description="Known tenants; empty means any tenant."
     )
+    #: The tenants file (YAML or TOML, ``switchboard.core.tenants``); when set it replaces
+    #: ``tenants`` and is reloaded on change.
+    tenants_file: Path | None = None
+    #: Headers a request may carry, and the bytes of one header (name and value).
+    max_headers: int = Field(default=32, ge=1)
+    max_header_bytes: int = Field(default=4_096, ge=64)
     dedup_window_s: float = Field(default=3600.0, ge=0)
     #: Per-tenant request rate at the router (the seed's "1000 RPS per user"); 0 turns it off.
     tenant_rate_per_s: float = Field(default=1000.0, ge=0)

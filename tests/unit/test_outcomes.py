@@ -107,8 +107,11 @@ def test_fail_answers_from_the_headers_when_the_request_did_not_decode() -> None
     original = MemoryRecord(
         TOPICS.requests, b"?", None, [(h.REQUEST_ID, b"r-2"), (h.REPLY_TO, b"mine.replies")]
     )
-    [response] = asyncio.run(_outcomes(sink).fail(original, FAILURE))
+    [ledger, response] = asyncio.run(_outcomes(sink).fail(original, FAILURE))
     assert response.topic == "mine.replies"
+    # The copy on the responses topic is what the answered index reads: no second answer.
+    assert ledger.topic == TOPICS.responses and ledger.value == response.value
+    assert header(ledger, h.REPLY_COPY_OF) == "mine.replies"
     body = decoded_response(response)
     assert (body["status"], body["request_id"], body["tenant"]) == ("failed", "r-2", "default")
     assert body["error_code"] == "invalid_request" and body["dlq"]["offset"] == 0

@@ -1,0 +1,298 @@
+"""Tenants: who may ask what, how often, how much, and where the answer may go.
+
+The tenants file (``SWITCHBOARD_TENANTS_FILE``, YAML or TOML by its extension) is validated
+with pydantic into a ``TenantsConfig``; ``TenantsSource`` reloads it when its mtime changes
+(checked by a daemon thread about once a second, off the router's hot path) and keeps the
+last good configuration when an edit does not validate, logging one line that names the file
+and the key to fix. Without a file, ``TenantsConfig.from_names`` keeps ``SWITCHBOARD_TENANTS``
+working: the listed tenants (or any, when the list is empty), unsigned, with the global limits.
+
+Request signing lives here too, since the client (producers) signs and the router (consumers)
+verifies: HMAC-SHA256 over the record's value bytes, the request id and tenant headers and the
+key id (``sign``), compared with ``hmac.compare_digest`` (``signature_ok``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import tomllib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from switchboard.core.settings import SPECIALISTS
+
+log = logging.getLogger(__name__)
+
+#: How often the reload thread looks at the file's mtime.
+RELOAD_EVERY_S: Final = 1.0
+#: What the signature covers is versioned, so the scheme can change without ambiguity.
+SIGNATURE_SCHEME: Final = b"sb-hmac-sha256-v1"
+
+
+class TenantsFileError(ValueError):
+    """The tenants file cannot be used; the message is one line naming the file and the key."""
+
+
+class TenantPolicy(BaseModel):
+    """What one tenant may do. ``None`` on a limit means the global setting applies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Specialists it may ask; None: all of them.
+    specialists: frozenset[str] | None = None
+    #: Model ids its requests may be answered by (the specialist's configured model must be
+    #: one of them); None: any.
+    models: frozenset[str] | None = None
+    #: Requests a second, sustained, and at once; None: the router's global rate.
+    rate_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    #: Modelled, not enforced yet (budgets are summed from the response topic: see docs).
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    dollars_per_month: float | None = Field(default=None, gt=0)
+    #: The largest prompt in UTF-8 bytes; None: ``SWITCHBOARD_MAX_PROMPT_BYTES``.
+    max_prompt_bytes: int | None = Field(default=None, ge=1)
+    #: Reply topics it may name start with this; None: no reply topic (the shared responses
+    #: topic only); "": any topic that is not a pipeline or internal one.
+    reply_to_prefix: str | None = None
+    #: Whether every request must carry a valid signature by one of ``signing_keys``.
+    require_signature: bool = False
+    #: Key id -> secret. Several at once let a tenant rotate: add the new key, move clients
+    #: over, remove the old one.
+    signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("specialists")
+    @classmethod
+    def _known_specialists(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None and (unknown := value - set(SPECIALISTS)):
+            raise ValueError(
+                f"unknown specialists {sorted(unknown)}; use some of {', '.join(SPECIALISTS)}"
+            )
+        return value
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _real_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, secret in value.items():
+            if not key_id or len(secret.get_secret_value()) < 16:
+                raise ValueError(
+                    f"key {key_id!r} needs a non-empty id and a secret of at least 16 characters"
+                )
+        return value
+
+    def secret(self, key_id: str) -> bytes | None:
+        """The secret of ``key_id``, or None when the tenant has no such key."""
+        found = self.signing_keys.get(key_id)
+        return found.get_secret_value().encode() if found is not None else None
+
+
+class TenantsConfig(BaseModel):
+    """The whole tenants file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: "reject": a tenant not listed is rejected (``unknown_tenant``); "allow": it gets
+    #: ``default``.
+    unknown_tenants: Literal["reject", "allow"] = "reject"
+    #: The policy of a tenant not listed, when unknown tenants are allowed.
+    default: TenantPolicy = Field(default_factory=TenantPolicy)
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> TenantsConfig:
+        """``SWITCHBOARD_TENANTS`` as a config: those tenants (any when empty), unsigned, any
+        legal reply topic outside the pipeline's (what the router allowed before the file)."""
+        open_policy = TenantPolicy(reply_to_prefix="")
+        listed = sorted(names)
+        return cls(
+            unknown_tenants="reject" if listed else "allow",
+            default=open_policy,
+            tenants={name: open_policy for name in listed},
+        )
+
+    def policy(self, tenant: str) -> TenantPolicy | None:
+        """The policy of ``tenant``; None when it is unknown and unknown tenants are rejected."""
+        found = self.tenants.get(tenant)
+        if found is not None:
+            return found
+        return self.default if self.unknown_tenants == "allow" else None
+
+    def rate_shapes(self, rate_per_s: float, burst: int) -> dict[str, tuple[float, int]]:
+        """Per-tenant (rate, burst) overrides for the limiter, the globals filling gaps."""
+        return {
+            name: (p.rate_per_s or rate_per_s, p.burst or burst)
+            for name, p in self.tenants.items()
+            if p.rate_per_s is not None or p.burst is not None
+        }
+
+
+def load_tenants(path: Path) -> TenantsConfig:
+    """Read and validate the tenants file; raises ``TenantsFileError`` with one line."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TenantsFileError(f"tenants file {path}: cannot read it ({exc.strerror})") from exc
+    try:
+        if suffix in (".yaml", ".yml"):
+            data: Any = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise TenantsFileError(
+                f"tenants file {path}: name it .yaml, .yml or .toml (the extension picks the "
+                "format)"
+            )
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TenantsFileError(f"tenants file {path}: not valid {suffix[1:]}: {first}") from exc
+    if not isinstance(data, dict):
+        raise TenantsFileError(f"tenants file {path}: the top level must be a mapping")
+    try:
+        return TenantsConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise TenantsFileError(f"tenants file {path}: {key}: {error['msg']}{more}") from exc
+
+
+class TenantsSource:
+    """The current tenants configuration: fixed, or a file reloaded when it changes.
+
+    ``config`` is a plain attribute read (one reference swap per reload), so the router reads
+    it on every request for free; ``reload_if_changed`` is what the reload thread runs.
+    """
+
+    def __init__(
+        self,
+        config: TenantsConfig,
+        path: Path | None = None,
+        *,
+        on_change: Callable[[TenantsConfig], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.path = path
+        self.reloads = 0
+        self._on_change = on_change
+        self._mtime = _mtime(path) if path is not None else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_file(cls, path: Path) -> TenantsSource:
+        """The file's configuration now (a bad file fails start-up with one line)."""
+        return cls(load_tenants(path), path)
+
+    @classmethod
+    def from_settings(cls, tenants_file: Path | None, names: Iterable[str]) -> TenantsSource:
+        if tenants_file is not None:
+            return cls.from_file(tenants_file)
+        return cls(TenantsConfig.from_names(names))
+
+    def subscribe(self, on_change: Callable[[TenantsConfig], None]) -> None:
+        """Call ``on_change`` with each new configuration (and once now)."""
+        self._on_change = on_change
+        on_change(self.config)
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the file's mtime moved; True when a new configuration took effect. A
+        bad edit keeps the last good configuration and logs one error line."""
+        if self.path is None:
+            return False
+        mtime = _mtime(self.path)
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            config = load_tenants(self.path)
+        except TenantsFileError as exc:
+            log.error("%s; keeping the last good tenants configuration", exc)
+            return False
+        self.config = config
+        self.reloads += 1
+        if self._on_change is not None:
+            self._on_change(config)
+        log.info("tenants file %s reloaded: %d tenants", self.path, len(config.tenants))
+        return True
+
+    def start(self, every_s: float = RELOAD_EVERY_S) -> None:
+        """Watch the file from a daemon thread (nothing to do without a file)."""
+        if self.path is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._watch, args=(every_s,), name="tenants-reload", daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.reload_if_changed()
+            except Exception:  # a reload must never end the watch: log and try again
+                log.exception("tenants file reload failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+#: Kafka's and the Schema Registry's own topics: never a reply topic.
+INTERNAL_TOPICS: Final = frozenset({"__consumer_offsets", "__transaction_state", "_schemas"})
+
+
+def internal_topic(topic: str, pipeline_prefix: str) -> bool:
+    """Whether ``topic`` belongs to Kafka, the registry or the pipeline (under its prefix): a
+    request may never have its answer written there."""
+    return (
+        topic in INTERNAL_TOPICS
+        or topic.startswith("__")
+        or topic == pipeline_prefix
+        or topic.startswith(pipeline_prefix + ".")
+    )
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def sign(value: bytes, request_id: str, tenant: str, key_id: str, secret: bytes) -> str:
+    """The request's signature: hex HMAC-SHA256 over the scheme, the key id, the request id
+    and tenant headers and the value bytes, each length-prefixed (no two inputs collide)."""
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    for part in (SIGNATURE_SCHEME, key_id.encode(), request_id.encode(), tenant.encode(), value):
+        mac.update(len(part).to_bytes(8, "big"))
+        mac.update(part)
+    return mac.hexdigest()
+
+
+def signature_ok(
+    signature: str, value: bytes, request_id: str, tenant: str, key_id: str, secret: bytes
+) -> bool:
+    """Whether ``signature`` is ``sign``'s for these inputs, in constant time."""
+    expected = sign(value, request_id, tenant, key_id, secret)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+
+
+__all__ = [
+    "TenantPolicy",
+    "TenantsConfig",
+    "TenantsFileError",
+    "TenantsSource",
+    "internal_topic",
+    "load_tenants",
+    "sign",
+    "signature_ok",
+]
