@@ -6,6 +6,7 @@ build components without touching ``os.environ``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
     #: ``switchboard status``); 0 publishes nothing.
     status_interval_s: float = Field(default=5.0, ge=0, le=3600)
 
+    # --- operator console (switchboard console, docs/console.md) -------------------------
+    #: Console users as JSON, ``{"alice": {"password": "...", "role": "operator"}}`` (roles
+    #: ``viewer`` and ``operator``); a secret: masked in ``switchboard settings`` and logs.
+    console_users: SecretStr | None = None
+    #: Where the console looks for review jobs (``review-*/report.json`` under it).
+    review_dir: Path = Path(".")
+    #: How often the console rereads the pipeline's status (the overview is served from it).
+    console_refresh_s: float = Field(default=2.0, gt=0, le=300)
+    #: The highest replay rate (records a second) the console's replay form accepts.
+    console_max_replay_rate: float = Field(default=200.0, gt=0)
+
     # --- logs and traces (switchboard.core.logs, switchboard.core.tracing) ---------------
     #: "text": readable lines (default); "json": one JSON object a line, for log collectors.
     log_format: str = Field(default="text", pattern="^(text|json)$")
@@ -159,9 +171,17 @@ class Settings(BaseSettings):
             )
         if self.triage not in ("keyword", "model"):
             raise ValueError("triage must be 'keyword' or 'model'")
+        if self.console_users is not None:
+            _parse_console_users(self.console_users.get_secret_value())
         if self.triage == "model" and self.anthropic_api_key is None:
             raise ValueError("triage=model needs ANTHROPIC_API_KEY; set it or use triage=keyword")
         return self
+
+    def console_accounts(self) -> dict[str, tuple[str, str]]:
+        """User -> (password, role) of ``console_users``; {} when unset."""
+        if self.console_users is None:
+            return {}
+        return _parse_console_users(self.console_users.get_secret_value())
 
     @property
     def kafka_state_dir(self) -> Path:
@@ -181,11 +201,46 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         if self.anthropic_api_key is not None:
             data["anthropic_api_key"] = "***"
+        if self.console_users is not None:
+            data["console_users"] = "***"
         data["kafka_config"] = {
             key: ("***" if any(s in key for s in _SECRET_KAFKA_KEYS) else value)
             for key, value in self.kafka_config.items()
         }
         return data
+
+
+#: The console's roles: ``viewer`` reads, ``operator`` also replays and purges.
+CONSOLE_ROLES: Final = ("viewer", "operator")
+_CONSOLE_USERS_HELP: Final = (
+    'give a JSON object such as {"alice": {"password": "...", "role": "operator"}} '
+    f"(roles: {', '.join(CONSOLE_ROLES)})"
+)
+
+
+def _parse_console_users(text: str) -> dict[str, tuple[str, str]]:
+    """``SWITCHBOARD_CONSOLE_USERS`` as user -> (password, role); the message never quotes it."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ValueError(f"console_users is not JSON: {_CONSOLE_USERS_HELP}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"console_users must be an object: {_CONSOLE_USERS_HELP}")
+    users: dict[str, tuple[str, str]] = {}
+    for name, entry in raw.items():
+        password = entry.get("password") if isinstance(entry, dict) else None
+        role = entry.get("role", "viewer") if isinstance(entry, dict) else None
+        if not name or ":" in name or not isinstance(password, str) or not password:
+            raise ValueError(
+                f"console user {name!r} needs a name without ':' and a non-empty password: "
+                + _CONSOLE_USERS_HELP
+            )
+        if role not in CONSOLE_ROLES:
+            raise ValueError(
+                f"console user {name!r} has role {role!r}: use one of {', '.join(CONSOLE_ROLES)}"
+            )
+        users[str(name)] = (password, str(role))
+    return users
 
 
 #: Every setting's default, read without the environment: the one place a default is written.

@@ -50,6 +50,8 @@ class TopicRole(StrEnum):
     """Compacted ledger of dead letters an operator acknowledged (``dlq purge``)."""
     STATUS = "status"
     """Compacted: each pipeline process's latest status report, keyed by process id."""
+    AUDIT = "audit"
+    """Who replayed or purged which dead letters, when and with what filter (the console)."""
     REVIEW_BATCHES = "review-batches"
     """Compacted: each Message Batch of a ``--batch-api`` review job (id, items, state), keyed
     by batch id, so a restarted job resumes polling instead of resubmitting."""
@@ -112,6 +114,16 @@ class Topics:
     def status(self) -> str:
         """Every process's latest status report (compacted, keyed by process id)."""
         return f"{self.prefix}.status"
+
+    @property
+    def audit(self) -> str:
+        """The console's audit trail of replays and purges (one JSON event a record)."""
+        return f"{self.prefix}.audit"
+
+    def audit_spec(self, retention_ms: int) -> TopicSpec:
+        """The audit trail: kept as long as the dead letters it speaks of. Created by the
+        console when missing, not by ``topics ensure``."""
+        return TopicSpec(TopicRole.AUDIT, self.audit, {"retention.ms": str(retention_ms)})
 
     @property
     def review_batches(self) -> str:
