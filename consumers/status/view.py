@@ -414,8 +414,11 @@ class StatusReader:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retry_scan_limit: int = RETRY_SCAN_LIMIT,
+        dlq_status: Callable[[str], DlqStatus] | None = None,
     ) -> None:
         self.kafka = kafka
+        #: The console passes its in-memory DLQ view here rather than rescanning the DLQ.
+        self.dlq_status = dlq_status or self._dlq
         self.topics = topics
         self.codec = codec
         self.timeout_s = timeout_s
@@ -448,7 +451,7 @@ class StatusReader:
             for t in RETRY_TIERS_S
             if self.topics.retry(t) in existing
         ]
-        dlq = [self._dlq(topic) for topic in (self.topics.dlq, self.topics.parking_lot)]
+        dlq = [self.dlq_status(topic) for topic in (self.topics.dlq, self.topics.parking_lot)]
         return aggregate(
             prefix=self.topics.prefix,
             now_ms=now,
