@@ -21,8 +21,8 @@ from consumers.health import BEAT_INTERVAL_S, ProcessHealth
 from consumers.outcomes import Outcomes, Stage
 from consumers.relay import RetryRelay
 from consumers.resilience.breaker import BreakerState, CircuitBreaker
-from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter
-from consumers.router import Router, RouterRules
+from consumers.resilience.ratelimit import AimdLimiter
+from consumers.router import Router, RouterRules, tenant_controls
 from consumers.runtime import ConsumerRuntime, Handler, RuntimeConfig
 from consumers.runtime.failures import FailureStrategy
 from consumers.runtime.lag import LagMonitor
@@ -166,17 +166,15 @@ class Pipeline:
     def add_router(self, concurrency: int | None = None) -> ConsumerRuntime:
         s = self.settings
         failures = self._failures(self.topics.group(GroupRole.ROUTER), Stage.ROUTE)
+        tenants, limiter = tenant_controls(s)  # the tenants file, reloaded on change
         router = Router(
             codec=self.codec,
             topics=self.topics,
             outcomes=failures.outcomes,
             index=self.index,
             rules=RouterRules.from_settings(s),
-            limiter=(
-                TenantLimiter(default_rate=s.tenant_rate_per_s, default_burst=s.tenant_burst)
-                if s.tenant_rate_per_s > 0
-                else None
-            ),
+            limiter=limiter,
+            tenants=tenants,
             triage=self._triage(),
         )
         return self._runtime(

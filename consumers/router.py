@@ -1,9 +1,13 @@
 """The router: validate each request, pick its specialist, and route it (or answer it at once).
 
-Decode -> deduplicate -> validate -> choose specialist -> tenant rate limit -> task topic.
-Invalid requests are answered ``rejected`` with a reason a person can act on; bytes that do not
-decode raise ``DecodeError``, which the runtime's failure strategy sends to the DLQ with their
-original bytes (and a ``failed`` response when the request id header survived).
+Decode -> deduplicate -> tenant (known, signature, reply topic) -> validate (headers, metadata,
+prompt) -> choose specialist -> tenant's specialists and models -> tenant rate -> task topic.
+Every refusal happens here, before any model call, and is answered ``rejected`` with an
+``error_code`` (the reasons are listed in docs/security.md, "Tenants") and a message a person
+can act on. Bytes that do not decode raise ``DecodeError``, which the runtime's failure
+strategy sends to the DLQ with their original bytes (and a ``failed`` response when the
+request id header survived); a string that is not UTF-8 is the caller's bad input, answered
+``rejected`` (``invalid_utf8``) when the request id header tells whom to answer.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import inspect
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from consumers.answered import AnsweredLedger
@@ -22,16 +26,27 @@ from consumers.runtime import Context, Record
 from consumers.triage import KeywordTriage, TriageResult, parse_command
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
-from switchboard.core.errors import RequestInvalid
+from switchboard.core.errors import DecodeError, RequestInvalid
 from switchboard.core.serde import REQUEST, Codec
 from switchboard.core.settings import DEFAULTS, SPECIALISTS, Settings
 from switchboard.core.status import ResponseStatus
+from switchboard.core.tenants import (
+    TenantPolicy,
+    TenantsConfig,
+    TenantsSource,
+    internal_topic,
+    signature_ok,
+)
 from switchboard.core.topics import Topics
 
 #: Request ids the router remembers for deduplication, at most (the oldest go first).
 RECENT_IDS_MAX: Final = 200_000
 #: Error code of a request turned away for its tenant's rate.
 RATE_LIMITED: Final = "rate_limited"
+#: The default rate when only some tenants have one (``SWITCHBOARD_TENANT_RATE_PER_S=0``).
+UNLIMITED_RATE: Final = 1e12
+#: C0 control characters a prompt may not hold (tab, newline and carriage return are text).
+_CONTROL: Final = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\r"}
 
 #: Records to deliver now, or an awaitable of them (see the runtime's Handler).
 Outputs = Sequence[Outbound] | Awaitable[Sequence[Outbound]]
@@ -58,6 +73,10 @@ class RouterRules:
     dedup_window_s: float = DEFAULTS.dedup_window_s
     #: "reject": over the tenant's rate -> rejected with a retry hint; "delay": wait and route.
     over_limit: str = DEFAULTS.over_limit
+    max_headers: int = DEFAULTS.max_headers
+    max_header_bytes: int = DEFAULTS.max_header_bytes
+    #: The model each specialist answers with (a tenant's ``models`` must include it).
+    models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULTS.models))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterRules:
@@ -68,7 +87,27 @@ class RouterRules:
             tenants=settings.tenants,
             dedup_window_s=settings.dedup_window_s,
             over_limit=settings.over_limit,
+            max_headers=settings.max_headers,
+            max_header_bytes=settings.max_header_bytes,
+            models=dict(settings.models),
         )
+
+
+def tenant_controls(settings: Settings) -> tuple[TenantsSource, TenantLimiter | None]:
+    """The router's tenants (the file, watched for changes, or ``SWITCHBOARD_TENANTS``) and its
+    per-tenant limiter, reshaped whenever the file's rates change. A bad file at start-up
+    raises ``TenantsFileError`` (one line)."""
+    source = TenantsSource.from_settings(settings.tenants_file, settings.tenants)
+    rate, burst = settings.tenant_rate_per_s, settings.tenant_burst
+    shapes = source.config.rate_shapes(rate or UNLIMITED_RATE, burst)
+    limiter = None
+    if rate > 0 or shapes:
+        limiter = TenantLimiter(default_rate=rate or UNLIMITED_RATE, default_burst=burst)
+        source.subscribe(
+            lambda config: limiter.reshape(config.rate_shapes(rate or UNLIMITED_RATE, burst))
+        )
+    source.start()
+    return source, limiter
 
 
 class RecentIds:
@@ -110,6 +149,7 @@ class Router:
         rules: RouterRules,
         triage: Triage | None = None,
         limiter: TenantLimiter | None = None,
+        tenants: TenantsSource | None = None,
     ) -> None:
         self._codec = codec
         self._topics = topics
@@ -118,6 +158,8 @@ class Router:
         self._rules = rules
         self._triage: Triage = triage or KeywordTriage()
         self._limiter = limiter
+        #: Without a tenants file: ``SWITCHBOARD_TENANTS`` (any tenant when empty), unsigned.
+        self.tenants = tenants or TenantsSource(TenantsConfig.from_names(rules.tenants))
         self._recent = RecentIds(rules.dedup_window_s)
         self.duplicates = 0
 
@@ -126,7 +168,12 @@ class Router:
         fast path); an awaitable only when it must wait (index barrier, model triage). Bytes
         that do not decode raise ``DecodeError`` (the runtime dead-letters them)."""
         received_ms = now_ms()
-        request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
+        try:
+            request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
+        except DecodeError as exc:
+            if isinstance(exc.__cause__, UnicodeDecodeError):
+                return self._reject_undecodable(msg, exc.__cause__)
+            raise
         if not self._index.synced(ctx.assigned_at):
             return self._route_after_sync(msg, ctx, request, received_ms)
         return self._route(msg, request, received_ms)
@@ -147,16 +194,28 @@ class Router:
         ):
             self.duplicates += 1
             return ()
+        policy = self.tenants.config.policy(request["tenant"])
         try:
-            specialist, prompt = self._validate(request)
+            if policy is None:
+                raise RequestInvalid(
+                    f"unknown tenant {request['tenant']!r}: ask an operator to add it to the "
+                    "tenants file (or SWITCHBOARD_TENANTS)",
+                    code="unknown_tenant",
+                )
+            self._check_signature(msg, request, policy)
+            self._check_reply_to(request, policy)
+            self._check_headers(msg)
+            specialist, prompt = self._validate(request, policy)
         except RequestInvalid as exc:
-            return self._reject(request, exc)
+            return self._reject(request, exc, policy)
         if specialist is None:
             verdict = self._triage.classify(prompt)
             if inspect.isawaitable(verdict):
-                return self._route_after_triage(msg, request, prompt, verdict, received_ms, carried)
+                return self._route_after_triage(
+                    msg, request, prompt, verdict, received_ms, carried, policy
+                )
             specialist = verdict.specialist
-        return self._task(msg, request, specialist, prompt, received_ms, carried)
+        return self._permitted_task(msg, request, specialist, prompt, received_ms, carried, policy)
 
     async def _route_after_triage(
         self,
@@ -166,15 +225,154 @@ class Router:
         verdict: Awaitable[TriageResult],
         received_ms: int,
         carried: list[tuple[str, bytes]],
+        policy: TenantPolicy,
     ) -> Sequence[Outbound]:
         specialist = (await verdict).specialist
+        return self._permitted_task(msg, request, specialist, prompt, received_ms, carried, policy)
+
+    def _permitted_task(
+        self,
+        msg: Record,
+        request: dict[str, Any],
+        specialist: str,
+        prompt: str,
+        received_ms: int,
+        carried: list[tuple[str, bytes]],
+        policy: TenantPolicy,
+    ) -> list[Outbound]:
+        """``_task``, once the tenant may ask ``specialist`` and be answered by its model."""
+        tenant = request["tenant"]
+        if policy.specialists is not None and specialist not in policy.specialists:
+            allowed = ", ".join(f"/{s}" for s in sorted(policy.specialists)) or "none"
+            return self._reject(
+                request,
+                RequestInvalid(
+                    f"tenant {tenant!r} may not ask the {specialist} specialist: it may ask "
+                    f"{allowed} (the tenants file's specialists)",
+                    code="specialist_not_allowed",
+                ),
+                policy,
+            )
+        model = self._rules.models.get(specialist)
+        if policy.models is not None and model not in policy.models:
+            return self._reject(
+                request,
+                RequestInvalid(
+                    f"tenant {tenant!r} may not use model {model!r} (the {specialist} "
+                    f"specialist's): it may use {', '.join(sorted(policy.models)) or 'none'}",
+                    code="model_not_allowed",
+                ),
+                policy,
+            )
         return self._task(msg, request, specialist, prompt, received_ms, carried)
 
-    def _reject(self, request: dict[str, Any], exc: RequestInvalid) -> list[Outbound]:
+    def _reject(
+        self, request: dict[str, Any], exc: RequestInvalid, policy: TenantPolicy | None = None
+    ) -> list[Outbound]:
         self._recent.add(request["request_id"])
-        return [
-            self._outcomes.response(request, ResponseStatus.REJECTED, str(exc), error_code=exc.code)
-        ]
+        if request.get("reply_to") and not self._reply_allowed(request["reply_to"], policy):
+            # Never write into a topic the request may not name: answer on the shared one.
+            request = {**request, "reply_to": None}
+        response = self._outcomes.response(
+            request, ResponseStatus.REJECTED, str(exc), error_code=exc.code
+        )
+        return self._outcomes.recorded(response)
+
+    def _reject_undecodable(self, msg: Record, exc: UnicodeDecodeError) -> list[Outbound]:
+        """A request whose strings are not UTF-8: the caller's bad input, not a pipeline
+        failure. Answered from its headers (nothing else is readable); with no request id
+        header there is nobody to answer, and the DLQ keeps the bytes."""
+        headers = msg.headers()
+        request_id = h.header_value(headers, h.REQUEST_ID)
+        if not request_id:
+            raise DecodeError(f"a string in the request is not UTF-8: {exc}", code="invalid_utf8")
+        tenant = h.header_value(headers, h.TENANT) or "default"
+        request = {
+            "request_id": request_id,
+            "tenant": tenant,
+            "reply_to": h.header_value(headers, h.REPLY_TO),
+        }
+        reason = RequestInvalid(
+            f"the request holds bytes that are not UTF-8 (at byte {exc.start} of a string): "
+            "send every string UTF-8 encoded",
+            code="invalid_utf8",
+        )
+        return self._reject(request, reason, self.tenants.config.policy(tenant))
+
+    def _check_signature(self, msg: Record, request: dict[str, Any], policy: TenantPolicy) -> None:
+        """A tenant that must sign: ``sb-signature`` by one of its keys over this record."""
+        if not policy.require_signature:
+            return
+        headers = msg.headers()
+        key_id = h.header_value(headers, h.KEY_ID)
+        signature = h.header_value(headers, h.SIGNATURE)
+        tenant = request["tenant"]
+        if not key_id or not signature:
+            raise RequestInvalid(
+                f"tenant {tenant!r} must sign its requests: give the client "
+                "signing_key=(key_id, secret) from the tenants file",
+                code="unsigned",
+            )
+        secret = policy.secret(key_id)
+        header_id = h.header_value(headers, h.REQUEST_ID) or ""
+        header_tenant = h.header_value(headers, h.TENANT) or ""
+        if (
+            secret is None
+            or (header_id, header_tenant) != (request["request_id"], tenant)
+            or not signature_ok(
+                signature, msg.value() or b"", header_id, header_tenant, key_id, secret
+            )
+        ):
+            # One reason for all three: which part failed would help a forger, not a caller.
+            raise RequestInvalid(
+                f"the signature does not verify for tenant {tenant!r} (key id {key_id!r}): "
+                "sign with a current key of the tenant, and send the record unchanged",
+                code="bad_signature",
+            )
+
+    def _reply_allowed(self, reply_to: str, policy: TenantPolicy | None) -> bool:
+        return (
+            policy is not None
+            and policy.reply_to_prefix is not None
+            and reply_to.startswith(policy.reply_to_prefix)
+            and not internal_topic(reply_to, self._topics.prefix)
+        )
+
+    def _check_reply_to(self, request: dict[str, Any], policy: TenantPolicy) -> None:
+        reply_to = request.get("reply_to")
+        if reply_to and not self._reply_allowed(reply_to, policy):
+            if policy.reply_to_prefix is None:
+                allowed = "none: leave reply_to unset to use the shared responses topic"
+            else:
+                allowed = (
+                    f"topics starting with {policy.reply_to_prefix!r}"
+                    if policy.reply_to_prefix
+                    else "any"
+                )
+                allowed += " outside Kafka's and the pipeline's own"
+            raise RequestInvalid(
+                f"reply_to {reply_to!r} is not a reply topic tenant {request['tenant']!r} may "
+                f"use (allowed: {allowed})",
+                code="forbidden_reply_to",
+            )
+
+    def _check_headers(self, msg: Record) -> None:
+        pairs = h.header_pairs(msg.headers())
+        rules = self._rules
+        if len(pairs) > rules.max_headers:
+            raise RequestInvalid(
+                f"the record has {len(pairs)} headers; the limit is {rules.max_headers}",
+                code="too_many_headers",
+            )
+        for name, value in pairs:
+            size = len(name.encode()) + (
+                len(value) if isinstance(value, bytes) else len(str(value or "").encode())
+            )
+            if size > rules.max_header_bytes:
+                raise RequestInvalid(
+                    f"header {name[:64]!r} is {size} bytes; the limit is {rules.max_header_bytes}",
+                    code="header_too_large",
+                )
 
     def _task(
         self,
@@ -215,17 +413,11 @@ class Router:
             Outbound(topic, self._codec.encode(REQUEST, task, topic), request_id.encode(), headers)
         ]
 
-    def _validate(self, request: dict[str, Any]) -> tuple[str | None, str]:
+    def _validate(self, request: dict[str, Any], policy: TenantPolicy) -> tuple[str | None, str]:
         """The specialist (None: triage decides) and the prompt; raises RequestInvalid."""
         rules = self._rules
         if not request["request_id"].strip():
             raise RequestInvalid("request_id is empty: give every request a unique id")
-        tenant = request["tenant"]
-        if rules.tenants and tenant not in rules.tenants:
-            raise RequestInvalid(
-                f"unknown tenant {tenant!r}: ask an operator to add it to SWITCHBOARD_TENANTS",
-                code="unknown_tenant",
-            )
         deadline = request.get("deadline_ms")
         if deadline is not None and deadline <= now_ms():
             raise RequestInvalid(
@@ -250,11 +442,19 @@ class Router:
         if request.get("prompt"):
             prompt = request["prompt"]
         size = len(prompt.encode("utf-8"))
-        if size > rules.max_prompt_bytes:
+        limit = policy.max_prompt_bytes or rules.max_prompt_bytes
+        if size > limit:
             raise RequestInvalid(
-                f"prompt is {size} bytes; the limit is {rules.max_prompt_bytes}: shorten it or "
+                f"prompt is {size} bytes; the limit is {limit}: shorten it or "
                 "split it into several requests",
                 code="prompt_too_large",
+            )
+        if not _CONTROL.isdisjoint(prompt):
+            bad = next(c for c in prompt if c in _CONTROL)
+            raise RequestInvalid(
+                f"the prompt holds control character U+{ord(bad):04X}: send plain text (tab "
+                "and newline are fine)",
+                code="control_characters",
             )
         if not prompt.strip():
             raise RequestInvalid(
