@@ -19,6 +19,8 @@ from switchboard.core.status import ResponseStatus
 
 #: The model label of an answer that names none (the offline rulebook).
 OFFLINE_MODEL = "offline"
+#: A plain str: comparing with the enum member costs more on the fast path.
+_REFUSED = str(ResponseStatus.REFUSED.value)
 
 
 class InstrumentedBackend:
@@ -30,6 +32,8 @@ class InstrumentedBackend:
         #: The model a failed call is counted under (the configured one: no answer names it).
         self._model = model if backend.name != OFFLINE_MODEL else OFFLINE_MODEL
         self._metrics = metrics.ModelMetrics(specialist)
+        self._last_model: str | None = None
+        self._last: metrics.ModelChildren | None = None
         inner_now = getattr(backend, "answer_now", None)
         if inner_now is not None:
             self._inner_now = inner_now
@@ -61,9 +65,16 @@ class InstrumentedBackend:
         return answer
 
     def _record(self, answer: Answer) -> None:
-        self._metrics.children(answer.model or OFFLINE_MODEL).success(
-            refused=answer.status == ResponseStatus.REFUSED,
-            seconds=answer.model_ms / 1000,
-            usage=answer.usage,
-            cost_micro_usd=answer.cost_micro_usd,
-        )
+        model = answer.model or OFFLINE_MODEL
+        bound = self._last
+        if bound is None or model != self._last_model:
+            bound = self._bind(model)
+        bound.success(answer.status == _REFUSED, answer.model_ms / 1000)
+        if answer.usage or answer.cost_micro_usd:
+            bound.spend(answer.usage, answer.cost_micro_usd)
+
+    def _bind(self, model: str) -> metrics.ModelChildren:
+        # One model per specialist is the rule: keep its children at hand, no lookup a call.
+        bound = self._metrics.children(model)
+        self._last_model, self._last = model, bound
+        return bound

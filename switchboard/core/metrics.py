@@ -14,11 +14,13 @@ request ids, tenants or error messages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from switchboard.core.settings import SPECIALISTS
 
@@ -29,6 +31,79 @@ LATENCY_BUCKETS_S: Final = (
 )  # fmt: skip
 #: OpenTelemetry's recommended buckets for ``gen_ai.client.token.usage`` (powers of 4).
 TOKEN_BUCKETS: Final = tuple(float(4**n) for n in range(0, 14))
+
+
+class LoopHistogram(Collector):
+    """A histogram family for the hot path: observed from one event loop, without locks.
+
+    prometheus_client's ``Histogram.observe`` takes a lock per bucket and sum update (about
+    1.2 µs here); a worker's answer observes five latencies, so that alone was 6 µs a record.
+    A child here is a list of bucket counts and a float, updated only by the thread that runs
+    the event loop (``observe`` is called there and nowhere else) and read by a scrape: a read
+    may see an observation's bucket before its sum, never a torn number. About 0.3 µs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], LoopHistogramChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> LoopHistogramChild:
+        """The child of ``values`` (bind it once and keep it: this is a dict lookup)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
+            child = self._children.setdefault(values, LoopHistogramChild(self._bounds))
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        les = [*(_float_label(b) for b in self._bounds), "+Inf"]
+        for values, child in list(self._children.items()):
+            counts = list(child.counts)
+            cumulative, running = [], 0
+            for le, n in zip(les, counts, strict=True):
+                running += n
+                cumulative.append((le, float(running)))
+            family.add_metric(list(values), cumulative, child.sum)
+        yield family
+
+
+class LoopHistogramChild:
+    """One label set of a ``LoopHistogram``."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self._bounds, amount)] += 1  # bucket le >= amount
+        self.sum += amount
+
+
+def _float_label(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (``0.005``, ``1.0``)."""
+    return repr(float(bound))
+
 
 # --- the consumer runtime (per consumer group) ----------------------------------------------
 RECORDS = Counter(
@@ -74,13 +149,13 @@ DECISIONS = Counter(
     "Failure-strategy decisions: retry, dead, expire, drop, halt.",
     ["stage", "decision"],
 )
-STAGE_SECONDS = Histogram(
+STAGE_SECONDS = LoopHistogram(
     "switchboard_stage_duration_seconds",
     "Time a request spent per stage (route, queue, model, worker), from its response.",
     ["stage", "specialist"],
     buckets=LATENCY_BUCKETS_S,
 )
-E2E_SECONDS = Histogram(
+E2E_SECONDS = LoopHistogram(
     "switchboard_e2e_duration_seconds",
     "Request created (client) to terminal response written (worker).",
     ["specialist"],
@@ -105,7 +180,7 @@ MODEL_ERRORS = Counter(
     "Failed model calls by error class and code (rate_limited is HTTP 429).",
     ["specialist", "model", "error_class", "code"],
 )
-MODEL_DURATION = Histogram(
+MODEL_DURATION = LoopHistogram(
     "gen_ai_client_operation_duration_seconds",
     "Model call duration (OpenTelemetry gen_ai.client.operation.duration).",
     ["specialist", "gen_ai_request_model"],
@@ -163,7 +238,7 @@ class ResponseMetrics:
     def __init__(self, stage: str) -> None:
         self._stage = stage
         self._responses: dict[tuple[object, str], Counter] = {}
-        self._latency: dict[object, tuple[Histogram, dict[str, Histogram]]] = {}
+        self._latency: dict[object, tuple[LoopHistogramChild, dict[str, LoopHistogramChild]]] = {}
 
     def observe(
         self, specialist: object, status: str, latency_ms: Mapping[str, int] | None = None
@@ -197,12 +272,12 @@ class ModelMetrics:
 
     def __init__(self, specialist: str) -> None:
         self.specialist = specialist
-        self._bound: dict[str, _ModelChildren] = {}
+        self._bound: dict[str, ModelChildren] = {}
 
-    def children(self, model: str) -> _ModelChildren:
+    def children(self, model: str) -> ModelChildren:
         bound = self._bound.get(model)
         if bound is None:
-            bound = self._bound[model] = _ModelChildren(self.specialist, model)
+            bound = self._bound[model] = ModelChildren(self.specialist, model)
         return bound
 
     def error(self, model: str, error_class: str, code: str, seconds: float) -> None:
@@ -212,7 +287,7 @@ class ModelMetrics:
         bound.duration.observe(seconds)
 
 
-class _ModelChildren:
+class ModelChildren:
     """The bound children of one (specialist, model)."""
 
     def __init__(self, specialist: str, model: str) -> None:
@@ -227,16 +302,12 @@ class _ModelChildren:
         self.usage_input = TOKEN_USAGE.labels(specialist, model, "input")
         self.usage_output = TOKEN_USAGE.labels(specialist, model, "output")
 
-    def success(
-        self,
-        *,
-        refused: bool,
-        seconds: float,
-        usage: Mapping[str, int] | None,
-        cost_micro_usd: int,
-    ) -> None:
+    def success(self, refused: bool, seconds: float) -> None:
         (self.refused if refused else self.answered).inc()
         self.duration.observe(seconds)
+
+    def spend(self, usage: Mapping[str, int] | None, cost_micro_usd: int) -> None:
+        """Tokens and cost of one answered call (none for the offline rulebook)."""
         if usage:
             for key, counter in self.tokens:
                 if n := usage.get(key, 0):
