@@ -30,6 +30,7 @@ from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
 from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
 from switchboard.core.tail import TopicTail
+from switchboard.core.tenants import sign
 from switchboard.core.topics import Topics
 
 
@@ -262,8 +263,18 @@ class _ClientBase:
         reply_topic: str | None = None,
         keep_responses: int = DEFAULT_KEEP_RESPONSES,
         lookback_s: float = DEFAULTS.dedup_window_s,
+        signing_key: tuple[str, str | bytes] | None = None,
     ) -> None:
         self.topics = Topics(topic_prefix)
+        #: (key id, secret) from the tenants file: every request is signed with it.
+        self._signing_key = (
+            None
+            if signing_key is None
+            else (
+                signing_key[0],
+                signing_key[1].encode() if isinstance(signing_key[1], str) else signing_key[1],
+            )
+        )
         self.lookback_s = lookback_s
         self.codec = codec or make_codec(None)
         self.tenant = tenant
@@ -297,6 +308,10 @@ class _ClientBase:
             if request["tracestate"]:
                 headers.append((h.TRACESTATE, str(request["tracestate"]).encode()))
         value = self.codec.encode(REQUEST, request, topic)
+        if self._signing_key is not None:
+            key_id, secret = self._signing_key
+            signature = sign(value, request_id, str(request["tenant"]), key_id, secret)
+            headers += [(h.KEY_ID, key_id.encode()), (h.SIGNATURE, signature.encode())]
         return request_id, Outbound(topic, value, request_id.encode(), headers), span
 
     @staticmethod
