@@ -313,9 +313,7 @@ class Pipeline:
                 now = time.monotonic()
                 if now >= next_lag and (refreshing is None or refreshing.done()):
                     next_lag = now + self.settings.lag_interval_s
-                    assignments = {
-                        r.config.group_id: r.assignment for r in self.runtimes.values()
-                    }
+                    assignments = {r.config.group_id: r.assignment for r in self.runtimes.values()}
                     refreshing = asyncio.ensure_future(
                         asyncio.to_thread(self.lag.refresh, assignments)
                     )
