@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     #: (held in a retry tier until the bucket allows it, then routed).
     over_limit: str = Field(default="reject", pattern="^(reject|delay)$")
     concurrency: int = Field(default=64, ge=1, le=10_000)
+    #: The fraction of a worker's in-flight cap that ``priority=BATCH`` records (the batch
+    #: task topics) may hold at once; interactive records always have the rest, and take slots
+    #: before any waiting batch record (docs/review.md, "Priority").
+    batch_share: float = Field(default=0.25, gt=0, le=1)
     #: Static group membership (``group.instance.id`` = ``<role>-<instance_id>``): a restarted
     #: process with the same id takes its partitions back at once, without a rebalance.
     instance_id: str | None = None
