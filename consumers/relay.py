@@ -16,7 +16,6 @@ from consumers.runtime import Context, Record
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.errors import PermanentError
-from switchboard.core.settings import SPECIALISTS
 from switchboard.core.topics import Topics
 
 _RELAY_ONLY = frozenset({h.RETRY_DUE_MS, h.RETRY_ORIGIN_TOPIC})
@@ -33,9 +32,10 @@ class RetryRelay:
 
     def __init__(self, topics: Topics) -> None:
         self.relayed = 0
-        # Where a retry may go back to: the topics that send retries. Anything else in the
-        # header (a DLQ, a retry tier, a topic of another pipeline, an illegal name) is poison.
-        self._origins = frozenset({topics.requests, *(topics.tasks(s) for s in SPECIALISTS)})
+        # Where a retry may go back to: the topics that send retries (a batch task's retry goes
+        # back to the batch topic, so it keeps its priority). Anything else in the header (a
+        # DLQ, a retry tier, a topic of another pipeline, an illegal name) is poison.
+        self._origins = frozenset({topics.requests, *topics.all_task_topics()})
 
     def handle(
         self, msg: Record, _ctx: Context

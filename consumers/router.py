@@ -395,7 +395,13 @@ class Router:
         meta["routed_at_ms"] = str(routed_ms)
         meta["route_ms"] = str(routed_ms - received_ms)
         task["metadata"] = meta
-        topic = self._topics.tasks(specialist)
+        # Batch work (review jobs) goes to the specialist's batch topic: the same workers read
+        # it with a smaller share of their cap, so it never queues ahead of interactive work.
+        topic = (
+            self._topics.batch_tasks(specialist)
+            if request.get("priority") == "BATCH"
+            else self._topics.tasks(specialist)
+        )
         headers = [
             (h.REQUEST_ID, request_id.encode()),
             (h.TENANT, str(request["tenant"]).encode()),

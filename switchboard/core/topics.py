@@ -38,6 +38,10 @@ class TopicRole(StrEnum):
     """The one terminal response per request, keyed by request id: also the answered ledger."""
     TASKS = "tasks"
     """Routed work, one topic per specialist (role ``tasks:<specialist>``)."""
+    BATCH_TASKS = "batch-tasks"
+    """Routed ``priority=BATCH`` work (review jobs), one topic per specialist (role
+    ``batch-tasks:<specialist>``), read by the same worker group with a smaller share of its
+    in-flight cap, so a burst of batch work never queues ahead of interactive requests."""
     RETRY = "retry"
     """Non-blocking retries, one topic per delay tier (role ``retry:<N>s``)."""
     DLQ = "dlq"
@@ -139,6 +143,19 @@ class Topics:
     def tasks(self, specialist: str) -> str:
         return f"{self.prefix}.tasks.{specialist}"
 
+    def batch_tasks(self, specialist: str) -> str:
+        """The specialist's batch-priority task topic (review jobs): a topic of its own, so
+        the worker can give it a smaller share and pause it, while interactive tasks flow."""
+        return f"{self.prefix}.tasks.{specialist}.batch"
+
+    def task_topics(self, specialist: str) -> list[str]:
+        """Every task topic the specialist's workers read: interactive first, then batch."""
+        return [self.tasks(specialist), self.batch_tasks(specialist)]
+
+    def all_task_topics(self) -> list[str]:
+        """Every specialist's task topics: where retries and replays may send work back."""
+        return [t for s in SPECIALISTS for t in self.task_topics(s)]
+
     def retry(self, tier_s: int) -> str:
         return f"{self.prefix}.retry.{tier_s}s"
 
@@ -166,6 +183,10 @@ class Topics:
             TopicSpec(TopicRole.PARKING_LOT, self.parking_lot, long),
         ]
         specs += [TopicSpec(f"{TopicRole.TASKS}:{s}", self.tasks(s), plain) for s in SPECIALISTS]
+        specs += [
+            TopicSpec(f"{TopicRole.BATCH_TASKS}:{s}", self.batch_tasks(s), plain)
+            for s in SPECIALISTS
+        ]
         specs += [TopicSpec(f"{TopicRole.RETRY}:{t}s", self.retry(t), plain) for t in RETRY_TIERS_S]
         specs.append(TopicSpec(TopicRole.STATUS, self.status, dict(STATUS_TOPIC_CONFIG)))
         return specs
