@@ -27,7 +27,7 @@ SUMMARY = (
 #: is still listed, under "other commands".
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("run the pipeline", ("demo", "up", "router", "relay", "worker")),
-    ("see the pipeline", ("status",)),
+    ("see the pipeline", ("status", "console")),
     ("send requests, wait for answers", ("submit", "result")),
     ("batch review", ("review",)),
     ("topics", ("topics",)),
@@ -61,6 +61,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 def build_parser() -> OneLineParser:
     from switchboard.cli import dlq, kafka_cmds, pipeline_cmds, review_cmds, status_cmds
+    from switchboard.console import command as console_command
 
     parser = OneLineParser(
         prog="switchboard",
@@ -96,6 +97,7 @@ def build_parser() -> OneLineParser:
     dlq.register(sub)
     status_cmds.register(sub)
     review_cmds.register(sub)
+    console_command.register(sub)
     parser.description = f"{SUMMARY}\n\n{command_overview(sub)}"
     return parser
 

@@ -28,6 +28,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "consumers": ("consumers", "switchboard.core"),
     "switchboard/devtools": ("switchboard.devtools", "switchboard.core"),
     "switchboard/cli": ("switchboard", "producers", "consumers"),
+    "switchboard/console": ("switchboard", "producers", "consumers"),
 }
 
 
