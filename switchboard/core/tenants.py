@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from switchboard.core.errors import ErrorClass, SwitchboardError
 from switchboard.core.settings import SPECIALISTS
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ RELOAD_EVERY_S: Final = 1.0
 SIGNATURE_SCHEME: Final = b"sb-hmac-sha256-v1"
 
 
-class TenantsFileError(ValueError):
-    """The tenants file cannot be used; the message is one line naming the file and the key."""
+class TenantsFileError(SwitchboardError, ValueError):
+    """The tenants file cannot be used; the message is one line naming the file and the key
+    (the CLI prints it as ``switchboard: error: ...``)."""
+
+    error_class = ErrorClass.FATAL
+    code = "bad_tenants_file"
 
 
 class TenantPolicy(BaseModel):
