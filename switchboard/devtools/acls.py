@@ -7,7 +7,7 @@ Least privilege, from what each role's code actually does (``docs/security.md`` 
   responses (the answered index).
 - ``relay``: read the retry tiers in its group; write tasks and requests (a retried record goes
   back to its origin), responses and the DLQ (a record that fails for good).
-- ``worker-<specialist>``: read its own task topic in its group; read responses (the answered
+- ``worker-<specialist>``: read its own task topics (interactive and batch) in its group; read responses (the answered
   index); write responses, retries, the DLQ and the parking lot.
 - every pipeline process (router, relay, workers): write its status report.
 - ``admin`` (operators, ``topics ensure``, DLQ tools) and ``broker``: super users, no ACLs.
@@ -101,6 +101,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
         if name == worker(specialist):
             return [
                 _topic(topics.tasks(specialist), READ),
+                _topic(topics.batch_tasks(specialist), READ),  # priority=BATCH work
                 _group(topics.group(GroupRole.WORKER, specialist)),
                 *responses_rw,
                 *retries,
