@@ -122,6 +122,7 @@ class Pipeline:
         handler: Handler,
         failures: FailureStrategy,
         concurrency: int,
+        batch_topics: frozenset[str] = frozenset(),
     ) -> ConsumerRuntime:
         """The runtime of one consumer; ``role`` keys ``runtimes`` (``router``, ``relay``,
         ``worker.<specialist>``); ``failures`` writes what its handler's failures call for."""
@@ -135,6 +136,8 @@ class Pipeline:
             concurrency=concurrency,
             drain_timeout_s=self.settings.drain_timeout_s,
             consumer_overrides=overrides,
+            batch_topics=batch_topics,
+            batch_share=self.settings.batch_share,
         )
         runtime = ConsumerRuntime(
             config,
@@ -232,7 +235,16 @@ class Pipeline:
         )
         self.workers[specialist] = worker
         _export_breaker_state(worker.breaker.name, worker.breaker.state)
-        return self._runtime(role, [self.topics.tasks(specialist)], worker.handle, failures, cap)
+        # One group reads both task topics; the batch topic's records get the batch share of
+        # the cap and yield to interactive ones (docs/review.md, "Priority").
+        return self._runtime(
+            role,
+            self.topics.task_topics(specialist),
+            worker.handle,
+            failures,
+            cap,
+            batch_topics=frozenset({self.topics.batch_tasks(specialist)}),
+        )
 
     def add_relay(self) -> ConsumerRuntime:
         failures = self._failures(self.topics.group(GroupRole.RELAY), Stage.RELAY)

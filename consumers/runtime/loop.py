@@ -8,6 +8,9 @@ One loop serves every consumer in Switchboard. Its contract:
   done (``PartitionTracker``), so a crash redoes work but never loses it;
 - the poll loop never waits on a handler: a partition is paused when its share of the cap is
   full and resumed when it drains, so slow calls never exceed ``max.poll.interval.ms``;
+- batch topics (``batch_topics``: review jobs' ``priority=BATCH`` tasks) get ``batch_share`` of
+  the cap at most, take a slot only when no interactive record waits for one, and are paused
+  while interactive records wait: a burst of batch work never queues ahead of interactive work;
 - on revoke, in-flight work of those partitions gets ``revoke_timeout_s`` to finish, the rest is
   abandoned (its outputs are never sent), and the contiguous offsets are committed;
 - on stop, fetching ends, in-flight work drains for ``drain_timeout_s``, offsets are committed.
@@ -32,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.runtime.message import Record, Sink
 from consumers.runtime.observe import observed
-from consumers.runtime.slots import Slots
+from consumers.runtime.slots import BatchGate, Slots
 from consumers.runtime.tracker import PartitionTracker
 from switchboard.core import metrics
 from switchboard.core.aio_producer import Outbound
@@ -96,6 +99,10 @@ class RuntimeConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Topics of batch-priority work (a worker's ``<prefix>.tasks.<specialist>.batch``): their
+    #: records hold at most ``batch_share`` of ``concurrency`` and yield slots to the rest.
+    batch_topics: frozenset[str] = frozenset()
+    batch_share: float = DEFAULTS.batch_share
 
 
 @dataclass
@@ -113,6 +120,8 @@ class Context:
     fast_pending: int = 0
     #: Completed offsets not yet stored (set by _complete, cleared once per loop turn).
     dirty: bool = False
+    #: A batch-priority partition (one of ``RuntimeConfig.batch_topics``).
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,8 @@ class RunStats:
     not_started: int = 0
     rebalances: int = 0
     max_in_flight: int = 0
+    #: The most batch-priority records handled at once (at most the batch share of the cap).
+    max_batch_in_flight: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -190,6 +201,17 @@ class ConsumerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self._sem = Slots(config.concurrency)
+        # Batch records' own share of the cap: why a share and not a priority queue alone is in
+        # docs/review.md ("Priority"): a model call cannot be pre-empted, so interactive work
+        # keeps (1 - share) of the cap free of batch calls whatever the batch backlog.
+        self._batch_topics = frozenset(config.batch_topics)
+        self._batch_cap = max(1, int(config.concurrency * config.batch_share))
+        self._batch_gate = BatchGate(Slots(self._batch_cap), self._sem)
+        self._batch_in_flight = 0
+        self._n_batch = 0
+        #: Batch partitions paused now (re-checked each loop turn that completes a record, so
+        #: one paused only because interactive records waited resumes when they stop waiting).
+        self._paused_batch: dict[TP, Context] = {}
         #: A refusal by Kafka (credentials, ACL) met while delivering: ``run`` raises it.
         self._refused: KafkaAccessError | None = None
         # One thread owns every librdkafka consumer call. confluent-kafka serialises a
@@ -334,24 +356,34 @@ class ConsumerRuntime:
         ctx.tasks.add(task)
         task.add_done_callback(ctx.tasks.discard)
 
-    def _share(self) -> int:
-        """Each partition's share of the in-flight cap (at least one record)."""
-        return max(1, self.config.concurrency // max(1, len(self._parts)))
+    def _share(self, batch: bool = False) -> int:
+        """Each partition's share of the in-flight cap (at least one record): interactive
+        partitions split the whole cap, batch partitions split the batch share."""
+        if batch:
+            return max(1, self._batch_cap // max(1, self._n_batch))
+        return max(1, self.config.concurrency // max(1, len(self._parts) - self._n_batch))
 
     def _over_bound(self, ctx: Context) -> bool:
         """Pause when slow work reaches twice the partition's share (the second half waits in
         memory, so when a wave of slow calls completes the next one starts at once: pausing
         drops librdkafka's prefetched records), or when too many fast-path records await
-        their acknowledgements (those are cheap: only memory bounds them)."""
+        their acknowledgements (those are cheap: only memory bounds them). A batch partition
+        also pauses while interactive records wait for a slot: its records would only wait
+        behind them, in memory."""
         slow = ctx.tracker.outstanding - ctx.fast_pending
         return (
-            slow >= SLOW_PAUSE_SHARES * self._share()
+            slow >= SLOW_PAUSE_SHARES * self._share(ctx.batch)
             or ctx.fast_pending >= FAST_PAUSE_BATCHES * self.config.batch_size
+            or (ctx.batch and self._sem.contended)
         )
 
     def _under_bound(self, ctx: Context, share: int) -> bool:
         slow = ctx.tracker.outstanding - ctx.fast_pending
-        return slow <= share and ctx.fast_pending <= FAST_RESUME_BATCHES * self.config.batch_size
+        return (
+            slow <= share
+            and ctx.fast_pending <= FAST_RESUME_BATCHES * self.config.batch_size
+            and not (ctx.batch and self._sem.contended)
+        )
 
     def _deliver_fast(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
         if not outputs:
@@ -398,7 +430,7 @@ class ConsumerRuntime:
                 self._key_tails[key] = key_tail
                 if previous is not None:
                     await asyncio.shield(previous)
-            async with self._sem:
+            async with self._batch_gate if ctx.batch else self._sem:
                 if self._stopping or ctx.revoked:
                     # Fetched but never started: leave it to the next owner (its offset stays
                     # uncommitted). Only work already in flight is drained.
@@ -407,12 +439,19 @@ class ConsumerRuntime:
                 self._in_flight += 1
                 self._m_in_flight.inc()
                 self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+                if ctx.batch:
+                    self._batch_in_flight += 1
+                    self.stats.max_batch_in_flight = max(
+                        self.stats.max_batch_in_flight, self._batch_in_flight
+                    )
                 try:
                     handling, started = started, None
                     outputs = await self._handle(msg, ctx, handling, raised)
                 finally:
                     self._in_flight -= 1
                     self._m_in_flight.dec()
+                    if ctx.batch:
+                        self._batch_in_flight -= 1
             await self._deliver(msg, ctx, outputs)
         finally:
             if inspect.iscoroutine(started):
@@ -518,8 +557,15 @@ class ConsumerRuntime:
             offset = ctx.tracker.committable_offset()
             if offset is not None:
                 stores.append((ctx, offset))
-            if ctx.paused and self._under_bound(ctx, share):
+            if ctx.paused and not ctx.batch and self._under_bound(ctx, share):
                 self._set_paused(ctx, False)
+        if self._paused_batch:
+            # Every paused batch partition, not only those that moved: one paused while
+            # interactive records waited may have nothing of its own left to complete.
+            batch_share = self._share(batch=True)
+            for ctx in list(self._paused_batch.values()):
+                if not ctx.revoked and self._under_bound(ctx, batch_share):
+                    self._set_paused(ctx, False)
         if stores:
             # Commit order: each stored offset's outputs, and every earlier offset's, are
             # delivered; librdkafka commits what is stored.
@@ -534,6 +580,12 @@ class ConsumerRuntime:
             self._m_paused.inc()
         else:
             self._m_paused.dec()
+        if ctx.batch:
+            tp = (ctx.topic, ctx.partition)
+            if paused:
+                self._paused_batch[tp] = ctx
+            elif self._paused_batch.get(tp) is ctx:
+                del self._paused_batch[tp]
         self._consumer_ops.append(Pause(ctx) if paused else Resume(ctx))
 
     def _run_consumer_ops(self, consumer: Consumer) -> None:
@@ -590,7 +642,9 @@ class ConsumerRuntime:
         if tps:
             self.assigned_at = now
         for tp in tps:
-            self._parts[tp] = Context(tp[0], tp[1], assigned_at=now)
+            batch = tp[0] in self._batch_topics
+            self._parts[tp] = Context(tp[0], tp[1], assigned_at=now, batch=batch)
+            self._n_batch += batch
         self._m_assigned.set(len(self._parts))
         if self._parts:
             self.assigned.set()
@@ -639,6 +693,9 @@ class ConsumerRuntime:
         offsets = []
         for ctx in contexts:
             del self._parts[(ctx.topic, ctx.partition)]
+            self._n_batch -= ctx.batch
+            if self._paused_batch.get((ctx.topic, ctx.partition)) is ctx:
+                del self._paused_batch[(ctx.topic, ctx.partition)]
             if ctx.paused:
                 self._m_paused.dec()
             ctx.tracker.committable_offset()
@@ -695,6 +752,7 @@ class ConsumerRuntime:
             if ctx.paused:
                 ctx.paused = False
                 self._m_paused.dec()
+        self._paused_batch.clear()
         self._m_assigned.set(0)
         self._poll_thread.shutdown(wait=False)
 

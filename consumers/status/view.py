@@ -214,7 +214,8 @@ def pipeline_groups(topics: Topics) -> list[tuple[str, str, list[str]]]:
         (topics.group(GroupRole.RELAY), "relay", [topics.retry(t) for t in RETRY_TIERS_S]),
     ]
     groups += [
-        (topics.group(GroupRole.WORKER, s), f"worker.{s}", [topics.tasks(s)]) for s in SPECIALISTS
+        (topics.group(GroupRole.WORKER, s), f"worker.{s}", topics.task_topics(s))
+        for s in SPECIALISTS
     ]
     return groups
 
