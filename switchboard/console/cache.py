@@ -25,7 +25,6 @@ from consumers.replay.selection import ReplayFilter, group_counts, select
 from consumers.replay.store import DeadLetterStore, Snapshot
 from consumers.replay.view import DeadLetterView
 from consumers.status.view import DlqStatus, PipelineStatus, StatusReader
-from switchboard.core.errors import SwitchboardError
 from switchboard.core.serde import Codec
 from switchboard.core.tail import TopicTail
 from switchboard.core.topics import Topics
@@ -62,7 +61,7 @@ class TopicMirror:
                 self._tail = TopicTail(
                     self.kafka, self.topic, self._on_message, since_ms=0, name="console-mirror"
                 )
-            except (SwitchboardError, Exception) as exc:  # next refresh tries again
+            except Exception as exc:  # not ready, or refused: the next refresh tries again
                 log.warning("console: cannot follow %s yet: %s", self.topic, exc)
 
     def catch_up(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
