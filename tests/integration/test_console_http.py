@@ -183,3 +183,28 @@ def test_the_review_jobs_are_listed_and_their_report_served(world: World) -> Non
     report = world.client.get("/reviews/review-corpus/report.html", auth=VIEWER)
     assert report.status_code == 200 and 'id="verdict"' in report.text
     assert world.client.get("/reviews/..%2Fetc/report.html", auth=VIEWER).status_code == 404
+
+
+def test_an_operator_purges_one_letter_and_the_audit_says_who_and_how_many(world: World) -> None:
+    """Runs last (the module's other tests expect no audit event): acknowledging one letter
+    hides it from the list, and the audit page lists the purge by olga of 1; a pointer
+    outside the page's topic is refused."""
+    page = world.client.get("/dlq?specialist=api", auth=OPERATOR).text
+    token = _csrf(page)
+    pointer = re.search(r'name="pointer" value="([^"]+)"', page)
+    assert pointer
+    outside = world.client.post(
+        "/dlq/purge",
+        data={"csrf_token": token, "pointer": world.topics.requests + "/0/0"},
+        auth=OPERATOR,
+    )
+    assert outside.status_code == 400 and "is not in" in outside.text
+    done = world.client.post(
+        "/dlq/purge", data={"csrf_token": token, "pointer": pointer.group(1)}, auth=OPERATOR
+    )
+    assert done.status_code == 200 and "1 acknowledged" in done.text
+    assert "<strong>5</strong> of 6" in world.client.get("/dlq", auth=VIEWER).text
+    audit = world.client.get("/audit", auth=VIEWER).text
+    assert re.search(
+        r'class="user">olga<.*class="action">purge<.*class="num count">1<', audit, re.S
+    )
