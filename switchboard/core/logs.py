@@ -75,6 +75,9 @@ def secrets_of(settings: Settings) -> list[str]:
         found.append(settings.anthropic_api_key.get_secret_value())
     masked = settings.masked()["kafka_config"]
     found += [v for k, v in settings.kafka_config.items() if masked.get(k) == MASK]
+    found += [password for password, _role in settings.console_accounts().values()]
+    if settings.schema_registry_password is not None:
+        found.append(settings.schema_registry_password)
     return found
 
 

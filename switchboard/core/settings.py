@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -200,6 +201,13 @@ class Settings(BaseSettings):
         """Base librdkafka configuration for every client: bootstrap plus passthrough keys."""
         return {"bootstrap.servers": bootstrap, **self.kafka_config}
 
+    @property
+    def schema_registry_password(self) -> str | None:
+        """The password inside ``SCHEMA_REGISTRY_URL`` (``https://user:pass@host``), if any."""
+        if not self.schema_registry_url:
+            return None
+        return urlsplit(self.schema_registry_url).password or None
+
     def masked(self) -> dict[str, Any]:
         """The effective settings, safe to print or log: every secret is masked."""
         data = self.model_dump(mode="json")
@@ -207,6 +215,8 @@ class Settings(BaseSettings):
             data["anthropic_api_key"] = "***"
         if self.console_users is not None:
             data["console_users"] = "***"
+        if (password := self.schema_registry_password) is not None:
+            data["schema_registry_url"] = data["schema_registry_url"].replace(password, "***", 1)
         data["kafka_config"] = {
             key: ("***" if any(s in key for s in _SECRET_KAFKA_KEYS) else value)
             for key, value in self.kafka_config.items()

@@ -132,3 +132,19 @@ def test_a_bad_format_says_what_to_use() -> None:
         logs.configure(fmt="yaml")
     with pytest.raises(ValueError, match="log_format"):
         Settings(log_format="yaml")
+
+
+def test_console_passwords_and_registry_credentials_are_secrets_too(stream: io.StringIO) -> None:
+    settings = Settings(
+        schema_registry_url="https://sr-user:sr-pass-123@registry:8081",
+        console_users='{"alice": {"password": "wonderland-9", "role": "operator"}}',
+    )
+    assert set(logs.secrets_of(settings)) == {"wonderland-9", "sr-pass-123"}
+    assert settings.masked()["schema_registry_url"] == "https://sr-user:***@registry:8081"
+    logs.configure(fmt="json", level=logging.INFO, secrets=logs.secrets_of(settings), stream=stream)
+    logging.getLogger("switchboard.test").info(
+        "login alice:%s via %s", "wonderland-9", settings.schema_registry_url
+    )
+    text = stream.getvalue()
+    assert "wonderland-9" not in text and "sr-pass-123" not in text
+    assert "login alice:*** via https://sr-user:***@registry:8081" in text
