@@ -25,6 +25,7 @@ from producers.review.assemble import assemble_result
 from producers.review.documents import Document
 from producers.review.result import FailedItem, ReviewResult, Usage
 from producers.review.splitting import DEFAULT_MAX_BYTES, DocumentPart, split_document
+from switchboard.core import metrics
 from switchboard.core.findings import (
     FindingsAnswer,
     FindingsParseError,
@@ -241,6 +242,7 @@ async def run(
                 continue
             planned += cost
         to_send.append(item)
+    metrics.REVIEW_ITEMS.labels("reused").inc(len(found))
     if progress is not None:
         progress.start(len(job.items), len(found), len(to_send))
         for item in job.items:
@@ -257,6 +259,7 @@ async def run(
             metadata=item.metadata(job.job),
         )
         outcome.sent += 1
+        metrics.REVIEW_PENDING.inc()
 
     async def wait(item: ReviewItem) -> tuple[ReviewItem, Response | None]:
         try:
@@ -267,10 +270,14 @@ async def run(
 
     for next_done in asyncio.as_completed([wait(item) for item in to_send]):
         item, response = await next_done
+        metrics.REVIEW_PENDING.dec()
         if response is None:
             outcome.timed_out.append(item)
+            metrics.REVIEW_ITEMS.labels("timed_out").inc()
         else:
             outcome.responses[item.request_id] = response
+            settled = "answered" if response.answered else "not_answered"
+            metrics.REVIEW_ITEMS.labels(settled).inc()
         if progress is not None:
             progress.settled(item, response)
     if progress is not None:

@@ -199,6 +199,11 @@ def _review(args: argparse.Namespace, settings: Settings) -> int:
         _print_estimate(plan, pricing, args.budget)
         return 0
     out_dir = args.out or Path(f"review-{job_name}")
+    if settings.metrics_port:
+        # A long job's progress (switchboard_review_*) can be scraped like any process's.
+        from switchboard.core.ops_http import OpsServer
+
+        OpsServer(settings.metrics_port, settings.metrics_addr).start()
     outcome = asyncio.run(_run(args, settings, plan, pricing))
     result = review_job.collect(plan, outcome, fail_on=args.fail_on, baseline=args.baseline)
     written = write_reports(result, out_dir, args.format)

@@ -208,6 +208,17 @@ REPLAYED = Counter(
     "switchboard_replay_records_total", "Dead letters replayed: sent, failed.", ["outcome"]
 )
 
+# --- batch review ----------------------------------------------------------------------------
+REVIEW_ITEMS = Counter(
+    "switchboard_review_items_total",
+    "Review requests settled: answered, not answered (another status), timed out, or reused "
+    "(answered by an earlier run of the job).",
+    ["outcome"],
+)
+REVIEW_PENDING = Gauge(
+    "switchboard_review_pending_items", "Review requests sent and not yet settled."
+)
+
 #: A request's specialist as a label: one of the known specialists, "none" when there is none
 #: yet (a rejected request), "other" for anything else a caller wrote.
 _SPECIALIST_LABELS: Final = frozenset(SPECIALISTS)
