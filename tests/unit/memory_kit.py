@@ -7,9 +7,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
+from consumers.answered import AnsweredLedger
 from consumers.outcomes import Outcomes, Stage
+from consumers.router import Router, RouterRules
 from consumers.runtime.failures import FailureStrategy
-from consumers.runtime.memory import MemorySink
+from consumers.runtime.memory import MemoryRuntime, MemorySink
 from consumers.runtime.message import MemoryRecord
 from producers.client import build_request
 from switchboard.core import headers as h
@@ -37,6 +39,28 @@ def strategy(
     if clock_ms is None:
         return FailureStrategy(outcomes, policy)
     return FailureStrategy(outcomes, policy, clock_ms)
+
+
+def router_runtime(
+    sink: MemorySink,
+    *,
+    index: AnsweredLedger | None = None,
+    rules: RouterRules | None = None,
+    **router: Any,
+) -> tuple[MemoryRuntime, Router]:
+    """The production router on the in-memory runtime, writing to ``sink``: a fresh answered
+    index (an hour's window) and default rules unless given; ``router`` passes the other
+    ``Router`` arguments (``limiter``, ``tenants``, ``triage``)."""
+    failures = strategy(Stage.ROUTE, sink)
+    handler = Router(
+        codec=failures.outcomes.codec,
+        topics=TOPICS,
+        outcomes=failures.outcomes,
+        index=index or AnsweredLedger(3600),
+        rules=rules or RouterRules(),
+        **router,
+    )
+    return MemoryRuntime(handler.handle, failures, sink), handler
 
 
 _BUILD_ARGS = ("tenant", "specialist", "request_id", "deadline_s", "reply_to", "metadata")

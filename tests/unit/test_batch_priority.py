@@ -13,10 +13,8 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, Message
 
-from consumers.answered import AnsweredLedger
 from consumers.outcomes import Stage
 from consumers.relay import RetryRelay
-from consumers.router import Router, RouterRules
 from consumers.runtime import ConsumerRuntime, Context, MemoryRecord, RuntimeConfig
 from consumers.runtime.failures import RecordFailed
 from consumers.runtime.loop import Pause, Resume
@@ -30,7 +28,16 @@ from switchboard.core.policy import Retry
 from switchboard.core.settings import Settings
 from switchboard.core.topics import TopicRole, Topics
 
-from .memory_kit import TOPICS, decoded_request, encoded, header, id_header, request, strategy
+from .memory_kit import (
+    TOPICS,
+    decoded_request,
+    encoded,
+    header,
+    id_header,
+    request,
+    router_runtime,
+    strategy,
+)
 
 INTERACTIVE = TOPICS.tasks("backend")
 BATCH = TOPICS.batch_tasks("backend")
@@ -249,15 +256,7 @@ def test_every_specialist_has_a_batch_task_topic_with_its_own_role() -> None:
 
 def _route(priority: str) -> Outbound:
     sink = MemorySink()
-    failures = strategy(Stage.ROUTE, sink)
-    router = Router(
-        codec=failures.outcomes.codec,
-        topics=TOPICS,
-        outcomes=failures.outcomes,
-        index=AnsweredLedger(3600),
-        rules=RouterRules(),
-    )
-    runtime = MemoryRuntime(router.handle, failures, sink)
+    runtime, _ = router_runtime(sink)
     req = request("/backend review this design", priority=priority)
     [out] = asyncio.run(
         runtime.feed(TOPICS.requests, encoded(req, TOPICS.requests), headers=id_header(req))

@@ -18,16 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from consumers.answered import AnsweredLedger
-from consumers.outcomes import Stage
-from consumers.router import Router, RouterRules
-from consumers.runtime.memory import MemoryRuntime, MemorySink
+from consumers.runtime.memory import MemorySink
 from switchboard.core import headers as h
 from switchboard.core import logs, tracing
 from switchboard.core.kafka_clients import LIBRDKAFKA_LOGGER, producer_config
 from switchboard.core.settings import Settings
 
-from .memory_kit import TOPICS, strategy
+from .memory_kit import TOPICS, router_runtime
 
 
 @pytest.fixture
@@ -59,15 +56,7 @@ def test_a_json_line_carries_the_record_handled_and_its_trace(stream: io.StringI
     tracing.use(provider)
     logs.configure(fmt="json", level=logging.INFO, stream=stream)
     sink = MemorySink()
-    failures = strategy(Stage.ROUTE, sink)
-    router = Router(
-        codec=failures.outcomes.codec,
-        topics=TOPICS,
-        outcomes=failures.outcomes,
-        index=AnsweredLedger(3600),
-        rules=RouterRules(),
-    )
-    runtime = MemoryRuntime(router.handle, failures, sink)
+    runtime, _ = router_runtime(sink)
     headers = [(h.REQUEST_ID, b"req-42"), (h.TENANT, b"acme")]
     asyncio.run(runtime.feed(TOPICS.requests, b"\x00not avro", headers=headers))
     [line] = [x for x in _lines(stream) if "dead-lettered" in x["message"]]

@@ -25,7 +25,7 @@ from .memory_kit import (
     id_header,
     request,
     responses,
-    strategy,
+    router_runtime,
 )
 
 
@@ -44,16 +44,8 @@ def _runtime(
     ledger: AnsweredLedger | None = None,
 ) -> tuple[MemoryRuntime, Router, MemorySink]:
     sink = MemorySink()
-    failures = strategy(Stage.ROUTE, sink)
-    router = Router(
-        codec=failures.outcomes.codec,
-        topics=TOPICS,
-        outcomes=failures.outcomes,
-        index=ledger or AnsweredLedger(3600),
-        rules=rules or RouterRules(),
-        limiter=limiter,
-    )
-    return MemoryRuntime(router.handle, failures, sink), router, sink
+    runtime, router = router_runtime(sink, index=ledger, rules=rules, limiter=limiter)
+    return runtime, router, sink
 
 
 def _feed(runtime: MemoryRuntime, record: dict[str, Any], **kwargs: Any) -> list[Any]:

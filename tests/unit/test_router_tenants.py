@@ -8,16 +8,14 @@ from typing import Any
 
 import pytest
 
-from consumers.answered import AnsweredLedger
-from consumers.outcomes import Stage
 from consumers.resilience.ratelimit import TenantLimiter
-from consumers.router import Router, RouterRules
+from consumers.router import RouterRules
 from consumers.runtime.memory import MemoryRuntime, MemorySink
 from switchboard.core import headers as h
 from switchboard.core.settings import SPECIALISTS
 from switchboard.core.tenants import TenantsConfig, TenantsSource, sign
 
-from .memory_kit import TOPICS, decoded_response, encoded, header, request, strategy
+from .memory_kit import TOPICS, decoded_response, encoded, header, request, router_runtime
 
 SECRET = "0123456789abcdef-acme"
 CONFIG = TenantsConfig.model_validate(
@@ -40,16 +38,8 @@ CONFIG = TenantsConfig.model_validate(
 
 def _router(config: TenantsConfig = CONFIG, **rules: Any) -> tuple[MemoryRuntime, MemorySink]:
     sink = MemorySink()
-    failures = strategy(Stage.ROUTE, sink)
-    router = Router(
-        codec=failures.outcomes.codec,
-        topics=TOPICS,
-        outcomes=failures.outcomes,
-        index=AnsweredLedger(3600),
-        rules=RouterRules(**rules),
-        tenants=TenantsSource(config),
-    )
-    return MemoryRuntime(router.handle, failures, sink), sink
+    runtime, _ = router_runtime(sink, rules=RouterRules(**rules), tenants=TenantsSource(config))
+    return runtime, sink
 
 
 def _send(
@@ -231,17 +221,7 @@ def test_over_the_tenants_rate_from_the_file_is_rejected() -> None:
     limiter = TenantLimiter(default_rate=1000, default_burst=1000)
     limiter.reshape(config.rate_shapes(1000, 1000))
     sink = MemorySink()
-    failures = strategy(Stage.ROUTE, sink)
-    router = Router(
-        codec=failures.outcomes.codec,
-        topics=TOPICS,
-        outcomes=failures.outcomes,
-        index=AnsweredLedger(3600),
-        rules=RouterRules(),
-        limiter=limiter,
-        tenants=TenantsSource(config),
-    )
-    runtime = MemoryRuntime(router.handle, failures, sink)
+    runtime, _ = router_runtime(sink, limiter=limiter, tenants=TenantsSource(config))
     for _ in range(3):
         _send(runtime, request("/backend size a pool", tenant="slow"), key=None)
     assert len(sink.records(TOPICS.tasks("backend"))) == 2

@@ -20,7 +20,6 @@ from consumers.answered import AnsweredLedger
 from consumers.outcomes import Stage
 from consumers.relay import RetryRelay
 from consumers.resilience.breaker import CircuitBreaker
-from consumers.router import Router, RouterRules
 from consumers.runtime.memory import MemoryRuntime, MemorySink
 from consumers.runtime.observe import observed
 from consumers.specialists.backends import Answer
@@ -30,7 +29,7 @@ from switchboard.core import tracing
 from switchboard.core.errors import TransientError
 from switchboard.core.status import ResponseStatus
 
-from .memory_kit import TOPICS, encoded, header, id_header, request, strategy
+from .memory_kit import TOPICS, encoded, header, id_header, request, router_runtime, strategy
 
 PARENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN = "b7ad6b7169203331"
@@ -110,15 +109,8 @@ def _worker(backend: ClaudeLike, sink: MemorySink) -> MemoryRuntime:
 
 
 def _router(sink: MemorySink) -> MemoryRuntime:
-    failures = strategy(Stage.ROUTE, sink)
-    router = Router(
-        codec=failures.outcomes.codec,
-        topics=TOPICS,
-        outcomes=failures.outcomes,
-        index=AnsweredLedger(3600),
-        rules=RouterRules(),
-    )
-    return MemoryRuntime(router.handle, failures, sink)
+    runtime, _ = router_runtime(sink)
+    return runtime
 
 
 def test_the_router_span_is_the_child_of_the_callers_context_and_its_task_carries_its_own(
