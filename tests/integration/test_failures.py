@@ -9,10 +9,10 @@ import itertools
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -27,12 +27,12 @@ from switchboard.devtools.fake_anthropic import FakeAnthropic
 from switchboard.devtools.fake_anthropic.faults import Fault
 from switchboard.devtools.fake_anthropic.prompts import request_key
 from switchboard.devtools.fake_anthropic.state import CallRecord
+from tests.support import wait_for
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 
 #: The breaker's first cooldown and its overload threshold (the settings' defaults).
 OPEN_S = 5.0
@@ -88,15 +88,6 @@ def _stage(
 
 
 # --- reading what happened ------------------------------------------------------------------
-
-
-def _wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def _calls(fake: FakeAnthropic, prompt: str) -> list[CallRecord]:
@@ -291,7 +282,7 @@ def test_a_spend_limit_pauses_the_workers_until_it_is_lifted(
         _stage(kafka_bootstrap, kafka_config, fake, halt_pause_s=1.0) as stage,
     ):
         ids = [stage.client.submit(f"/backend {p}") for p in prompts]
-        first = _wait_for(
+        first = wait_for(
             lambda: [c for c in fake.stats().calls if c.status == 429],
             30,
             "the first spend-limit answer",
@@ -347,7 +338,7 @@ def test_a_systemic_failure_stops_model_calls_within_a_bound(
     ):
         for i in range(200):
             stage.client.submit(f"/backend design a queue (systemic-{i})")
-        first = _wait_for(lambda: fake.stats().calls, 30, "the first model call")[0]
+        first = wait_for(lambda: fake.stats().calls, 30, "the first model call")[0]
         window_s = 10.0
         # A measured interval, not synchronisation: count the calls made in it.
         time.sleep(max(0.0, first.at + window_s - time.time()))

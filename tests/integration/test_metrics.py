@@ -4,13 +4,11 @@ during the run are exactly the ones this test caused."""
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -22,6 +20,7 @@ from switchboard.core.ops_http import OpsServer
 from switchboard.core.settings import SPECIALISTS
 from switchboard.core.topics import GroupRole
 from switchboard.devtools.fake_anthropic import FakeAnthropic
+from tests.support import get_json
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 
@@ -44,14 +43,6 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum of ``name``'s samples whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
-
-
-def get(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -89,7 +80,7 @@ def test_scraped_metrics_count_what_the_run_sent(
         try:
             before = scrape(server.url)
             with running, SwitchboardClient(kafka_config, topic_prefix=topics.prefix) as client:
-                until(lambda: get(f"{server.url}/readyz")[0] == 200, 60, "/readyz 200")
+                until(lambda: get_json(f"{server.url}/readyz")[0] == 200, 60, "/readyz 200")
                 answered = [
                     client.submit(f"/{s} design request {i} for the metrics test")
                     for s in SPECIALISTS
@@ -118,8 +109,8 @@ def test_scraped_metrics_count_what_the_run_sent(
                     return total(seen, "switchboard_records_total", group=router_group) >= 17
 
                 until(router_done, 30, "the router to finish 17 records")
-                health = get(f"{server.url}/healthz")
-                ready = get(f"{server.url}/readyz")
+                health = get_json(f"{server.url}/healthz")
+                ready = get_json(f"{server.url}/readyz")
                 during = scrape(server.url)
         finally:
             server.stop()

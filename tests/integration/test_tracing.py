@@ -10,10 +10,8 @@ into the OpenTelemetry SDK's in-memory exporter:
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -33,13 +31,13 @@ from switchboard.core.settings import Settings
 from switchboard.core.topics import GroupRole, Topics
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from switchboard.devtools.fake_anthropic.faults import Fault
+from tests.support import wait_for
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 from .helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 RATE_LIMITED = "size the pool (traced-429)"
 BAD_REQUEST = "review this schema (traced-400)"
 
@@ -58,14 +56,6 @@ class Traced:
             for s in self.spans.get_finished_spans()
             if s.context is not None and s.context.trace_id == trace_id
         ]
-
-
-def _wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def _router_relay_backend(p: Pipeline) -> None:
@@ -196,7 +186,7 @@ def test_a_replayed_dead_letter_links_to_its_original_trace(traced: Traced) -> N
     assert replay_send.context is not None and replay_send.context.trace_id != original
     assert [link.context.trace_id for link in replay_send.links] == [original]
     tasks = f"process {traced.topics.tasks('backend')}"
-    replayed = _wait_for(
+    replayed = wait_for(
         lambda: [s for s in traced.trace_of(replay_send.context.trace_id) if s.name == tasks],
         30,
         "the worker's span of the replayed task",

@@ -42,12 +42,6 @@ def fake() -> Iterator[FakeAnthropic]:
         yield server
 
 
-@pytest.fixture
-def client(fake: FakeAnthropic) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(api_key="test", base_url=fake.base_url, max_retries=0) as sdk:
-        yield sdk
-
-
 def ask(
     client: anthropic.Anthropic, prompt: str, *, max_tokens: int = 512, **params: Any
 ) -> anthropic.types.Message:

@@ -28,12 +28,6 @@ def fake() -> Iterator[FakeAnthropic]:
         yield server
 
 
-@pytest.fixture
-def client(fake: FakeAnthropic) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(api_key="test", base_url=fake.base_url, max_retries=0) as sdk:
-        yield sdk
-
-
 def item(custom_id: str) -> Request:
     return {
         "custom_id": custom_id,

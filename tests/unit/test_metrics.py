@@ -85,6 +85,22 @@ class _Scripted:
         return self.result
 
 
+def _model_call_values(specialist: str, model: str) -> list[float]:
+    """What one answered model call moves: calls, input/output/cache-read tokens, cost, and the
+    GenAI duration and input-token sums."""
+    labels = {"specialist": specialist, "model": model}
+    genai = {"specialist": specialist, "gen_ai_request_model": model}
+    return [
+        value("switchboard_model_calls_total", **labels, outcome="answered"),
+        value("switchboard_model_tokens_total", **labels, type="input"),
+        value("switchboard_model_tokens_total", **labels, type="output"),
+        value("switchboard_model_tokens_total", **labels, type="cache_read"),
+        value("switchboard_model_cost_usd_total", **labels),
+        value("gen_ai_client_operation_duration_seconds_sum", **genai),
+        value("gen_ai_client_token_usage_sum", **genai, gen_ai_token_type="input"),
+    ]
+
+
 def test_instrumented_backend_counts_calls_tokens_and_cost() -> None:
     usage = {
         "input_tokens": 120, "output_tokens": 300,
@@ -93,26 +109,9 @@ def test_instrumented_backend_counts_calls_tokens_and_cost() -> None:
     answer = Answer(ResponseStatus.ANSWERED, "ok", "m-1", "m-1", usage, 2_500, 1500)
     backend = InstrumentedBackend(_Scripted(answer), "perf", "m-1")
     assert not hasattr(backend, "answer_now")  # a backend that waits keeps the slow path
-    labels = {"specialist": "perf", "model": "m-1"}
-    before = [
-        value("switchboard_model_calls_total", **labels, outcome="answered"),
-        value("switchboard_model_tokens_total", **labels, type="input"),
-        value("switchboard_model_tokens_total", **labels, type="output"),
-        value("switchboard_model_tokens_total", **labels, type="cache_read"),
-        value("switchboard_model_cost_usd_total", **labels),
-        value("gen_ai_client_operation_duration_seconds_sum", specialist="perf", gen_ai_request_model="m-1"),
-        value("gen_ai_client_token_usage_sum", specialist="perf", gen_ai_request_model="m-1", gen_ai_token_type="input"),
-    ]  # fmt: skip
+    before = _model_call_values("perf", "m-1")
     assert asyncio.run(backend.answer("perf", "p", {})) is answer
-    after = [
-        value("switchboard_model_calls_total", **labels, outcome="answered"),
-        value("switchboard_model_tokens_total", **labels, type="input"),
-        value("switchboard_model_tokens_total", **labels, type="output"),
-        value("switchboard_model_tokens_total", **labels, type="cache_read"),
-        value("switchboard_model_cost_usd_total", **labels),
-        value("gen_ai_client_operation_duration_seconds_sum", specialist="perf", gen_ai_request_model="m-1"),
-        value("gen_ai_client_token_usage_sum", specialist="perf", gen_ai_request_model="m-1", gen_ai_token_type="input"),
-    ]  # fmt: skip
+    after = _model_call_values("perf", "m-1")
     deltas = [a - b for a, b in zip(after, before, strict=True)]
     assert deltas == pytest.approx([1, 120, 300, 1000, 0.0025, 1.5, 1120])
 

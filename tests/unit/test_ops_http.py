@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from consumers.health import ProcessHealth
 from consumers.resilience.breaker import BreakerState
 from switchboard.core.errors import ConfigError
 from switchboard.core.ops_http import OpsServer
+from tests.support import get_json
 
 
 class Clock:
@@ -45,14 +45,6 @@ class FakeIndex:
 class FakeBreaker:
     name: str
     state: BreakerState = BreakerState.CLOSED
-
-
-def get(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
@@ -86,26 +78,26 @@ def test_healthz_is_200_while_the_loop_beats_and_503_once_the_beat_is_stale(
     served: tuple[ProcessHealth, Clock, str],
 ) -> None:
     health, clock, url = served
-    assert get(f"{url}/healthz")[0] == 200  # alive from construction: start-up grace
+    assert get_json(f"{url}/healthz")[0] == 200  # alive from construction: start-up grace
     clock.now += 14
     health.beat()
     clock.now += 14.9
-    assert get(f"{url}/healthz")[0] == 200
+    assert get_json(f"{url}/healthz")[0] == 200
     clock.now += 0.2
-    code, body = get(f"{url}/healthz")
+    code, body = get_json(f"{url}/healthz")
     assert code == 503 and body["heartbeat_age_s"] == pytest.approx(15.1)
     health.beat()
-    assert get(f"{url}/healthz")[0] == 200
+    assert get_json(f"{url}/healthz")[0] == 200
 
 
 def test_readyz_is_503_before_the_first_evaluation_and_200_when_every_check_passes(
     served: tuple[ProcessHealth, Clock, str],
 ) -> None:
     health, _clock, url = served
-    code, body = get(f"{url}/readyz")
+    code, body = get_json(f"{url}/readyz")
     assert code == 503 and body["failing"] == ["started"]
     evaluate(health)
-    code, body = get(f"{url}/readyz")
+    code, body = get_json(f"{url}/readyz")
     assert code == 200 and body["failing"] == [] and body["ok"] is True
     assert set(body["checks"]) == {"assigned", "broker", "index_synced", "breakers", "heartbeat"}
 
@@ -113,7 +105,7 @@ def test_readyz_is_503_before_the_first_evaluation_and_200_when_every_check_pass
 def test_readyz_names_an_unassigned_consumer(served: tuple[ProcessHealth, Clock, str]) -> None:
     health, _clock, url = served
     evaluate(health, runtimes={"router": FakeRuntime([("t", 0)]), "relay": FakeRuntime([])})
-    code, body = get(f"{url}/readyz")
+    code, body = get_json(f"{url}/readyz")
     assert code == 503 and body["failing"] == ["assigned"]
     assert body["checks"]["assigned"]["unassigned"] == ["relay"]
 
@@ -127,12 +119,12 @@ def test_readyz_names_an_open_breaker_but_not_a_half_open_one(
         "api": FakeBreaker("api:claude-sonnet", BreakerState.HALF_OPEN),
     }
     evaluate(health, breakers=breakers)
-    code, body = get(f"{url}/readyz")
+    code, body = get_json(f"{url}/readyz")
     assert code == 503 and body["failing"] == ["breakers"]
     assert body["checks"]["breakers"]["open"] == ["backend:claude-sonnet"]
     breakers["backend"].state = BreakerState.CLOSED
     evaluate(health, breakers=breakers)
-    assert get(f"{url}/readyz")[0] == 200
+    assert get_json(f"{url}/readyz")[0] == 200
 
 
 def test_readyz_fails_on_an_unsynced_index_a_silent_broker_and_a_stale_loop(
@@ -140,15 +132,15 @@ def test_readyz_fails_on_an_unsynced_index_a_silent_broker_and_a_stale_loop(
 ) -> None:
     health, clock, url = served
     evaluate(health, index=FakeIndex(999.0))
-    assert get(f"{url}/readyz")[1]["failing"] == ["index_synced"]
+    assert get_json(f"{url}/readyz")[1]["failing"] == ["index_synced"]
     evaluate(health, broker_ok_at=None)
-    assert get(f"{url}/readyz")[1]["failing"] == ["broker"]
+    assert get_json(f"{url}/readyz")[1]["failing"] == ["broker"]
     evaluate(health)
     clock.now += 16  # broker answered 16 s ago (> 15) and the loop has not beaten since
-    code, body = get(f"{url}/readyz")
+    code, body = get_json(f"{url}/readyz")
     assert code == 503 and body["failing"] == ["heartbeat"]
     evaluate(health)
-    assert get(f"{url}/readyz")[1]["failing"] == ["broker", "heartbeat"]
+    assert get_json(f"{url}/readyz")[1]["failing"] == ["broker", "heartbeat"]
 
 
 def test_metrics_are_served_in_the_text_format_and_unknown_paths_are_404() -> None:
@@ -172,9 +164,9 @@ def test_a_broken_check_is_a_503_with_the_error_not_a_crash() -> None:
 
     server = OpsServer(0, ready=broken).start()
     try:
-        code, body = get(f"{server.url}/readyz")
+        code, body = get_json(f"{server.url}/readyz")
         assert code == 503 and body["error"] == "RuntimeError: boom"
-        assert get(f"{server.url}/healthz")[0] == 200
+        assert get_json(f"{server.url}/healthz")[0] == 200
     finally:
         server.stop()
 

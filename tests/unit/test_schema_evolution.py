@@ -25,7 +25,7 @@ from switchboard.core.serde import (
     SchemaVersion,
     load_schemas,
 )
-from tests.unit.avro_compat import from_avro_datum, to_avro_datum
+from tests.unit.avro_compat import from_avro_datum, strip_logical_types, to_avro_datum
 
 VERSIONS = load_schemas()
 
@@ -115,16 +115,6 @@ def resolve(value: Any, writer: Any, reader: Any) -> Any:
 
 
 # --- the two implementations -----------------------------------------------------------
-
-
-def strip_logical_types(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        if "logicalType" in schema and isinstance(schema.get("type"), str):
-            return schema["type"]
-        return {k: strip_logical_types(v) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [strip_logical_types(v) for v in schema]
-    return schema
 
 
 def fastavro_round_trip(

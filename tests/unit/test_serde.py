@@ -39,7 +39,7 @@ from switchboard.core.serde import (
     make_codec,
     schemas_dir,
 )
-from tests.unit.avro_compat import from_avro_datum, to_avro_datum
+from tests.unit.avro_compat import from_avro_datum, strip_logical_types, to_avro_datum
 
 TOPIC = "switchboard.requests"
 
@@ -235,16 +235,6 @@ def rabin_crc64(data: bytes) -> bytes:
     for byte in data:
         fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
     return fp.to_bytes(8, "little")
-
-
-def strip_logical_types(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        if "logicalType" in schema and isinstance(schema.get("type"), str):
-            return schema["type"]
-        return {k: strip_logical_types(v) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [strip_logical_types(v) for v in schema]
-    return schema
 
 
 def spec_fingerprint(schema: dict[str, Any]) -> bytes:

@@ -1,0 +1,36 @@
+"""Small helpers that unit and integration tests share: polling until a condition holds, and a
+JSON GET that returns the status of an HTTP error instead of raising it."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The pause between two checks of a condition being waited for.
+POLL_PAUSE_S = 0.05
+#: The timeout of one HTTP request of ``get_json``.
+HTTP_TIMEOUT_S = 5.0
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
+        time.sleep(POLL_PAUSE_S)
+    return value
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of a GET of ``url``, error statuses (4xx, 5xx) included."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
