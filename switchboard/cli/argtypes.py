@@ -62,6 +62,23 @@ def one_of(what: str, choices: Collection[str]) -> Callable[[str], str]:
     return parse
 
 
+def subset_of(what: str, choices: Collection[str]) -> Callable[[str], tuple[str, ...]]:
+    """A comma-separated list of ``choices``, in the order given, each once; ``what`` names one
+    ("specialist")."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        unknown = [n for n in names if n not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(unknown) or repr(text)} is not a {what} list: use a "
+                f"comma-separated subset of {','.join(choices)}"
+            )
+        return names
+
+    return parse
+
+
 def non_empty(text: str) -> str:
     """A value with something in it besides spaces, stripped."""
     if not text.strip():

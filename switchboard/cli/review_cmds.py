@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from switchboard.cli.argtypes import non_empty, positive_number, seconds
+from switchboard.cli.argtypes import non_empty, positive_number, seconds, subset_of
 from switchboard.cli.bootstrap import resolve_bootstrap
 from switchboard.core.errors import ConfigError
 from switchboard.core.findings import SEVERITIES_WORST_FIRST, Severity
@@ -24,28 +24,8 @@ from switchboard.core.settings import SPECIALISTS, Settings
 DEFAULT_TIMEOUT_S = 600.0
 REPORT_FORMATS = ("md", "html", "json", "sarif")
 _NO_GATE = "none"
-
-
-def _specialists(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in SPECIALISTS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"{', '.join(unknown) or repr(text)} is not a specialist list: use a comma-separated "
-            f"subset of {','.join(SPECIALISTS)}"
-        )
-    return names
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in REPORT_FORMATS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"{', '.join(unknown) or repr(text)} is not a report format list: use a "
-            f"comma-separated subset of {','.join(REPORT_FORMATS)}"
-        )
-    return names
+_specialists = subset_of("specialist", SPECIALISTS)
+_report_formats = subset_of("report format", REPORT_FORMATS)
 
 
 def _severity(text: str) -> Severity | None:
@@ -96,7 +76,7 @@ def register(sub: Any) -> None:
     review.add_argument("--job", type=_job, metavar="NAME",
                         help="job name; request ids derive from it (default: from the inputs)")  # fmt: skip
     review.add_argument("--out", type=Path, metavar="DIR", help="report folder (review-JOB/)")
-    review.add_argument("--format", type=_formats, default=REPORT_FORMATS, metavar="LIST",
+    review.add_argument("--format", type=_report_formats, default=REPORT_FORMATS, metavar="LIST",
                         help="comma-separated subset of md,html,json,sarif (default all)")  # fmt: skip
     review.add_argument("--baseline", type=_readable_file, metavar="PREVIOUS.json",
                         help="an earlier report.json: mark findings new, unchanged or fixed")  # fmt: skip
