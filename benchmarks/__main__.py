@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
-    from benchmarks import capacity, codec, frameworks, inflight, latency, overload
+    from benchmarks import capacity, codec, frameworks, inflight, latency, overload, priority
 
     step("codec", {"G11"}, lambda: {"G11": codec.run(payloads, args.quick)})
     step(
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         step("overload", {"G9"}, lambda: {"G9": overload.run(bench, args.quick, state)})
     step("inflight", {"G7", "G8"}, lambda: inflight.run(bench, payloads, args.quick, only))
     step("frameworks", {"G10"}, lambda: {"G10": frameworks.run(bench, payloads, args.quick)})
+    step("priority", {"G12"}, lambda: {"G12": priority.run(bench, args.quick)})
 
     results["duration_s"] = round(time.monotonic() - began, 1)
     print(f"[{results['duration_s']:6.1f}s] done\n")

@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-GOALS = [f"G{i}" for i in range(1, 12)]
+GOALS = [f"G{i}" for i in range(1, 13)]
 
 WHAT = {
     "G1": "router hop capacity / RAW-1",
@@ -26,6 +26,7 @@ WHAT = {
     "G9": "2x overload then half: drain, memory, loss",
     "G10": "Switchboard / best peer framework",
     "G11": "Avro decode + validate + encode per message",
+    "G12": "interactive e2e p99 with a 500-item batch job / without (same run)",
 }
 
 

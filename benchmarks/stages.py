@@ -235,6 +235,7 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
                 # One assignment at start is expected; anything more is a rebalance.
                 "rebalances": r.stats.rebalances,
                 "max_in_flight": r.stats.max_in_flight,
+                "max_batch_in_flight": r.stats.max_batch_in_flight,
             }
             for role, r in pipeline.runtimes.items()
         }
