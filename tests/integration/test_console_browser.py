@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,12 @@ from confluent_kafka import Producer
 from consumers.app import Pipeline
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 
+from .browser_kit import headless_chromium
 from .console_kit import PERMANENT, Seed, ServedConsole, seed, until
 from .harness import RunningPipeline, create_topics, settings_for_test
 
 pytestmark = pytest.mark.integration
 
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OPERATOR = ("olga", "op-pass-41c7")
 #: Tasks waiting on the perf topic, whose worker group is not running: its lag.
 PERF_BACKLOG = 4
@@ -40,28 +38,13 @@ PERF_BACKLOG = 4
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not (CHROMEDRIVER and CHROMIUM):
-        pytest.skip(
-            "needs chromium and chromium-driver: apt-get install -y chromium chromium-driver"
+    with headless_chromium("1400,1000") as driver:
+        token = base64.b64encode(":".join(OPERATOR).encode()).decode()
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
         )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    token = base64.b64encode(":".join(OPERATOR).encode()).decode()
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd(
-        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
-    )
-    try:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _workers(p: Pipeline) -> None:

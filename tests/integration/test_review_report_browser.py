@@ -8,7 +8,6 @@ findings, and filtering by severity hides the other rows.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,31 +16,15 @@ import pytest
 from producers.review.report import write_reports
 from tests.unit.review_corpus import corpus_documents, offline_review
 
-pytestmark = pytest.mark.integration
+from .browser_kit import headless_chromium
 
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not (CHROMEDRIVER and CHROMIUM):
-        pytest.skip(
-            "needs chromium and chromium-driver: apt-get install -y chromium chromium-driver"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium("1400,1800") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_report_html_renders_the_summary_and_findings_and_filters_by_severity(
