@@ -29,6 +29,7 @@ from consumers.runtime.lag import LagMonitor
 from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
 from consumers.specialists.instrumented import InstrumentedBackend
 from consumers.status.publisher import ProcessIdentity, StatusPublisher
+from consumers.tenancy import UsageTail, partition_count
 from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
@@ -90,6 +91,8 @@ class Pipeline:
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
         self._index_syncs: set[asyncio.Task[None]] = set()
+        #: The router's group-wide usage (only with a tenants file, where budgets live).
+        self.usage: UsageTail | None = None
         #: What /healthz and /readyz report (``switchboard.core.ops_http`` reads it).
         self.health = ProcessHealth(
             stale_after_s=self.settings.health_stale_s,
@@ -123,6 +126,7 @@ class Pipeline:
         failures: FailureStrategy,
         concurrency: int,
         batch_topics: frozenset[str] = frozenset(),
+        on_assign: Callable[[object], None] | None = None,
     ) -> ConsumerRuntime:
         """The runtime of one consumer; ``role`` keys ``runtimes`` (``router``, ``relay``,
         ``worker.<specialist>``); ``failures`` writes what its handler's failures call for."""
@@ -144,7 +148,7 @@ class Pipeline:
             handler,
             producer=self.producer,
             failures=failures,
-            on_assign=self._sync_index_now,
+            on_assign=on_assign or self._sync_index_now,
         )
         self.runtimes[role] = runtime
         return runtime
@@ -170,6 +174,9 @@ class Pipeline:
         s = self.settings
         failures = self._failures(self.topics.group(GroupRole.ROUTER), Stage.ROUTE)
         tenants, limiter = tenant_controls(s)  # the tenants file, reloaded on change
+        if s.tenants_file is not None and self.usage is None:
+            self.usage = UsageTail(self.kafka, self.topics.responses, self.codec)
+        requests = self.topics.requests
         router = Router(
             codec=self.codec,
             topics=self.topics,
@@ -179,13 +186,27 @@ class Pipeline:
             limiter=limiter,
             tenants=tenants,
             triage=self._triage(),
+            usage=self.usage,
+            partitions=partition_count(self.kafka, requests),
         )
+
+        def on_assign(assigned: object) -> None:
+            # Partitions may have been added: the rate's per-partition share follows the count.
+            self._sync_index_now(assigned)
+            refresh = asyncio.ensure_future(
+                asyncio.to_thread(partition_count, self.kafka, requests, router.partitions)
+            )
+            refresh.add_done_callback(
+                lambda t: router.set_partitions(t.result()) if not t.cancelled() else None
+            )
+
         return self._runtime(
             "router",
-            [self.topics.requests],
+            [requests],
             router.handle,
             failures,
             concurrency or ROUTER_CONCURRENCY,
+            on_assign=on_assign,
         )
 
     def _triage(self) -> ModelTriage | None:
@@ -349,6 +370,9 @@ class Pipeline:
         if self._index is not None:
             await asyncio.to_thread(self._index.close)
             self._index = None
+        if self.usage is not None:
+            await asyncio.to_thread(self.usage.close)
+            self.usage = None
 
 
 def _export_breaker_state(name: str, state: BreakerState) -> None:

@@ -1,7 +1,10 @@
 """The router: validate each request, pick its specialist, and route it (or answer it at once).
 
 Decode -> deduplicate -> tenant (known, signature, reply topic) -> validate (headers, metadata,
-prompt) -> choose specialist -> tenant's specialists and models -> tenant rate -> task topic.
+prompt) -> choose specialist -> tenant's specialists and models -> budgets and tokens a minute
+-> tenant rate -> task topic. Budgets are group-wide (usage summed from the response topic,
+``consumers.tenancy.usage``); the rate and the in-flight tokens are split into per-partition
+shares of the requests topic, so any number of routers together allow one tenant's limit.
 Every refusal happens here, before any model call, and is answered ``rejected`` with an
 ``error_code`` (the reasons are listed in docs/security.md, "Tenants") and a message a person
 can act on. Bytes that do not decode raise ``DecodeError``, which the runtime's failure
@@ -23,6 +26,7 @@ from consumers.answered import AnsweredLedger
 from consumers.outcomes import Outcomes, now_ms, replay_headers
 from consumers.resilience.ratelimit import TenantLimiter
 from consumers.runtime import Context, Record
+from consumers.tenancy.usage import BudgetVerdict, TenantUsage
 from consumers.triage import KeywordTriage, TriageResult, parse_command
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
@@ -77,6 +81,8 @@ class RouterRules:
     max_header_bytes: int = DEFAULTS.max_header_bytes
     #: The model each specialist answers with (a tenant's ``models`` must include it).
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULTS.models))
+    #: The workers' output cap: a request's token estimate is prompt characters / 4 + this.
+    max_output_tokens: int = DEFAULTS.max_output_tokens
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterRules:
@@ -90,6 +96,7 @@ class RouterRules:
             max_headers=settings.max_headers,
             max_header_bytes=settings.max_header_bytes,
             models=dict(settings.models),
+            max_output_tokens=settings.max_output_tokens,
         )
 
 
@@ -150,7 +157,12 @@ class Router:
         triage: Triage | None = None,
         limiter: TenantLimiter | None = None,
         tenants: TenantsSource | None = None,
+        usage: TenantUsage | None = None,
+        partitions: int = 1,
     ) -> None:
+        """``usage``: group-wide spend (a ``UsageTail`` in production); without it budgets
+        and tokens a minute are not enforced. ``partitions``: the requests topic's partition
+        count, which splits each tenant's rate (``set_partitions`` on each assignment)."""
         self._codec = codec
         self._topics = topics
         self._outcomes = outcomes
@@ -162,6 +174,16 @@ class Router:
         self.tenants = tenants or TenantsSource(TenantsConfig.from_names(rules.tenants))
         self._recent = RecentIds(rules.dedup_window_s)
         self.duplicates = 0
+        self._usage = usage
+        self.partitions = 1
+        self.set_partitions(partitions)
+
+    def set_partitions(self, partitions: int) -> None:
+        """The requests topic's partition count: a router holding k of P partitions allows
+        k/P of each tenant's rate, one share per partition (a partition has one owner)."""
+        self.partitions = max(1, partitions)
+        if self._limiter is not None:
+            self._limiter.set_partitions(self.partitions)
 
     def handle(self, msg: Record, ctx: Context) -> Outputs:
         """Route one request. Returns the records at once in the common case (the runtime's
@@ -174,7 +196,9 @@ class Router:
             if isinstance(exc.__cause__, UnicodeDecodeError):
                 return self._reject_undecodable(msg, exc.__cause__)
             raise
-        if not self._index.synced(ctx.assigned_at):
+        if not self._index.synced(ctx.assigned_at) or (
+            self._usage is not None and not self._usage.ready
+        ):
             return self._route_after_sync(msg, ctx, request, received_ms)
         return self._route(msg, request, received_ms)
 
@@ -182,6 +206,8 @@ class Router:
         self, msg: Record, ctx: Context, request: dict[str, Any], received_ms: int
     ) -> Sequence[Outbound]:
         await self._index.sync(ctx.assigned_at)
+        if self._usage is not None:
+            await self._usage.wait_ready()  # once, at start-up: spend before the first decision
         return await _resolved(self._route(msg, request, received_ms))
 
     def _route(self, msg: Record, request: dict[str, Any], received_ms: int) -> Outputs:
@@ -264,7 +290,40 @@ class Router:
                 ),
                 policy,
             )
-        return self._task(msg, request, specialist, prompt, received_ms, carried)
+        partition = msg.partition() or 0
+        estimate = len(prompt) // 4 + self._rules.max_output_tokens
+        mode = policy.over_limit or self._rules.over_limit
+        if self._usage is not None:
+            verdict = self._usage.check(
+                tenant, policy, estimate, partition=partition, partitions=self.partitions
+            )
+            if verdict is not None:
+                return self._over_budget(msg, request, verdict, mode, policy)
+        if (
+            self._limiter is not None
+            and (wait_s := self._limiter.check(tenant, partition=partition)) > 0
+        ):
+            return self._over_limit(msg, request, wait_s, mode)
+        outputs = self._task(msg, request, specialist, prompt, received_ms, carried)
+        if self._usage is not None and (
+            policy.tokens_per_minute is not None or policy.tokens_per_day is not None
+        ):
+            self._usage.reserve(request["request_id"], tenant, partition, estimate)
+        return outputs
+
+    def _over_budget(
+        self,
+        msg: Record,
+        request: dict[str, Any],
+        verdict: BudgetVerdict,
+        mode: str,
+        policy: TenantPolicy,
+    ) -> list[Outbound]:
+        """Over a budget: rejected (it resets later, waiting cannot help); over the tokens a
+        minute: waits in a retry tier when the tenant's ``over_limit`` is ``delay``."""
+        if verdict.wait_s is not None and mode == "delay":
+            return self._over_limit(msg, request, verdict.wait_s, mode)
+        return self._reject(request, RequestInvalid(verdict.message, code=verdict.code), policy)
 
     def _reject(
         self, request: dict[str, Any], exc: RequestInvalid, policy: TenantPolicy | None = None
@@ -384,8 +443,6 @@ class Router:
         carried: list[tuple[str, bytes]],
     ) -> list[Outbound]:
         request_id = request["request_id"]
-        if self._limiter is not None and (wait_s := self._limiter.check(request["tenant"])) > 0:
-            return self._over_limit(msg, request, wait_s)
         self._recent.add(request_id)
         task = dict(request)
         task["specialist"] = specialist
@@ -478,8 +535,10 @@ class Router:
             )
         return name, prompt
 
-    def _over_limit(self, msg: Record, request: dict[str, Any], wait_s: float) -> list[Outbound]:
-        if self._rules.over_limit == "delay":
+    def _over_limit(
+        self, msg: Record, request: dict[str, Any], wait_s: float, mode: str
+    ) -> list[Outbound]:
+        if mode == "delay":
             tier = self._topics.tier_for_delay(wait_s)
             due = now_ms() + int(wait_s * 1000)
             headers = [
@@ -488,11 +547,10 @@ class Router:
                 (h.RETRY_ORIGIN_TOPIC, str(msg.topic()).encode()),
             ]
             return [Outbound(self._topics.retry(tier), msg.value() or b"", msg.key(), headers)]
-        return [
-            self._outcomes.response(
-                request,
-                ResponseStatus.REJECTED,
-                f"tenant {request['tenant']!r} is over its request rate: retry in {wait_s:.2f}s",
-                error_code=RATE_LIMITED,
-            )
-        ]
+        response = self._outcomes.response(
+            request,
+            ResponseStatus.REJECTED,
+            f"tenant {request['tenant']!r} is over its request rate: retry in {wait_s:.2f}s",
+            error_code=RATE_LIMITED,
+        )
+        return self._outcomes.recorded(response)  # a reply-topic rejection is in the ledger too

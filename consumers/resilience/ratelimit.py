@@ -3,7 +3,11 @@
 - ``TokenBucket``: ``rate_per_s`` sustained, ``burst`` at once; says how long to wait rather
   than waiting, so the caller decides (reject with a retry-after, or pause a partition).
 - ``TenantLimiter``: a bucket per tenant (1000 requests/s with a burst of 1000 by default),
-  overridable per tenant, the least recently seen tenants forgotten past ``max_tenants``.
+  overridable per tenant, the least recently seen tenants forgotten past ``max_tenants``. With
+  ``partitions=P`` it keeps one bucket per tenant and requests-topic partition, each with
+  ``rate / P`` (and ``ceil(burst / P)``): a partition has one owner in the router group, so
+  the group together allows the tenant's rate however many routers share the partitions (a
+  router holding k of P allows k/P of it). See docs/security.md, "Rates across routers".
 - ``AimdLimiter``: how many provider calls may run at once, learnt like TCP's congestion
   window: one more after a window of successes, halved on an overload signal (429/529/5xx),
   and capped while the provider's ``anthropic-ratelimit-*-remaining`` headers run low.
@@ -85,9 +89,13 @@ class TenantLimiter:
         overrides: Mapping[str, tuple[float, int]] | None = None,
         max_tenants: int = MAX_TENANTS,
         clock: Callable[[], float] = time.monotonic,
+        partitions: int = 1,
     ) -> None:
         if max_tenants < 1:
             raise ValueError(f"max_tenants must be at least 1, not {max_tenants}")
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, not {partitions}")
+        self.partitions = partitions
         self._shapes = dict(overrides or {})
         self._default = (default_rate, default_burst)
         # Fail at start-up, not on a tenant's first request, if a shape is impossible.
@@ -95,7 +103,7 @@ class TenantLimiter:
             TokenBucket(rate, burst, clock)
         self.max_tenants = max_tenants
         self._clock = clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, int], TokenBucket] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -109,19 +117,35 @@ class TenantLimiter:
             t for t in set(self._shapes) | set(overrides) if self._shapes.get(t) != overrides.get(t)
         }
         self._shapes = dict(overrides)
-        for tenant in changed:
-            self._buckets.pop(tenant, None)
+        for key in [k for k in self._buckets if k[0] in changed]:
+            del self._buckets[key]
 
-    def check(self, tenant: str, n: int = 1) -> float:
-        """0.0 if ``tenant`` may make ``n`` more requests now, else the retry-after in seconds."""
-        bucket = self._buckets.get(tenant)
+    def set_partitions(self, partitions: int) -> None:
+        """The requests topic's partition count (read again on each assignment): a new count
+        re-splits every tenant's rate, so every bucket starts afresh."""
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, not {partitions}")
+        if partitions != self.partitions:
+            self.partitions = partitions
+            self._buckets.clear()
+
+    def share(self, tenant: str) -> tuple[float, int]:
+        """The (rate, burst) of one partition's bucket of ``tenant``."""
+        rate, burst = self._shapes.get(tenant, self._default)
+        return rate / self.partitions, max(1, math.ceil(burst / self.partitions))
+
+    def check(self, tenant: str, n: int = 1, *, partition: int = 0) -> float:
+        """0.0 if ``tenant`` may make ``n`` more requests now through ``partition`` of the
+        requests topic, else the retry-after in seconds."""
+        key = (tenant, partition % self.partitions)
+        bucket = self._buckets.get(key)
         if bucket is None:
-            rate, burst = self._shapes.get(tenant, self._default)
-            bucket = self._buckets[tenant] = TokenBucket(rate, burst, self._clock)
+            rate, burst = self.share(tenant)
+            bucket = self._buckets[key] = TokenBucket(rate, burst, self._clock)
             if len(self._buckets) > self.max_tenants:
                 self._buckets.popitem(last=False)
         else:
-            self._buckets.move_to_end(tenant)
+            self._buckets.move_to_end(key)
         return bucket.try_acquire(n)
 
 

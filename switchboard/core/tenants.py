@@ -59,10 +59,15 @@ class TenantPolicy(BaseModel):
     #: Requests a second, sustained, and at once; None: the router's global rate.
     rate_per_s: float | None = Field(default=None, gt=0)
     burst: int | None = Field(default=None, ge=1)
-    #: Modelled, not enforced yet (budgets are summed from the response topic: see docs).
+    #: Budgets, enforced group-wide by the router from usage summed off the response topic
+    #: (docs/security.md, "Budgets"): tokens (input, output and cache) per UTC minute and day,
+    #: dollars per UTC month; None: no limit.
     tokens_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_day: int | None = Field(default=None, ge=1)
     dollars_per_month: float | None = Field(default=None, gt=0)
+    #: Over ``rate_per_s`` or ``tokens_per_minute``: "reject" or "delay" (wait in a retry
+    #: tier, then route); None: ``SWITCHBOARD_OVER_LIMIT``.
+    over_limit: Literal["reject", "delay"] | None = None
     #: The largest prompt in UTF-8 bytes; None: ``SWITCHBOARD_MAX_PROMPT_BYTES``.
     max_prompt_bytes: int | None = Field(default=None, ge=1)
     #: Reply topics it may name start with this; None: no reply topic (the shared responses

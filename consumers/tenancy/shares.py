@@ -1,0 +1,33 @@
+"""The requests topic's partition count: what a tenant's rate (and per-minute tokens) is split
+by. A partition has exactly one owner in the router group and a tenant's requests spread over
+the partitions by request id, so a share of ``1/P`` per partition adds up to the tenant's
+limit across any number of routers, with no coordination between them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from confluent_kafka import KafkaException
+
+from switchboard.core.kafka_clients import make_admin
+
+log = logging.getLogger(__name__)
+
+#: One metadata request's timeout; a router that cannot read it keeps its last count.
+METADATA_TIMEOUT_S: Final = 10.0
+
+
+def partition_count(config: dict[str, Any], topic: str, fallback: int = 1) -> int:
+    """How many partitions ``topic`` has (a metadata request); ``fallback`` when the topic
+    cannot be described now (the caller keeps its last count)."""
+    admin = make_admin(config)
+    try:
+        metadata = admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        log.warning("cannot read %s's partition count (%s); keeping %d", topic, exc, fallback)
+        return fallback
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        return fallback
+    return len(found.partitions)
