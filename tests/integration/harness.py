@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -41,6 +42,19 @@ def create_topics(settings: Settings, kafka: dict[str, Any]) -> Topics:
         replication_factor=1,
     )
     return topics
+
+
+@contextmanager
+def running_pipeline(
+    bootstrap: str, kafka: dict[str, Any], concurrency: int, **overrides: Any
+) -> Iterator[Settings]:
+    """Fresh topics and the whole pipeline (router, relay, every specialist's workers at
+    ``concurrency``) running until the block ends; yields its settings (``overrides`` as in
+    ``settings_for_test``)."""
+    settings = settings_for_test(bootstrap, **overrides)
+    create_topics(settings, kafka)
+    with RunningPipeline(settings, kafka, lambda p: p.add_all(concurrency=concurrency)):
+        yield settings
 
 
 class RunningPipeline:

@@ -11,23 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from consumers.app import Pipeline
 from switchboard.core.settings import Settings
 
-from .harness import RunningPipeline, create_topics, settings_for_test
+from .harness import running_pipeline
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def running(kafka_bootstrap: str, kafka_config: dict[str, str]) -> Iterator[Settings]:
-    settings = settings_for_test(kafka_bootstrap)
-    create_topics(settings, kafka_config)
-
-    def setup(p: Pipeline) -> None:
-        p.add_all(concurrency=16)
-
-    with RunningPipeline(settings, kafka_config, setup):
+    with running_pipeline(kafka_bootstrap, kafka_config, concurrency=16) as settings:
         yield settings
 
 

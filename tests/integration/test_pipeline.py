@@ -18,7 +18,7 @@ from switchboard.core.serde import DEAD_LETTER, make_codec
 from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 
-from .harness import RunningPipeline, create_topics, settings_for_test
+from .harness import RunningPipeline, create_topics, running_pipeline, settings_for_test
 from .helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,17 @@ SEED_BY_SPECIALIST = {
 }
 
 
+#: Workers per specialist in these tests' pipelines.
+CONCURRENCY = 32
+
+
 def _all(p: Pipeline) -> None:
-    p.add_all(concurrency=32)
+    p.add_all(concurrency=CONCURRENCY)
+
+
+def _model(fake: FakeAnthropic) -> dict[str, Any]:
+    """Settings overrides that answer through ``fake`` with the real SDK."""
+    return {"anthropic_api_key": "sk-test", "anthropic_base_url": fake.base_url}
 
 
 @pytest.fixture
@@ -149,12 +158,10 @@ def test_claude_backend_through_the_real_sdk(
     """With an API key the workers call Claude through the SDK (here the loopback fake): the
     response names the model and carries usage (with prompt-cache tokens) and cost."""
     with FakeAnthropic(latency_ms=20) as fake:
-        settings = settings_for_test(
-            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
-        )
-        create_topics(settings, kafka_config)
         with (
-            RunningPipeline(settings, kafka_config, _all),
+            running_pipeline(
+                kafka_bootstrap, kafka_config, CONCURRENCY, **_model(fake)
+            ) as settings,
             SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
         ):
             ids = {s: client.submit(SEED_BY_SPECIALIST[s]) for s in SPECIALISTS}
@@ -181,12 +188,10 @@ def test_router_rejects_without_calling_the_model(
     kafka_bootstrap: str, kafka_config: dict[str, str]
 ) -> None:
     with FakeAnthropic() as fake:
-        settings = settings_for_test(
-            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
-        )
-        create_topics(settings, kafka_config)
         with (
-            RunningPipeline(settings, kafka_config, _all),
+            running_pipeline(
+                kafka_bootstrap, kafka_config, CONCURRENCY, **_model(fake)
+            ) as settings,
             SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,
         ):
             bad = [client.submit("/nope x"), client.submit("/api " + "y" * 40_000)]

@@ -23,7 +23,7 @@ from switchboard.core.settings import Settings
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.unit.review_corpus import CORPUS, corpus_documents, offline_review
 
-from .harness import RunningPipeline, create_topics, settings_for_test
+from .harness import RunningPipeline, create_topics, running_pipeline, settings_for_test
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,7 @@ SPECIALISTS = "backend,security,perf,api"
 
 @pytest.fixture(scope="module")
 def running(kafka_bootstrap: str, kafka_config: dict[str, str]) -> Iterator[Settings]:
-    settings = settings_for_test(kafka_bootstrap)
-    create_topics(settings, kafka_config)
-
-    def setup(p: Pipeline) -> None:
-        p.add_all(concurrency=32)
-
-    with RunningPipeline(settings, kafka_config, setup):
+    with running_pipeline(kafka_bootstrap, kafka_config, concurrency=32) as settings:
         yield settings
 
 
