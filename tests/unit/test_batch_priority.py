@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Message
 
 from consumers.outcomes import Stage
 from consumers.relay import RetryRelay
+from consumers.replay.view import DeadLetterView
 from consumers.runtime import ConsumerRuntime, Context, MemoryRecord, RuntimeConfig
 from consumers.runtime.failures import RecordFailed
 from consumers.runtime.loop import Pause, Resume
@@ -23,12 +24,13 @@ from consumers.runtime.slots import BatchGate, Slots
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import classify
-from switchboard.core.errors import TransientError
-from switchboard.core.policy import Retry
+from switchboard.core.errors import PermanentError, TransientError
+from switchboard.core.policy import Dead, Retry
 from switchboard.core.settings import Settings
 from switchboard.core.topics import TopicRole, Topics
 
 from .memory_kit import (
+    CODEC,
     TOPICS,
     decoded_request,
     encoded,
@@ -305,3 +307,24 @@ def test_batch_share_setting_is_validated() -> None:
             assert "batch_share" in str(exc)
         else:
             raise AssertionError(f"batch_share={bad} accepted")
+
+
+def test_a_dead_lettered_batch_task_is_replayed_to_the_batch_topic() -> None:
+    """The dead letter's origin is the batch topic, and ``dlq replay`` sends it back there."""
+    sink = MemorySink()
+    failures = strategy(Stage.MODEL, sink)
+    req = request()
+    msg = MemoryRecord(BATCH, encoded(req, BATCH), b"k", id_header(req), 0, 5)
+    failed = RecordFailed(
+        classify(PermanentError("no", code="invalid_request")),
+        request=req,
+        attempt=1,
+        specialist="backend",
+        decision=Dead("invalid_request"),
+    )
+    asyncio.run(failures.write(msg, failed))
+    [letter] = sink.records(TOPICS.dlq)
+    view = DeadLetterView.from_message(cast(Message, letter), CODEC)
+    assert view.origin_topic == BATCH
+    replayed = view.replay_record("replay-1")
+    assert replayed.topic == BATCH and replayed.value == msg.value()
