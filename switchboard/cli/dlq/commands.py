@@ -79,6 +79,25 @@ def _ensure_ledgers(store: DeadLetterStore, settings: Settings) -> None:
 
 
 # --- list --------------------------------------------------------------------------------------
+def _print_dry_run(
+    args: argparse.Namespace,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    verb: str,
+    count_key: str,
+    what_apply_does: str,
+) -> int:
+    """A dry run's answer (``summary`` plus ``count_key`` and the ``rows``), as JSON or as the
+    plan table ending in how to apply it; exits 0."""
+    summary.update({count_key: len(rows), "records": rows})
+    if args.json:
+        render.print_json(summary)
+    else:
+        headline = f"would {verb} {len(rows)}"
+        render.print_plan(summary, rows, headline, f"add --apply to {what_apply_does}")
+    return 0
+
+
 def list_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.outcomes import now_ms
     from consumers.replay.ledgers import ledger_state
@@ -168,13 +187,7 @@ def replay_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         "skipped": skipped,
     }
     if not args.apply:
-        summary.update(would_send=len(plan.to_send), records=rows)
-        if args.json:
-            render.print_json(summary)
-        else:
-            headline = f"would replay {len(rows)}"
-            render.print_plan(summary, rows, headline, "add --apply to send them")
-        return 0
+        return _print_dry_run(args, summary, rows, "replay", "would_send", "send them")
     missing = store.missing_topics({str(x.origin_topic) for x in plan.to_send})
     if missing:
         raise ConfigError(
@@ -250,13 +263,9 @@ def purge_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         "skipped": {"already_acknowledged": chosen.hidden_acked} if chosen.hidden_acked else {},
     }
     if not args.apply:
-        summary.update(would_acknowledge=len(rows), records=rows)
-        if args.json:
-            render.print_json(summary)
-        else:
-            headline = f"would acknowledge {len(rows)}"
-            render.print_plan(summary, rows, headline, "add --apply to acknowledge them")
-        return 0
+        return _print_dry_run(
+            args, summary, rows, "acknowledge", "would_acknowledge", "acknowledge them"
+        )
     if chosen.records:
         _ensure_ledgers(store, settings)
 
