@@ -145,10 +145,14 @@ def test_status_reports_lag_retry_backlog_and_dlq_depth(
     status = status_json(settings)
 
     groups = {g["role"]: g for g in status["groups"]}
-    lag = {p["partition"]: p["lag"] for p in groups["worker.data"]["partitions"]}
+    # The group reads its interactive and its batch task topic; the tasks are on the first.
+    data_parts = [
+        p for p in groups["worker.data"]["partitions"] if p["topic"] == topics.tasks("data")
+    ]
+    lag = {p["partition"]: p["lag"] for p in data_parts}
     assert lag == {0: 3, 1: 3, 2: 0}
     assert groups["worker.data"]["lag"] == 6
-    committed = {p["partition"]: p["committed"] for p in groups["worker.data"]["partitions"]}
+    committed = {p["partition"]: p["committed"] for p in data_parts}
     assert committed == {0: 2, 1: None, 2: None}
     assert groups["worker.backend"]["lag"] == 0
 
@@ -210,7 +214,8 @@ def test_a_running_pipeline_reports_itself_and_a_clean_stop_removes_it(
         for role in ("router", "worker.backend"):
             [member] = groups[role]["members"]
             assert member["process_id"] == proc["process_id"]
-            assert len(member["partitions"]) == settings.partitions
+            # Every partition of every topic the group reads (a worker: interactive and batch).
+            assert len(member["partitions"]) == settings.partitions * len(groups[role]["topics"])
         assert groups["worker.api"]["members"] == []
         assert status["breakers"]["backend"]["state"] == "closed"
         assert status["usage"]["backend"]["model_calls"] == 0
