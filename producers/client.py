@@ -29,7 +29,7 @@ from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
 from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
-from switchboard.core.tail import TopicTail
+from switchboard.core.tail import TopicTail, read_once
 from switchboard.core.tenants import sign
 from switchboard.core.topics import Topics
 
@@ -177,14 +177,14 @@ class _Responses:
         ``request_ids`` (held for ``wait`` afterwards, like any other)."""
         for request_id in request_ids:
             self.expect(request_id)
-        tail = TopicTail(
-            self._kafka, self._topic, lambda m: self._on_message(m, lookup=True),
-            since_ms=since_ms, name="client-lookup",
-        )  # fmt: skip
-        try:
-            tail.barrier().result(timeout_s)
-        finally:
-            tail.stop()
+        read_once(
+            self._kafka,
+            self._topic,
+            lambda m: self._on_message(m, lookup=True),
+            since_ms=since_ms,
+            timeout_s=timeout_s,
+            name="client-lookup",
+        )
         with self._lock:
             return {i: self._results[i] for i in request_ids if i in self._results}
 

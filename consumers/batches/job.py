@@ -28,7 +28,7 @@ from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import make_codec
 from switchboard.core.settings import Settings
-from switchboard.core.tail import TopicTail
+from switchboard.core.tail import read_once
 from switchboard.core.topics import GroupRole, Topics
 
 if TYPE_CHECKING:
@@ -145,9 +145,12 @@ def answered_among(kafka: Mapping[str, Any], topic: str, wanted: set[str]) -> se
             if request_id in wanted:
                 found.add(request_id)
 
-    tail = TopicTail(dict(kafka), topic, keep, since_ms=0, name="batch-answered")
-    try:
-        tail.barrier().result(timeout=ANSWERED_SCAN_TIMEOUT_S)
-    finally:
-        tail.stop()
+    read_once(
+        dict(kafka),
+        topic,
+        keep,
+        since_ms=0,
+        timeout_s=ANSWERED_SCAN_TIMEOUT_S,
+        name="batch-answered",
+    )
     return found

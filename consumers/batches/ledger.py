@@ -17,17 +17,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 from confluent_kafka import Message
 
-from switchboard.core.admin import end_offsets, ensure_topics
+from switchboard.core.admin import ensure_topics
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import make_admin
-from switchboard.core.tail import TopicTail
+from switchboard.core.tail import read_to_end
 from switchboard.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -150,21 +150,10 @@ class BatchLedger:
             found.append(batch)
         return sorted(found, key=lambda b: b.created_at_ms)
 
-    def _read(self, on_message: Any) -> None:
-        ends = end_offsets(make_admin(self._kafka), self._topic, timeout_s=READ_TIMEOUT_S)
-        if not any(ends.values()):
-            return
-
-        def below_end(msg: Message) -> None:
-            # The tail keeps reading past the barrier: what came after the scan began is not in it.
-            if (msg.offset() or 0) < ends.get(msg.partition() or 0, 0):
-                on_message(msg)
-
-        tail = TopicTail(self._kafka, self._topic, below_end, since_ms=0, name="batch-ledger")
-        try:
-            tail.barrier().result(timeout=READ_TIMEOUT_S)
-        finally:
-            tail.stop()
+    def _read(self, on_message: Callable[[Message], None]) -> None:
+        read_to_end(
+            self._kafka, self._topic, on_message, timeout_s=READ_TIMEOUT_S, name="batch-ledger"
+        )
 
     async def record(self, batch: LedgerBatch) -> None:
         """Write a new batch: its chunks first, then its head (both delivered on return)."""

@@ -1,6 +1,6 @@
 """Reading a dead-letter topic, its two ledgers and the responses topic: ``DeadLetterStore``.
 
-Every read is a bounded scan, through ``TopicTail``, from the start (or ``since``) to the end
+Every read is a bounded scan, through ``read_to_end``, from the start (or ``since``) to the end
 offsets the topic had when the scan began: no consumer group, no commits, nothing changes on
 the broker. A value that is not a DeadLetter is kept as undecodable rather than stopping a scan.
 """
@@ -19,11 +19,11 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from consumers.replay.view import DeadLetterView, message_headers
 from switchboard.core import headers as h
-from switchboard.core.admin import end_offsets, ensure_topics
+from switchboard.core.admin import ensure_topics
 from switchboard.core.errors import ConfigError, DecodeError, TransientError
 from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import RESPONSE, Codec
-from switchboard.core.tail import TopicTail
+from switchboard.core.tail import read_to_end
 from switchboard.core.topics import Topics
 
 #: How long one broker call or one scan may take before the command gives up.
@@ -91,25 +91,21 @@ class DeadLetterStore:
 
     def read(self, topic: str, on_message: Callable[[Message], None], since_ms: int | None) -> None:
         """Pass every record of ``topic`` below its current end offsets to ``on_message``."""
-        ends = end_offsets(self.admin, topic, timeout_s=self.timeout_s)
-        if not any(ends.values()):
-            return
-
-        def below_end(msg: Message) -> None:
-            # The tail keeps reading past the barrier: records newer than the scan are not in it.
-            if (msg.offset() or 0) < ends.get(msg.partition() or 0, 0):
-                on_message(msg)
-
-        tail = TopicTail(self.kafka, topic, below_end, since_ms=since_ms or 0, name="dlq-scan")
         try:
-            tail.barrier().result(timeout=self.timeout_s)
+            read_to_end(
+                self.kafka,
+                topic,
+                on_message,
+                since_ms=since_ms,
+                timeout_s=self.timeout_s,
+                name="dlq-scan",
+                admin=self.admin,
+            )
         except TimeoutError:
             raise TransientError(
                 f"reading {topic} took longer than {self.timeout_s:g}s: is the broker "
                 "overloaded? Narrow the scan with --since"
             ) from None
-        finally:
-            tail.stop()
 
     def scan(self, since_ms: int | None = None) -> list[DeadLetterView]:
         """Every dead letter of the source topic (from ``since_ms``), oldest offset first."""
@@ -138,19 +134,7 @@ class DeadLetterStore:
         if not self.exists(topic):
             return entries
 
-        def keep(msg: Message) -> None:
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            value = msg.value()
-            if value is None:
-                entries.pop(key, None)
-                return
-            try:
-                entry = json.loads(value)
-            except ValueError:
-                entry = {}
-            entries[key] = entry if isinstance(entry, dict) else {}
-
-        self.read(topic, keep, None)
+        self.read(topic, lambda msg: keep_ledger_entry(msg, entries), None)
         return entries
 
     def acks(self) -> dict[str, dict[str, Any]]:
@@ -220,6 +204,21 @@ class DeadLetterStore:
             raise TransientError(f"reading {wanted} from {self.topic} timed out")
         finally:
             consumer.close()
+
+
+def keep_ledger_entry(msg: Message, into: dict[str, dict[str, Any]]) -> None:
+    """Fold one ledger record into ``into`` (pointer -> latest entry): a tombstone removes its
+    pointer; a value that is not a JSON object is kept as ``{}``."""
+    key = (msg.key() or b"").decode("utf-8", "replace")
+    value = msg.value()
+    if value is None:
+        into.pop(key, None)
+        return
+    try:
+        entry = json.loads(value)
+    except ValueError:
+        entry = {}
+    into[key] = entry if isinstance(entry, dict) else {}
 
 
 def _missing(topic: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Final
 from confluent_kafka import Message
 
 from consumers.replay.selection import ReplayFilter, group_counts, select
-from consumers.replay.store import DeadLetterStore, Snapshot
+from consumers.replay.store import DeadLetterStore, Snapshot, keep_ledger_entry
 from consumers.replay.view import DeadLetterView
 from consumers.status.view import DlqStatus, PipelineStatus, StatusReader
 from switchboard.core.serde import Codec
@@ -74,19 +74,6 @@ class TopicMirror:
             if self._tail is not None:
                 self._tail.stop()
                 self._tail = None
-
-
-def _ledger_entry(msg: Message, into: dict[str, dict[str, Any]]) -> None:
-    key = (msg.key() or b"").decode("utf-8", "replace")
-    value = msg.value()
-    if value is None:
-        into.pop(key, None)
-        return
-    try:
-        entry = json.loads(value)
-    except ValueError:
-        entry = {}
-    into[key] = entry if isinstance(entry, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -151,7 +138,7 @@ class ConsoleCache:
     def _ledger_reader(self, into: dict[str, dict[str, Any]]) -> Callable[[Message], None]:
         def keep(msg: Message) -> None:
             with self._lock:
-                _ledger_entry(msg, into)
+                keep_ledger_entry(msg, into)
 
         return keep
 

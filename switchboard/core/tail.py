@@ -21,11 +21,12 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
-from switchboard.core.admin import is_settling
+from switchboard.core.admin import end_offsets, is_settling
 from switchboard.core.classify import kafka_access_problem
 from switchboard.core.errors import ConfigError, KafkaAccessError
-from switchboard.core.kafka_clients import reader_config
+from switchboard.core.kafka_clients import make_admin, reader_config
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +217,52 @@ class TopicTail:
         self._running = False
         self._thread.join(timeout=STOP_JOIN_TIMEOUT_S)
         self._consumer.close()
+
+
+def read_once(
+    config: dict[str, Any],
+    topic: str,
+    on_message: Callable[[Message], None],
+    *,
+    since_ms: int | None,
+    timeout_s: float,
+    name: str,
+) -> None:
+    """Read ``topic`` from ``since_ms`` up to what it holds now, then stop the tail.
+
+    ``on_message`` may also see records that arrive while the read runs. Raises
+    ``TimeoutError`` when the read takes longer than ``timeout_s``.
+    """
+    tail = TopicTail(config, topic, on_message, since_ms=since_ms, name=name)
+    try:
+        tail.barrier().result(timeout=timeout_s)
+    finally:
+        tail.stop()
+
+
+def read_to_end(
+    config: dict[str, Any],
+    topic: str,
+    on_message: Callable[[Message], None],
+    *,
+    since_ms: int | None = None,
+    timeout_s: float,
+    name: str,
+    admin: AdminClient | None = None,
+) -> None:
+    """Pass every record of ``topic`` from ``since_ms`` (default: its start) below the end
+    offsets it has when called to ``on_message``: a bounded scan, nothing newer.
+
+    ``admin`` (an ``AdminClient``) is made from ``config`` when not given. Raises
+    ``TimeoutError`` when the read takes longer than ``timeout_s``.
+    """
+    ends = end_offsets(admin or make_admin(config), topic, timeout_s=timeout_s)
+    if not any(ends.values()):
+        return
+
+    def below_end(msg: Message) -> None:
+        # The tail keeps reading past the barrier: records newer than the scan are not in it.
+        if (msg.offset() or 0) < ends.get(msg.partition() or 0, 0):
+            on_message(msg)
+
+    read_once(config, topic, below_end, since_ms=since_ms or 0, timeout_s=timeout_s, name=name)
