@@ -11,7 +11,7 @@ only when one of its literals occurs in the text. The result is exactly the rege
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 _META = frozenset("\\[](){}.*+?^$|")
@@ -19,9 +19,11 @@ _OPTIONAL = frozenset("?*{")
 _MIN_LITERAL = 2
 
 
-def _split_alternatives(pattern: str) -> list[str] | None:
-    """Top-level ``|`` branches of ``pattern``; ``None`` if its brackets do not balance."""
-    branches, depth, start, i = [], 0, 0, 0
+def _structure(pattern: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """Each place of ``pattern`` from ``start`` outside escapes and character classes: its
+    index, character and the group depth after it (a whole class counts as one ``[`` at the
+    index of its ``]``). A class that never closes ends the walk with ``(-1, "", depth)``."""
+    depth, i = 0, start
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
@@ -30,15 +32,25 @@ def _split_alternatives(pattern: str) -> list[str] | None:
         if char == "[":
             i = _class_end(pattern, i)
             if i < 0:
-                return None
+                yield -1, "", depth
+                return
         elif char == "(":
             depth += 1
         elif char == ")":
             depth -= 1
-        elif char == "|" and depth == 0:
+        yield i, char, depth
+        i += 1
+
+
+def _split_alternatives(pattern: str) -> list[str] | None:
+    """Top-level ``|`` branches of ``pattern``; ``None`` if its brackets do not balance."""
+    branches, start, depth = [], 0, 0
+    for i, char, depth in _structure(pattern):
+        if i < 0:
+            return None
+        if char == "|" and depth == 0:
             branches.append(pattern[start:i])
             start = i + 1
-        i += 1
     if depth != 0:
         return None
     branches.append(pattern[start:])
@@ -60,23 +72,12 @@ def _class_end(pattern: str, start: int) -> int:
 
 
 def _group_end(pattern: str, start: int) -> int:
-    depth, i = 0, start
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "[":
-            i = _class_end(pattern, i)
-            if i < 0:
-                return -1
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
+    """The index of the ``)`` closing the group opened at ``start``; -1 when none does."""
+    for i, char, depth in _structure(pattern, start):
+        if i < 0:
+            return -1
+        if char == ")" and depth == 0:
+            return i
     return -1
 
 
