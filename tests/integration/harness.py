@@ -15,16 +15,20 @@ from consumers.app import Pipeline
 from switchboard.core.admin import ensure_topics
 from switchboard.core.settings import Settings
 from switchboard.core.topics import Topics
+from switchboard.devtools.fake_anthropic import FakeAnthropic
 
 
-def settings_for_test(bootstrap: str, **overrides: Any) -> Settings:
-    """Settings for one test: its own topic prefix, nothing read from a real key."""
+def settings_for_test(
+    bootstrap: str, *, fake: FakeAnthropic | None = None, **overrides: Any
+) -> Settings:
+    """Settings for one test: its own topic prefix, nothing read from a real key; with
+    ``fake``, the workers call that fake Anthropic server with a test key."""
     values: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "topic_prefix": f"sbt-{uuid.uuid4().hex[:10]}",
         "partitions": 3,
-        "anthropic_api_key": None,
-        "anthropic_base_url": None,
+        "anthropic_api_key": None if fake is None else "sk-test",
+        "anthropic_base_url": None if fake is None else fake.base_url,
         "drain_timeout_s": 10.0,
     }
     values.update(overrides)

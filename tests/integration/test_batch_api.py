@@ -62,8 +62,7 @@ def fake() -> Iterator[FakeAnthropic]:
 def settings(kafka_bootstrap: str, kafka_config: dict[str, str], fake: FakeAnthropic) -> Settings:
     settings = settings_for_test(
         kafka_bootstrap,
-        anthropic_api_key="sk-test",
-        anthropic_base_url=fake.base_url,
+        fake=fake,
         max_attempts=3,
     )
     topics = Topics(settings.topic_prefix)

@@ -41,8 +41,7 @@ def test_interactive_requests_after_a_batch_burst_are_answered_before_most_of_it
     with FakeAnthropic(latency_ms=MODEL_MS) as fake:
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             batch_share=BATCH_SHARE,
         )
         topics = create_topics(settings, kafka_config)

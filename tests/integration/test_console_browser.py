@@ -70,8 +70,7 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
     with FakeAnthropic(latency_ms=2) as fake:
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             console_users=json.dumps({OPERATOR[0]: {"password": OPERATOR[1], "role": "operator"}}),
             status_interval_s=0.5,
             console_refresh_s=0.5,

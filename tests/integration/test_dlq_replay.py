@@ -216,9 +216,7 @@ def _workers(pipeline: Any) -> None:
 def world(kafka_bootstrap: str, kafka_config: dict[str, str]) -> Iterator[World]:
     plan = seed_plan()
     with FakeAnthropic(latency_ms=2, inline_faults=True) as fake:
-        settings = settings_for_test(
-            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
-        )
+        settings = settings_for_test(kafka_bootstrap, fake=fake)
         kafka = dict(kafka_config)
         topics = create_topics(settings, kafka)
         seed_dead_letters(settings, kafka, plan)

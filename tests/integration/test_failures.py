@@ -75,8 +75,7 @@ def _stage(
 ) -> Iterator[Stage]:
     settings = settings_for_test(
         kafka_bootstrap,
-        anthropic_api_key="sk-test",
-        anthropic_base_url=fake.base_url,
+        fake=fake,
         **overrides,
     )
     create_topics(settings, kafka_config)

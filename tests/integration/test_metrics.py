@@ -68,8 +68,7 @@ def test_scraped_metrics_count_what_the_run_sent(
     with FakeAnthropic(latency_ms=10) as fake:
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             lag_interval_s=0.5,
         )
         topics = create_topics(settings, kafka_config)
@@ -171,9 +170,7 @@ def test_retries_and_rate_limits_are_counted_by_tier_class_and_code(
     rate-limited model errors, two retries to the 1 s tier of class transient, two records
     through the relay, then two answered calls; the breaker gauge reads closed."""
     with FakeAnthropic(latency_ms=10, faults=["429:retry-after-ms=200:count=2"]) as fake:
-        settings = settings_for_test(
-            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
-        )
+        settings = settings_for_test(kafka_bootstrap, fake=fake)
         topics = create_topics(settings, kafka_config)
         running = RunningPipeline(settings, kafka_config, _all)
         server = OpsServer(0).start()

@@ -208,8 +208,7 @@ def test_model_triage_asks_the_cheap_model_and_falls_back_to_keywords(
     with FakeAnthropic() as fake:
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             triage="model",
         )
         create_topics(settings, kafka_config)

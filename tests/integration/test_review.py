@@ -264,9 +264,7 @@ def test_claude_answers_review_requests_with_the_findings_tool(
     (docs / "once.md").write_text('# Once\n\nFAKE_TOOL_INPUT_ONCE: {"findings": 5}\n')
     (docs / "never.md").write_text('# Never\n\nFAKE_TOOL_INPUT: {"findings": "none"}\n')
     with FakeAnthropic(latency_ms=5) as fake:
-        settings = settings_for_test(
-            kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
-        )
+        settings = settings_for_test(kafka_bootstrap, fake=fake)
         create_topics(settings, kafka_config)
 
         def setup(p: Pipeline) -> None:

@@ -104,8 +104,7 @@ def env(
         # so the router's per-tenant rate limit (1,000 req/s by default) is off.
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             partitions=4,
             tenant_rate_per_s=0,
         )

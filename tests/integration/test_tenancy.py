@@ -65,8 +65,7 @@ def test_every_refusal_is_rejected_with_its_reason_and_no_model_call(
         reply_prefix = f"acme-{uuid.uuid4().hex[:8]}."
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             tenants_file=_tenants_file(tmp_path, reply_prefix),
         )
         create_topics(settings, kafka_config)
@@ -144,8 +143,7 @@ def test_sigkilled_worker_never_answers_a_reply_to_request_twice(
     with FakeAnthropic(latency_ms=(50, 800)) as fake:
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             partitions=3,
             tenant_rate_per_s=0,
         )

@@ -92,8 +92,7 @@ def test_a_spent_budget_is_known_from_the_response_topic_with_no_model_call(
     with FakeAnthropic() as fake:
         settings = settings_for_test(
             kafka_bootstrap,
-            anthropic_api_key="sk-test",
-            anthropic_base_url=fake.base_url,
+            fake=fake,
             tenants_file=tenants,
         )
         create_topics(settings, kafka_config)

@@ -74,9 +74,7 @@ def traced(kafka_bootstrap: str, kafka_config: dict[str, str]) -> Iterator[Trace
         with FakeAnthropic(latency_ms=10) as fake:
             fake.script(Fault.http(429, retry_after_ms=200, match=RATE_LIMITED, count=1))
             fake.script(Fault.http(400, message="bad token", match=BAD_REQUEST, count=1))
-            settings = settings_for_test(
-                kafka_bootstrap, anthropic_api_key="sk-test", anthropic_base_url=fake.base_url
-            )
+            settings = settings_for_test(kafka_bootstrap, fake=fake)
             topics = create_topics(settings, kafka_config)
             with (
                 RunningPipeline(settings, kafka_config, _router_relay_backend),
