@@ -197,7 +197,11 @@ class Pipeline:
                 asyncio.to_thread(partition_count, self.kafka, requests, router.partitions)
             )
             refresh.add_done_callback(
-                lambda t: router.set_partitions(t.result()) if not t.cancelled() else None
+                lambda t: (
+                    router.set_partitions(t.result())
+                    if not t.cancelled() and t.exception() is None
+                    else None
+                )  # partition_count logs and keeps the count; nothing else can fail
             )
 
         return self._runtime(

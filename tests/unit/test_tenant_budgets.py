@@ -230,3 +230,9 @@ def test_without_usage_budgets_are_not_enforced() -> None:
     for _ in range(3):
         _send(runtime)
     assert _routed(sink) == 3
+
+
+def test_a_tenants_over_limit_must_be_reject_or_delay() -> None:
+    assert TenantPolicy(over_limit="delay").over_limit == "delay"
+    with pytest.raises(ValueError, match="over_limit"):
+        TenantPolicy.model_validate({"over_limit": "later"})
