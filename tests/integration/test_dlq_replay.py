@@ -42,6 +42,7 @@ from switchboard.core.serde import DEAD_LETTER, REQUEST, make_codec
 from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.core.topics import Topics
 from switchboard.devtools.fake_anthropic import FakeAnthropic
+from tests.support import wait_for
 
 from .harness import RunningPipeline, create_topics, settings_for_test
 
@@ -284,13 +285,6 @@ def status_of(msg: Message) -> str | None:
     return h.header_value(message_headers(msg), h.STATUS)
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 # --- tests -------------------------------------------------------------------------------------
 def test_list_json_has_every_record_and_counts_by_group(
     world: World, cli: Callable[..., tuple[int, Any]]
@@ -468,7 +462,7 @@ def test_a_replay_of_a_request_answered_meanwhile_is_skipped_by_the_worker(
     out = letter.replay_record("replay-test")
     producer.produce(out.topic, out.value, out.key, headers=list(out.headers))
     assert producer.flush(10) == 0
-    wait_until(lambda: worker.skipped == skipped + 1)
+    wait_for(lambda: worker.skipped == skipped + 1, 30.0, "the worker to skip the record")
     statuses = [
         status_of(m)
         for m in read_all(world.kafka, world.topics.responses)

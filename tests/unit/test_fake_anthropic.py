@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from switchboard.devtools.fake_anthropic import (
     FaultSpecError,
     main,
 )
+from tests.support import wait_for
 
 MODEL = "claude-sonnet-5-5"
 REPO = Path(__file__).resolve().parents[2]
@@ -66,14 +67,6 @@ def batch_item(custom_id: str, prompt: str) -> Request:
 
 def text_of(message: anthropic.types.Message) -> str:
     return "".join(block.text for block in message.content if block.type == "text")
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(0.02)
 
 
 # Messages.
@@ -248,7 +241,7 @@ def test_timeout_fault_raises_api_timeout_and_still_bills(
     with pytest.raises(anthropic.APITimeoutError):
         ask(client.with_options(timeout=0.3), "slow one", metadata={"user_id": "req-slow"})
 
-    wait_until(lambda: fake.stats().in_flight == 0)
+    wait_for(lambda: fake.stats().in_flight == 0, 5.0, "no call in flight")
     stats = fake.stats()
     assert stats.billed_by_key == {"req-slow": 1}
     assert [(call.status, call.outcome) for call in stats.calls] == [(0, "client_gone")]
@@ -446,7 +439,11 @@ def test_batch_runs_to_ended_with_results(fake: FakeAnthropic, client: anthropic
     assert created.processing_status == "in_progress"
     assert created.request_counts.processing == 3
 
-    wait_until(lambda: client.messages.batches.retrieve(created.id).processing_status == "ended")
+    wait_for(
+        lambda: client.messages.batches.retrieve(created.id).processing_status == "ended",
+        5.0,
+        "the batch to end",
+    )
     ended = client.messages.batches.retrieve(created.id)
     results = {line.custom_id: line.result for line in client.messages.batches.results(created.id)}
     page = client.messages.batches.list(limit=10)
