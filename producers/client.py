@@ -155,9 +155,13 @@ class _Responses:
                 return
         record = self._codec.decode(RESPONSE, msg.value() or b"", self._topic)
         response = Response(
-            request_id=request_id, status=record["status"], specialist=record["specialist"],
-            backend=record.get("backend") or "", content=record.get("content") or "", record=record,
-        )  # fmt: skip
+            request_id=request_id,
+            status=record["status"],
+            specialist=record["specialist"],
+            backend=record.get("backend") or "",
+            content=record.get("content") or "",
+            record=record,
+        )
         with self._lock:
             self._results[request_id] = response
             while len(self._results) > self._keep:
@@ -398,8 +402,9 @@ class SwitchboardClient(_ClientBase):
                 _end_send(span, err, msg)
             done.set()
 
-        self._producer.produce(out.topic, out.value, out.key, headers=list(out.headers),
-                               on_delivery=on_delivery)  # fmt: skip
+        self._producer.produce(
+            out.topic, out.value, out.key, headers=list(out.headers), on_delivery=on_delivery
+        )
         while not done.is_set():
             self._producer.poll(0.05)
         if errors:

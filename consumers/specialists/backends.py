@@ -128,11 +128,14 @@ class ClaudeBackend:
             model=model,
             max_tokens=self._max_tokens,
             system=[
-                {"type": "text", "text": persona.system_prompt,
-                 "cache_control": {"type": "ephemeral"}}
+                {
+                    "type": "text",
+                    "text": persona.system_prompt,
+                    "cache_control": {"type": "ephemeral"},
+                }
             ],
             messages=[{"role": "user", "content": prompt}],
-        )  # fmt: skip
+        )
         if self._on_headers is not None:
             self._on_headers(raw.headers)
         message = await raw.parse()
@@ -163,9 +166,15 @@ class ClaudeBackend:
         """A review job's part: findings through the forced findings tool (see review.answer)."""
         system = [{"type": "text", "text": persona, "cache_control": {"type": "ephemeral"}}]
         call = await claude_review(
-            self._client, model=model, system=system, specialist=specialist, prompt=prompt,
-            meta=review, max_tokens=self._max_tokens, on_headers=self._on_headers,
-        )  # fmt: skip
+            self._client,
+            model=model,
+            system=system,
+            specialist=specialist,
+            prompt=prompt,
+            meta=review,
+            max_tokens=self._max_tokens,
+            on_headers=self._on_headers,
+        )
         return Answer(
             status=ResponseStatus.REFUSED if call.refused else ResponseStatus.ANSWERED,
             content=call.content,

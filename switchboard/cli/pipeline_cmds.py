@@ -124,15 +124,19 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError("--request-id works with a single TEXT; put ids in the JSONL file")
         items[0]["request_id"] = args.request_id
     client = SwitchboardClient(
-        _kafka(settings), topic_prefix=settings.topic_prefix,
+        _kafka(settings),
+        topic_prefix=settings.topic_prefix,
         codec=make_codec(settings.schema_registry_url),
-    )  # fmt: skip
+    )
     try:
         ids = client.submit_many(items)
         if args.wait is None:
             for request_id in ids:
-                print(json.dumps({"request_id": request_id, "status": "submitted"})
-                      if args.json else request_id)  # fmt: skip
+                print(
+                    json.dumps({"request_id": request_id, "status": "submitted"})
+                    if args.json
+                    else request_id
+                )
             return 0
         deadline = time.monotonic() + args.wait
         all_answered = True
@@ -142,8 +146,15 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
             except ResultTimeout as exc:
                 all_answered = False
                 if args.json:
-                    print(json.dumps({"request_id": request_id, "status": "timeout",
-                                      "error_message": str(exc)}))  # fmt: skip
+                    print(
+                        json.dumps(
+                            {
+                                "request_id": request_id,
+                                "status": "timeout",
+                                "error_message": str(exc),
+                            }
+                        )
+                    )
                 else:
                     print(f"switchboard: error: {exc}", file=sys.stderr)
                 continue
@@ -166,8 +177,11 @@ def _print_response(response: Any) -> None:
     title = f"{response.specialist or '-'} · {response.status} · {response.backend or '-'}" + (
         f" · {latency} ms" if latency is not None else ""
     )
-    Console().print(Panel(Markdown(response.content or "(no content)"), title=title,
-                          subtitle=response.request_id))  # fmt: skip
+    Console().print(
+        Panel(
+            Markdown(response.content or "(no content)"), title=title, subtitle=response.request_id
+        )
+    )
 
 
 # --- serving ----------------------------------------------------------------------------
@@ -185,8 +199,12 @@ def _ensure_topics(settings: Settings, kafka: dict[str, Any]) -> None:
     specs = Topics(settings.topic_prefix).specs(
         retention_ms=settings.retention_ms, dlq_retention_ms=settings.dlq_retention_ms
     )
-    ensure_topics(make_admin(kafka), specs, partitions=settings.partitions,
-                  replication_factor=settings.replication_factor)  # fmt: skip
+    ensure_topics(
+        make_admin(kafka),
+        specs,
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+    )
 
 
 def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int:
@@ -213,9 +231,11 @@ def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int
             from switchboard.core.ops_http import OpsServer
 
             server = OpsServer(
-                settings.metrics_port, settings.metrics_addr,
-                health=pipeline.health.health, ready=pipeline.health.readiness,
-            ).start()  # fmt: skip
+                settings.metrics_port,
+                settings.metrics_addr,
+                health=pipeline.health.health,
+                ready=pipeline.health.readiness,
+            ).start()
             log.info("metrics, /healthz and /readyz on %s", server.url)
         for role in roles:
             if role == "router":
@@ -229,8 +249,11 @@ def _serve(settings: Settings, roles: list[str], concurrency: int | None) -> int
         install_signal_handlers(pipeline.request_stop)
         if early_stop:
             pipeline.request_stop()
-        log.info("running %s (%s backend); Ctrl-C to stop", ", ".join(pipeline.runtimes),
-                 "offline" if settings.offline else "Claude")  # fmt: skip
+        log.info(
+            "running %s (%s backend); Ctrl-C to stop",
+            ", ".join(pipeline.runtimes),
+            "offline" if settings.offline else "Claude",
+        )
         await pipeline.run()
 
     try:
@@ -293,9 +316,11 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
             running = asyncio.create_task(pipeline.run())
             await pipeline.wait_ready()
             client = AsyncSwitchboardClient(
-                kafka, topic_prefix=settings.topic_prefix, tenant="demo",
+                kafka,
+                topic_prefix=settings.topic_prefix,
+                tenant="demo",
                 codec=make_codec(settings.schema_registry_url),
-            )  # fmt: skip
+            )
             results: list[Any] = []
             try:
                 began = time.monotonic()
@@ -331,8 +356,13 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
         _print_response(response)
         answered += response.answered
         latency = (response.record.get("stage_latency_ms") or {}).get("total")
-        table.add_row(text, response.specialist, response.status, response.backend,
-                      f"{latency} ms" if latency is not None else "-")  # fmt: skip
+        table.add_row(
+            text,
+            response.specialist,
+            response.status,
+            response.backend,
+            f"{latency} ms" if latency is not None else "-",
+        )
     console.print(table)
     console.print(f"{answered}/{len(results)} answered")
     return 0 if answered == len(results) else 1

@@ -83,9 +83,13 @@ async def run_with_batches(
     if to_send:
         poll = PollPolicy(max_wait_s=timeout_s)
         await run_batch_job(
-            batch_items(plan, to_send), settings, kafka, job=plan.job, poll=poll,
+            batch_items(plan, to_send),
+            settings,
+            kafka,
+            job=plan.job,
+            poll=poll,
             on_event=lambda line: print(f"review: {line}", file=sys.stderr, flush=True),
-        )  # fmt: skip
+        )
         outcome.sent = len(to_send)
         answered = await client.lookup([item.request_id for item in to_send], since_ms=0)
         outcome.responses.update(answered)

@@ -69,17 +69,39 @@ def register(sub: Any) -> None:
         metavar="LIST",
         help="comma-separated (default backend,security,perf)",
     )
-    review.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                        help="gitignore-style pattern to leave out (repeatable)")  # fmt: skip
-    review.add_argument("--manifest", type=_readable_file, metavar="FILE",
-                        help="JSONL of {id, path | text, specialists, tenant}")  # fmt: skip
-    review.add_argument("--job", type=_job, metavar="NAME",
-                        help="job name; request ids derive from it (default: from the inputs)")  # fmt: skip
+    review.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="gitignore-style pattern to leave out (repeatable)",
+    )
+    review.add_argument(
+        "--manifest",
+        type=_readable_file,
+        metavar="FILE",
+        help="JSONL of {id, path | text, specialists, tenant}",
+    )
+    review.add_argument(
+        "--job",
+        type=_job,
+        metavar="NAME",
+        help="job name; request ids derive from it (default: from the inputs)",
+    )
     review.add_argument("--out", type=Path, metavar="DIR", help="report folder (review-JOB/)")
-    review.add_argument("--format", type=_report_formats, default=REPORT_FORMATS, metavar="LIST",
-                        help="comma-separated subset of md,html,json,sarif (default all)")  # fmt: skip
-    review.add_argument("--baseline", type=_readable_file, metavar="PREVIOUS.json",
-                        help="an earlier report.json: mark findings new, unchanged or fixed")  # fmt: skip
+    review.add_argument(
+        "--format",
+        type=_report_formats,
+        default=REPORT_FORMATS,
+        metavar="LIST",
+        help="comma-separated subset of md,html,json,sarif (default all)",
+    )
+    review.add_argument(
+        "--baseline",
+        type=_readable_file,
+        metavar="PREVIOUS.json",
+        help="an earlier report.json: mark findings new, unchanged or fixed",
+    )
     review.add_argument(
         "--fail-on",
         type=_severity,
@@ -87,23 +109,38 @@ def register(sub: Any) -> None:
         metavar="SEVERITY",
         help="exit 1 on a new finding at or above it (default high; none: never)",
     )
-    review.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
-                        help="how long to await the answers (default 600)")  # fmt: skip
+    review.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="how long to await the answers (default 600)",
+    )
     review.add_argument("--tenant", type=non_empty, default="default")
-    review.add_argument("--estimate", action="store_true",
-                        help="print the token and dollar estimate; send nothing")  # fmt: skip
-    review.add_argument("--budget", type=_usd, metavar="USD",
-                        help="stop submitting before the estimate passes it")  # fmt: skip
-    review.add_argument("--batch-api", action="store_true",
-                        help="send through the Anthropic Message Batches API at half price "
-                        "(needs ANTHROPIC_API_KEY; a rerun resumes its batches)")  # fmt: skip
+    review.add_argument(
+        "--estimate", action="store_true", help="print the token and dollar estimate; send nothing"
+    )
+    review.add_argument(
+        "--budget", type=_usd, metavar="USD", help="stop submitting before the estimate passes it"
+    )
+    review.add_argument(
+        "--batch-api",
+        action="store_true",
+        help="send through the Anthropic Message Batches API at half price "
+        "(needs ANTHROPIC_API_KEY; a rerun resumes its batches)",
+    )
     review.set_defaults(handler=review_cmd)
 
     result = sub.add_parser("result", help="the response of a request id (answered before or not)")
     result.add_argument("request_id", type=non_empty, metavar="ID")
     result.add_argument("--json", action="store_true", help="print the response as JSON")
-    result.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
-                        help="how long to wait when it is not answered yet (default 30)")  # fmt: skip
+    result.add_argument(
+        "--timeout",
+        type=seconds,
+        default=30.0,
+        metavar="S",
+        help="how long to wait when it is not answered yet (default 30)",
+    )
     result.set_defaults(handler=result_cmd)
 
 
@@ -171,9 +208,12 @@ def _review(args: argparse.Namespace, settings: Settings) -> int:
         [*map(str, args.paths), *([str(args.manifest)] if args.manifest else [])]
     )
     plan = review_job.plan(
-        job_name, loaded.documents, specialists, tenant=args.tenant,
+        job_name,
+        loaded.documents,
+        specialists,
+        tenant=args.tenant,
         max_bytes=settings.max_prompt_bytes,
-    )  # fmt: skip
+    )
     pricing = _pricing(settings, specialists)
     if args.estimate:
         _print_estimate(plan, pricing, args.budget)
@@ -212,24 +252,34 @@ async def _run(args: argparse.Namespace, settings: Settings, plan: Any, pricing:
     from switchboard.core.serde import make_codec
 
     client = AsyncSwitchboardClient(
-        _kafka(settings), topic_prefix=settings.topic_prefix,
-        codec=make_codec(settings.schema_registry_url), tenant=args.tenant,
+        _kafka(settings),
+        topic_prefix=settings.topic_prefix,
+        codec=make_codec(settings.schema_registry_url),
+        tenant=args.tenant,
         lookback_s=settings.dedup_window_s,
-    )  # fmt: skip
+    )
     try:
         if args.batch_api:
             from switchboard.cli.review_batch import run_with_batches
 
             return await run_with_batches(
-                client, plan, settings, _kafka(settings), timeout_s=args.timeout,
-                progress=progress_for(), pricing=pricing,
+                client,
+                plan,
+                settings,
+                _kafka(settings),
+                timeout_s=args.timeout,
+                progress=progress_for(),
+                pricing=pricing,
                 budget_micro_usd=round(args.budget * 1_000_000) if args.budget else None,
-            )  # fmt: skip
+            )
         return await review_job.run(
-            client, plan, timeout_s=args.timeout, progress=progress_for(),
+            client,
+            plan,
+            timeout_s=args.timeout,
+            progress=progress_for(),
             budget_micro_usd=round(args.budget * 1_000_000) if args.budget else None,
             pricing=pricing,
-        )  # fmt: skip
+        )
     finally:
         await client.close()
 
@@ -256,9 +306,11 @@ def result_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from switchboard.core.serde import make_codec
 
     client = SwitchboardClient(
-        _kafka(settings), topic_prefix=settings.topic_prefix,
-        codec=make_codec(settings.schema_registry_url), lookback_s=settings.dedup_window_s,
-    )  # fmt: skip
+        _kafka(settings),
+        topic_prefix=settings.topic_prefix,
+        codec=make_codec(settings.schema_registry_url),
+        lookback_s=settings.dedup_window_s,
+    )
     try:
         found = client.lookup([args.request_id])
         try:
@@ -269,16 +321,25 @@ def result_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 f"of the response topic nor within {args.timeout:g}s: check the id, or wait longer"
             )
             if args.json:
-                print(json.dumps({"request_id": args.request_id, "status": "timeout",
-                                  "error_message": message}))  # fmt: skip
+                print(
+                    json.dumps(
+                        {
+                            "request_id": args.request_id,
+                            "status": "timeout",
+                            "error_message": message,
+                        }
+                    )
+                )
             else:
                 print(f"switchboard result: error: {message}", file=sys.stderr)
             return 1
         if args.json:
             print(json.dumps(response.to_json()))
         else:
-            print(f"{response.request_id}: {response.status} by {response.specialist} "
-                  f"({response.backend})\n\n{response.content}")  # fmt: skip
+            print(
+                f"{response.request_id}: {response.status} by {response.specialist} "
+                f"({response.backend})\n\n{response.content}"
+            )
         return 0 if response.answered else 1
     finally:
         client.close()

@@ -27,8 +27,22 @@ from switchboard.core.settings import SPECIALISTS
 #: Latency buckets, seconds: 5 ms to 60 s, straddling both the router's few milliseconds and
 #: the pipeline's SLO (e2e p99 under 30 s with model calls, see infra/prometheus/rules).
 LATENCY_BUCKETS_S: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
-)  # fmt: skip
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+)
 #: OpenTelemetry's recommended buckets for ``gen_ai.client.token.usage`` (powers of 4).
 TOKEN_BUCKETS: Final = tuple(float(4**n) for n in range(0, 14))
 
@@ -110,9 +124,10 @@ RECORDS = Counter(
     "switchboard_records_total", "Records a consumer group member finished handling.", ["group"]
 )
 IN_FLIGHT = Gauge(
-    "switchboard_in_flight", "Handlers running now (slow path; fast-path records take none).",
+    "switchboard_in_flight",
+    "Handlers running now (slow path; fast-path records take none).",
     ["group"],
-)  # fmt: skip
+)
 PAUSED = Gauge("switchboard_paused_partitions", "Partitions paused by backpressure now.", ["group"])
 ASSIGNED = Gauge("switchboard_assigned_partitions", "Partitions this member holds.", ["group"])
 REBALANCES = Counter("switchboard_rebalances_total", "Assignments and revocations.", ["group"])

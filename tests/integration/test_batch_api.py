@@ -286,10 +286,27 @@ def review_cli(settings: Settings, fake: FakeAnthropic, out: Path, *args: str) -
     }
     command = [sys.executable, "-m", "switchboard.cli.main", "-v", "review", "--batch-api"]
     return subprocess.run(
-        [*command, "checkout-design.md", "--specialists", "backend,security", "--job", "cli",
-         "--out", str(out), "--fail-on", "none", "--timeout", "30", *args],
-        capture_output=True, text=True, env=env, cwd=CORPUS, timeout=120,
-    )  # fmt: skip
+        [
+            *command,
+            "checkout-design.md",
+            "--specialists",
+            "backend,security",
+            "--job",
+            "cli",
+            "--out",
+            str(out),
+            "--fail-on",
+            "none",
+            "--timeout",
+            "30",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=CORPUS,
+        timeout=120,
+    )
 
 
 def test_switchboard_review_batch_api_reports_and_a_rerun_sends_nothing(
@@ -323,10 +340,22 @@ def test_batch_api_without_a_key_says_what_to_set(settings: Settings, tmp_path: 
     }
     env.pop("ANTHROPIC_API_KEY", None)
     done = subprocess.run(
-        [sys.executable, "-m", "switchboard.cli.main", "review", "--batch-api",
-         "checkout-design.md", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=CORPUS, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "switchboard.cli.main",
+            "review",
+            "--batch-api",
+            "checkout-design.md",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=CORPUS,
+        timeout=60,
+    )
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "set ANTHROPIC_API_KEY" in line and line.startswith("switchboard review: error:")

@@ -60,13 +60,16 @@ def test_lag_counts_records_behind_a_paused_partition(
         producer = AsyncProducer(producer_config(kafka_config))
         runtime = ConsumerRuntime(
             RuntimeConfig(
-                [topic], group, kafka_config, concurrency=1,
+                [topic],
+                group,
+                kafka_config,
+                concurrency=1,
                 consumer_overrides={"statistics.interval.ms": 200, "stats_cb": on_stats},
             ),
             lambda m, c: wait(m, c),
             producer=producer,
             failures=_NoFailures(),
-        )  # fmt: skip
+        )
         run = asyncio.create_task(runtime.run())
         monitor = LagMonitor(kafka_config)
 

@@ -94,9 +94,11 @@ def test_scraped_metrics_count_what_the_run_sent(
                 for value in (b"", b'{"json": "not avro"}', bytes(range(64))):
                     producer.produce(topics.requests, value, b"k")
                 producer.produce(
-                    topics.requests, b"\x00garbage", b"k2",
+                    topics.requests,
+                    b"\x00garbage",
+                    b"k2",
                     headers=[("sb-request-id", b"corrupt-metrics"), ("sb-tenant", b"acme")],
-                )  # fmt: skip
+                )
                 assert producer.flush(10) == 0
                 client.expect("corrupt-metrics")
                 responses = [client.result(r, timeout=60) for r in answered + rejected]
@@ -148,9 +150,10 @@ def test_scraped_metrics_count_what_the_run_sent(
     assert delta("gen_ai_client_operation_duration_seconds_count") == 10
     # Lag is exported per partition this process holds, and is 0 once all is committed.
     lag = {
-        ls: v for (n, ls), v in during.items()
+        ls: v
+        for (n, ls), v in during.items()
         if n == "switchboard_consumer_lag_records" and ("group", router_group) in ls
-    }  # fmt: skip
+    }
     assert len(lag) == settings.partitions
     assert health[0] == 200 and health[1]["ok"] is True
     assert ready[0] == 200 and ready[1]["failing"] == [], ready

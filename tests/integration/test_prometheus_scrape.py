@@ -71,8 +71,10 @@ def router_process(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[str, 
     log = (tmp_path / "router.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "switchboard.cli.main", "router"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield prefix, port
     finally:
@@ -91,8 +93,11 @@ def test_prometheus_scrapes_a_running_pipeline_process(
         pytest.fail("prometheus is missing: apt-get install -y --no-install-recommends prometheus")
     prefix, metrics_port = router_process
     target = f"http://127.0.0.1:{metrics_port}"
-    until(lambda: urllib.request.urlopen(f"{target}/readyz", timeout=2).status == 200, 60,
-          "the router to be ready")  # fmt: skip
+    until(
+        lambda: urllib.request.urlopen(f"{target}/readyz", timeout=2).status == 200,
+        60,
+        "the router to be ready",
+    )
 
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -103,10 +108,15 @@ def test_prometheus_scrapes_a_running_pipeline_process(
         f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
     )
     prometheus = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"),
-    )  # fmt: skip
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
+    )
     try:
         with SwitchboardClient(kafka_config, topic_prefix=prefix) as client:
             ids = [client.submit(f"/api design pagination {i}") for i in range(5)]
@@ -130,8 +140,11 @@ def test_prometheus_scrapes_a_running_pipeline_process(
         assert records[0]["metric"]["job"] == "switchboard"
         up = query('up{job="switchboard"}')
         assert [float(s["value"][1]) for s in up] == [1.0]
-        lag = until(lambda: query(f'switchboard_consumer_lag_records{{group="{group}"}}'), 10,
-                    "the lag series")  # fmt: skip
+        lag = until(
+            lambda: query(f'switchboard_consumer_lag_records{{group="{group}"}}'),
+            10,
+            "the lag series",
+        )
         assert lag[0]["metric"]["topic"] == f"{prefix}.requests"
     finally:
         _stop(prometheus)

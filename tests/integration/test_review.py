@@ -96,8 +96,11 @@ def test_an_offline_review_writes_every_report_with_the_corpus_findings(
     proc = _review(running, *args, "--out", str(out), "--fail-on", "none")
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in out.iterdir()} == {
-        "report.md", "report.html", "report.json", "report.sarif"
-    }  # fmt: skip
+        "report.md",
+        "report.html",
+        "report.json",
+        "report.sarif",
+    }
     report = json.loads((out / "report.json").read_text())
     assert report["job"] == job and report["failed"] == []
     found = {
@@ -148,9 +151,15 @@ def test_exit_codes_gate_on_new_findings_and_on_unanswered_items(
     assert ": fail:" in first.stdout
     baseline = tmp_path / "a" / "report.json"
     again = _review(
-        running, *base, "--out", str(tmp_path / "b"), "--fail-on", "high",
-        "--baseline", str(baseline),
-    )  # fmt: skip
+        running,
+        *base,
+        "--out",
+        str(tmp_path / "b"),
+        "--fail-on",
+        "high",
+        "--baseline",
+        str(baseline),
+    )
     assert again.returncode == 0, again.stderr
     statuses = {
         f["baseline"]
@@ -160,15 +169,29 @@ def test_exit_codes_gate_on_new_findings_and_on_unanswered_items(
     assert statuses == {"unchanged"}
 
     control = _review(
-        running, "ledger-control.md", "--job", job, "--out", str(tmp_path / "c"),
-        "--fail-on", "info",
-    )  # fmt: skip
+        running,
+        "ledger-control.md",
+        "--job",
+        job,
+        "--out",
+        str(tmp_path / "c"),
+        "--fail-on",
+        "info",
+    )
     assert control.returncode == 0, control.stderr
 
     rushed = _review(
-        running, "checkout-design.md", "--job", f"rushed-{uuid.uuid4().hex[:8]}",
-        "--out", str(tmp_path / "d"), "--timeout", "0.001", "--fail-on", "none",
-    )  # fmt: skip
+        running,
+        "checkout-design.md",
+        "--job",
+        f"rushed-{uuid.uuid4().hex[:8]}",
+        "--out",
+        str(tmp_path / "d"),
+        "--timeout",
+        "0.001",
+        "--fail-on",
+        "none",
+    )
     assert rushed.returncode == 2, rushed.stderr
     failed = json.loads((tmp_path / "d" / "report.json").read_text())["failed"]
     assert failed and {f["status"] for f in failed} == {"timeout"}
@@ -184,9 +207,19 @@ def test_a_budget_stops_submitting_before_the_estimate_passes_it(
     budget = total_usd / 3
     job = f"budget-{uuid.uuid4().hex[:8]}"
     proc = _review(
-        running, ".", "--exclude", "expected.json", "--job", job, "--budget", f"{budget:.4f}",
-        "--out", str(tmp_path / "r"), "--fail-on", "none",
-    )  # fmt: skip
+        running,
+        ".",
+        "--exclude",
+        "expected.json",
+        "--job",
+        job,
+        "--budget",
+        f"{budget:.4f}",
+        "--out",
+        str(tmp_path / "r"),
+        "--fail-on",
+        "none",
+    )
     assert proc.returncode == 2, proc.stderr
     assert "stopped submitting at --budget" in proc.stderr
     report = json.loads((tmp_path / "r" / "report.json").read_text())
@@ -216,14 +249,29 @@ def test_a_killed_job_resumes_and_no_part_is_answered_twice(
     docs = tmp_path / "docs"
     _many_documents(docs, 120)
     job = f"resume-{uuid.uuid4().hex[:8]}"
-    args = [sys.executable, "-m", "switchboard.cli.main", "review", str(docs), "--job", job,
-            "--format", "json", "--fail-on", "none"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "switchboard.cli.main",
+        "review",
+        str(docs),
+        "--job",
+        job,
+        "--format",
+        "json",
+        "--fail-on",
+        "none",
+    ]
     topic = f"{running.topic_prefix}.responses"
     before = _responses_by_id(kafka_config, topic)
     first = subprocess.Popen(
-        [*args, "--out", str(tmp_path / "first")], env=_env(running), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [*args, "--out", str(tmp_path / "first")],
+        env=_env(running),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     total = 120 * 3
     deadline = time.monotonic() + 60
     answered = 0
@@ -237,9 +285,13 @@ def test_a_killed_job_resumes_and_no_part_is_answered_twice(
     assert 20 <= answered < total, f"not killed midway: {answered} of {total} answered"
 
     second = subprocess.run(
-        [*args, "--out", str(tmp_path / "second")], env=_env(running), cwd=tmp_path,
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [*args, "--out", str(tmp_path / "second")],
+        env=_env(running),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert second.returncode == 0, second.stderr
     reused = int(second.stdout.split(" answered before")[0].rsplit(" ", 1)[-1])
     print(f"killed at {answered} responses; the rerun reused {reused}: {second.stdout}")
@@ -326,11 +378,17 @@ def test_an_answered_id_is_looked_up_not_resubmitted_and_switchboard_result_prin
     assert _topic_size(kafka_config, f"{prefix}.requests") == requests_before
 
     run = [sys.executable, "-m", "switchboard.cli.main", "result"]
-    shown = subprocess.run([*run, request, "--json"], capture_output=True, text=True,
-                           env=_env(running), timeout=60)  # fmt: skip
+    shown = subprocess.run(
+        [*run, request, "--json"], capture_output=True, text=True, env=_env(running), timeout=60
+    )
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["content"] == earlier.content
-    missing = subprocess.run([*run, "never-sent", "--timeout", "0.5"], capture_output=True,
-                             text=True, env=_env(running), timeout=60)  # fmt: skip
+    missing = subprocess.run(
+        [*run, "never-sent", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        env=_env(running),
+        timeout=60,
+    )
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
     assert "no response for never-sent" in missing.stderr

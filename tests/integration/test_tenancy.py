@@ -163,9 +163,11 @@ def test_sigkilled_worker_never_answers_a_reply_to_request_twice(
         ):
             worker.start()
             ids = client.submit_many(
-                [{"text": f"/backend reply {i}: size the pool", "request_id": f"rk-{i}"}
-                 for i in range(400)]
-            )  # fmt: skip
+                [
+                    {"text": f"/backend reply {i}: size the pool", "request_id": f"rk-{i}"}
+                    for i in range(400)
+                ]
+            )
             rng = random.Random(7)
             in_flight_at_kills = []
             try:

@@ -103,9 +103,11 @@ def _model_call_values(specialist: str, model: str) -> list[float]:
 
 def test_instrumented_backend_counts_calls_tokens_and_cost() -> None:
     usage = {
-        "input_tokens": 120, "output_tokens": 300,
-        "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 0,
-    }  # fmt: skip
+        "input_tokens": 120,
+        "output_tokens": 300,
+        "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+    }
     answer = Answer(ResponseStatus.ANSWERED, "ok", "m-1", "m-1", usage, 2_500, 1500)
     backend = InstrumentedBackend(_Scripted(answer), "perf", "m-1")
     assert not hasattr(backend, "answer_now")  # a backend that waits keeps the slow path

@@ -26,9 +26,20 @@ OPERATIONS = REPO / "docs" / "operations.md"
 PROMETHEUS_OWN = {"up"}
 #: PromQL words that look like metric names.
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-    "bool", "offset", "inf", "nan",
-}  # fmt: skip
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def _promtool() -> str:
@@ -98,14 +109,21 @@ def test_a_misspelt_metric_would_be_caught() -> None:
 def test_the_dashboard_has_the_panels_operators_read() -> None:
     used = {n for _, e in _dashboard_exprs() for n in metric_names(e)}
     for name in (
-        "switchboard_records_total", "switchboard_responses_total",
-        "switchboard_e2e_duration_seconds_bucket", "switchboard_stage_duration_seconds_bucket",
-        "switchboard_consumer_lag_records", "switchboard_in_flight",
-        "switchboard_paused_partitions", "switchboard_retries_total",
-        "switchboard_dead_letters_total", "switchboard_breaker_state",
-        "switchboard_model_calls_total", "switchboard_model_tokens_total",
-        "switchboard_model_cost_usd_total", "switchboard_model_errors_total",
-    ):  # fmt: skip
+        "switchboard_records_total",
+        "switchboard_responses_total",
+        "switchboard_e2e_duration_seconds_bucket",
+        "switchboard_stage_duration_seconds_bucket",
+        "switchboard_consumer_lag_records",
+        "switchboard_in_flight",
+        "switchboard_paused_partitions",
+        "switchboard_retries_total",
+        "switchboard_dead_letters_total",
+        "switchboard_breaker_state",
+        "switchboard_model_calls_total",
+        "switchboard_model_tokens_total",
+        "switchboard_model_cost_usd_total",
+        "switchboard_model_errors_total",
+    ):
         assert name in used, name
 
 
@@ -119,8 +137,11 @@ def test_promtool_checks_the_rules() -> None:
 def test_promtool_unit_tests_pass_and_cover_every_alert_firing_and_quiet() -> None:
     out = subprocess.run(
         [_promtool(), "test", "rules", RULE_TESTS.name],
-        cwd=RULES_DIR, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=RULES_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     firing: set[str] = set()
     quiet: set[str] = set()
@@ -153,8 +174,10 @@ def test_prometheus_loads_the_rules_but_not_their_unit_tests(tmp_path: Path) -> 
     (tmp_path / "prometheus.yml").write_text(config.replace("/etc/prometheus/rules", str(rules)))
     out = subprocess.run(
         [_promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 rule files found" in out.stdout and "switchboard.yml" in out.stdout
     assert "switchboard.test.yml" not in out.stdout

@@ -91,10 +91,14 @@ def test_the_offline_backend_answers_a_review_request_with_the_parts_findings() 
     answer = backend.answer_now("backend", item.prompt.strip(), request)
     got = parse_findings_answer(answer.content)
     want = review_part(
-        item.part.text, path=item.part.path, specialist="backend",
-        start_line=item.part.start_line, heading_path=item.part.heading_path,
-        doc_format=item.part.format, context=item.part.context(),
-    )  # fmt: skip
+        item.part.text,
+        path=item.part.path,
+        specialist="backend",
+        start_line=item.part.start_line,
+        heading_path=item.part.heading_path,
+        doc_format=item.part.format,
+        context=item.part.context(),
+    )
     assert got == want
     plain = backend.answer_now("backend", "design a rate limiter", {"metadata": {}})
     with pytest.raises(ValueError):
@@ -111,10 +115,12 @@ def test_the_estimate_is_characters_over_four_plus_persona_and_overhead_at_the_p
     assert got.input_tokens == tokens_in
     assert got.output_tokens == ESTIMATED_OUTPUT_TOKENS * len(job.items)
     assert got.cost_micro_usd == sum(
-        round((len(i.prompt) // CHARS_PER_TOKEN + 500 + REVIEW_OVERHEAD_TOKENS) * 2.0
-              + ESTIMATED_OUTPUT_TOKENS * 10.0)
+        round(
+            (len(i.prompt) // CHARS_PER_TOKEN + 500 + REVIEW_OVERHEAD_TOKENS) * 2.0
+            + ESTIMATED_OUTPUT_TOKENS * 10.0
+        )
         for i in job.items
-    )  # fmt: skip
+    )
 
 
 def _response(request_id: str, status: str, content: str, **record: object) -> Response:
@@ -147,8 +153,9 @@ def test_collect_keeps_findings_notes_failures_timeouts_and_cost() -> None:
     (document,) = result.documents
     assert len(document.notes) == 1 and "just prose" in document.notes[0]
     assert {(f.specialist, f.status) for f in result.failed} == {
-        ("security", "failed"), ("api", "timeout")
-    }  # fmt: skip
+        ("security", "failed"),
+        ("api", "timeout"),
+    }
     assert document.usage_by_specialist["backend"].cost_micro_usd == 400
     assert result.usage.total_tokens == 120
     assert result.exit_code == 2
@@ -177,8 +184,9 @@ def test_estimate_sends_nothing_and_needs_no_broker(
     out = capsys.readouterr().out
     assert code == 0
     assert "nothing sent" in out and "45 requests (11 documents, 15 parts" in out
-    code = main(["review", str(CORPUS), "--exclude", "expected.json", "--estimate",
-                 "--budget", "0.01"])  # fmt: skip
+    code = main(
+        ["review", str(CORPUS), "--exclude", "expected.json", "--estimate", "--budget", "0.01"]
+    )
     assert code == 0 and "over --budget $0.01" in capsys.readouterr().out
 
 
