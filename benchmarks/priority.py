@@ -67,6 +67,7 @@ def priority_run(bench: BenchKafka, batch_priority: str, rounds: int) -> dict[st
     expected = sum(int(p["rate"] * p["seconds"]) for p in phases) + BATCH_ITEMS * rounds
     with bench.pipeline_topics(3) as topics:
         kafka = bench.config
+        _wait_for_topics(bench, [topics.requests, topics.responses, *topics.all_task_topics()])
         base = {
             "kafka": kafka,
             "prefix": topics.prefix,
@@ -139,7 +140,23 @@ def priority_run(bench: BenchKafka, batch_priority: str, rounds: int) -> dict[st
         # append -> response append), from broker timestamps.
         hop1 = [tasks[k] - requests[k] for k in keys if k in tasks]
         hop2 = [responses[k] - tasks[k] for k in keys if k in tasks and k in responses]
+        jobs_at = sent_at or [0.0]
+        slowest = sorted(zip(e2e, keys, strict=True), key=lambda x: x[0], reverse=True)[:8]
         out[kind] = {
+            # The slowest few: e2e, seconds after the latest job was written, the two hops.
+            "slowest": [
+                (
+                    round(e),
+                    round(
+                        requests[k] / 1000
+                        - max([a for a in jobs_at if a * 1000 <= requests[k]] or [jobs_at[0]]),
+                        2,
+                    ),
+                    tasks.get(k, 0) - requests[k],
+                    responses.get(k, 0) - tasks.get(k, 0),
+                )
+                for e, k in slowest
+            ],
             "sent": len(keys),
             "unanswered": sum(1 for k in keys if k not in seen),
             "e2e_p50_ms": rounded(percentile(e2e, 50), 1),
@@ -163,6 +180,25 @@ def priority_run(bench: BenchKafka, batch_priority: str, rounds: int) -> dict[st
             ],
         }
     return out
+
+
+def _wait_for_topics(bench: BenchKafka, names: list[str], timeout_s: float = 30.0) -> None:
+    """Until the broker's metadata has every topic with a leader for each partition: on a
+    loaded broker a just-created topic can be missing for a moment (stages then fail)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = bench.admin.list_topics(timeout=10).topics
+        if all(
+            n in meta
+            and meta[n].error is None
+            and meta[n].partitions
+            and all(p.leader >= 0 for p in meta[n].partitions.values())
+            for n in names
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics not ready after {timeout_s:.0f}s: {names}")
+        time.sleep(0.2)
 
 
 def run(bench: BenchKafka, quick: bool) -> dict[str, Any]:

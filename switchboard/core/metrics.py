@@ -83,6 +83,18 @@ class LoopHistogram(Collector):
             child = self._children.setdefault(values, LoopHistogramChild(self._bounds))
         return child
 
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The finite bucket upper bounds (the counts have one more, +Inf)."""
+        return self._bounds
+
+    def counts_of(self, *values: str) -> list[int]:
+        """A copy of the per-bucket (not cumulative) counts of ``values``: zeros when nothing
+        was observed there, without creating the child. Read it on the event loop that observes
+        (as the status publisher does): no lock, and no observation is half counted."""
+        child = self._children.get(values)
+        return list(child.counts) if child is not None else [0] * (len(self._bounds) + 1)
+
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
