@@ -5,7 +5,8 @@ Karafka's Web UI does it: the broker is the store, and ``switchboard status`` (a
 read the latest report of every process from the compacted topic. A clean stop writes a
 tombstone, so a stopped process disappears; one that dies keeps its last report, which the
 readers flag as stale. Reading the runtimes and workers only reads their public state, on the
-event loop they run on.
+event loop they run on; a worker group's latency comes from the histograms the process
+already keeps (``consumers.status.latency``).
 
 The report is JSON rather than Avro: it is an operations record read by Switchboard's own tools,
 not a contract with upstream services; readers ignore keys they do not know, and
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from consumers.outcomes import now_ms
+from consumers.status.latency import LatencyWindow
 from consumers.status.usage import UsageWindow
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import make_admin
@@ -89,6 +91,9 @@ class StatusPublisher:
         self._runtimes = runtimes
         self._workers = workers
         self._windows = {name: UsageWindow() for name in workers}
+        #: Worker role -> its specialist's latency window (``worker.<name>``, as app.py names
+        #: the role); the router and relay write no stage latencies.
+        self._latency = {f"worker.{name}": LatencyWindow(name) for name in workers}
         self._topic_seen = False
         self._warned = False
         self.published = 0
@@ -125,10 +130,9 @@ class StatusPublisher:
             },
         }
 
-    @staticmethod
-    def _consumer(role: str, runtime: ConsumerRuntime) -> dict[str, Any]:
+    def _consumer(self, role: str, runtime: ConsumerRuntime) -> dict[str, Any]:
         stats = runtime.stats
-        return {
+        entry: dict[str, Any] = {
             "role": role,
             "group": runtime.config.group_id,
             "topics": list(runtime.config.topics),
@@ -153,6 +157,9 @@ class StatusPublisher:
                 "rebalances": stats.rebalances,
             },
         }
+        if (latency := self._latency.get(role)) is not None:
+            entry["latency"] = latency.report()
+        return entry
 
     def _usage(self, name: str, worker: SpecialistWorker) -> dict[str, Any]:
         window = self._windows[name]

@@ -1,7 +1,8 @@
 """The pipeline as ``switchboard status`` (and the console) shows it: ``PipelineStatus``.
 
 Two sources, both on the broker: the processes' own reports on the compacted status topic
-(members, in-flight, paused partitions, breakers, model usage), and the admin API's offsets
+(members, in-flight, paused partitions, breakers, model usage, a worker group's
+latency over the last minute), and the admin API's offsets
 (lag per partition from each group's committed offsets, so it stays right while a partition is
 paused; the retry backlog from the relay group's committed offsets to the end of each tier;
 the DLQ's depth). ``read_status`` reads them; ``aggregate`` is the pure part that joins them.
@@ -27,6 +28,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from consumers.status.latency import merge as merge_latency
 from switchboard.core import headers as h
 from switchboard.core.admin import SETTLE_RETRY_PAUSE_S, is_settling
 from switchboard.core.kafka_clients import make_admin, reader_config
@@ -90,6 +92,9 @@ class GroupStatus:
     state: str
     members: list[MemberStatus]
     partitions: list[PartitionStatus]
+    #: Count, p50 and p99 per stage over the last minute, merged over the group's live
+    #: processes (``consumers.status.latency.merge``); empty for groups that measure none.
+    latency: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lag(self) -> int:
@@ -170,6 +175,7 @@ class PipelineStatus:
                         for m in g.members
                     ],
                     "partitions": [asdict(p) for p in g.partitions],
+                    "latency": g.latency,
                 }
                 for g in self.groups
             ],
@@ -249,9 +255,12 @@ def aggregate(
     # (group, topic, partition) -> (process, its partition entry), and member id -> process.
     held: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {}
     member_process: dict[str, str] = {}
+    latencies: dict[str, list[dict[str, Any]]] = {}
     for proc in live:
         for consumer in _list(proc.report.get("consumers")):
             group = str(consumer.get("group"))
+            if isinstance(consumer.get("latency"), dict):
+                latencies.setdefault(group, []).append(consumer["latency"])
             if consumer.get("member_id"):
                 member_process[str(consumer["member_id"])] = proc.process_id
             for part in _list(consumer.get("partitions")):
@@ -293,7 +302,17 @@ def aggregate(
             )
             for m in g.members
         ]
-        group_statuses.append(GroupStatus(g.group, g.role, g.topics, g.state, members, partitions))
+        group_statuses.append(
+            GroupStatus(
+                g.group,
+                g.role,
+                g.topics,
+                g.state,
+                members,
+                partitions,
+                merge_latency(latencies.get(g.group, [])),
+            )
+        )
     return PipelineStatus(
         prefix=prefix,
         generated_at_ms=now_ms,

@@ -100,6 +100,7 @@ def render(status: PipelineStatus) -> RenderableType:
     groups = Table(title="consumer groups", title_justify="left")
     for col in ("group", "state", "members", "lag", "in flight", "paused", "lag by partition"):
         groups.add_column(col, overflow="fold")
+    groups.add_column("p50/p99 ms (1 min)", justify="right")
     for g in status.groups:
         # Only the partitions worth a look: behind, or paused (JSON has every one).
         lag_parts = [
@@ -118,6 +119,7 @@ def render(status: PipelineStatus) -> RenderableType:
             str(g.in_flight),
             str(g.paused),
             shown,
+            latency_cell(g.latency),
         )
     parts.append(groups)
 
@@ -172,6 +174,24 @@ def render(status: PipelineStatus) -> RenderableType:
     parts.append(procs)
     parts.extend(Text(note, "yellow") for note in status.notes)
     return Group(*parts)
+
+
+def latency_cell(latency: dict[str, Any]) -> str:
+    """End-to-end p50/p99 of a group's last minute: "-" for a group that measures none, "idle"
+    when nothing was answered in it."""
+    total = (latency.get("stages") or {}).get("total")
+    if not total:
+        return "-"
+    if not total.get("count"):
+        return "idle"
+    return f"{format_ms(total.get('p50_ms'))} / {format_ms(total.get('p99_ms'))}"
+
+
+def format_ms(value: float | None) -> str:
+    """Milliseconds as the status page and the console show them (one decimal under 10)."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _warn(value: int) -> str:

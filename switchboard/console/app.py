@@ -38,10 +38,11 @@ from consumers.replay.selection import (
 from consumers.replay.store import DeadLetterStore
 from consumers.replay.view import ERROR_CLASSES, DeadLetterView
 from switchboard.cli.dlq import render
+from switchboard.cli.status_cmds import format_ms
 from switchboard.console import follow as following
 from switchboard.console import reviews
 from switchboard.console.auth import CSRF_FIELD, CSRF_HEADER, BasicAuthMiddleware, User, Users
-from switchboard.console.cache import ConsoleCache, sparkline, throughput
+from switchboard.console.cache import ConsoleCache, latency, latency_chart, sparkline, throughput
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import producer_config
@@ -108,6 +109,7 @@ _ENV = Environment(
 )
 _ENV.filters["iso"] = iso
 _ENV.filters["usd"] = lambda micro: f"{(micro or 0) / 1_000_000:.4f}"
+_ENV.filters["ms"] = format_ms
 _ENV.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str, sort_keys=True)
 
 
@@ -132,11 +134,15 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
 # --- overview ----------------------------------------------------------------------------------
 def _overview_context(console: Console) -> dict[str, Any]:
     cache = console.cache
-    rates = throughput(list(cache.history))
+    history = list(cache.history)
+    rates = throughput(history)
     return {
         "status": cache.status,
         "status_error": cache.status_error,
         "sparks": {role: (sparkline(v), v[-1] if v else 0.0) for role, v in rates.items()},
+        "latency_charts": {
+            role: latency_chart(p50, p99) for role, (p50, p99) in latency(history).items()
+        },
     }
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from confluent_kafka import Message
@@ -24,6 +24,7 @@ from confluent_kafka import Message
 from consumers.replay.selection import ReplayFilter, group_counts, select
 from consumers.replay.store import DeadLetterStore, Snapshot, keep_ledger_entry
 from consumers.replay.view import DeadLetterView
+from consumers.status.latency import quantile
 from consumers.status.view import DlqStatus, PipelineStatus, StatusReader
 from switchboard.core.serde import Codec
 from switchboard.core.tail import TopicTail
@@ -31,7 +32,7 @@ from switchboard.core.topics import Topics
 
 log = logging.getLogger(__name__)
 
-#: Samples of the throughput history the overview's sparklines draw.
+#: Samples of the throughput and latency history the overview's charts draw.
 HISTORY_SAMPLES: Final = 60
 #: How long a caller waits for the mirrors to read what is on the broker now.
 CATCH_UP_TIMEOUT_S: Final = 30.0
@@ -81,6 +82,11 @@ class ThroughputSample:
     at_ms: int
     #: Consumer role -> records completed, summed over the live processes' reports.
     completed: dict[str, int]
+    #: Consumer role -> end-to-end latency bucket counts since each process's publisher
+    #: started (``cumulative`` of the reports' ``total`` stage), summed likewise.
+    latency: dict[str, list[int]] = field(default_factory=dict)
+    #: The buckets' upper bounds, ms (the counts have one more, +Inf).
+    bounds_ms: list[float] = field(default_factory=list)
 
 
 class ConsoleCache:
@@ -230,6 +236,8 @@ class ConsoleCache:
 
 def _sample(status: PipelineStatus) -> ThroughputSample:
     completed: dict[str, int] = {}
+    latency: dict[str, list[int]] = {}
+    bounds: list[float] = []
     for proc in status.processes:
         if proc.stale:
             continue
@@ -237,7 +245,18 @@ def _sample(status: PipelineStatus) -> ThroughputSample:
             role = str(consumer.get("role") or "?")
             done = int((consumer.get("records") or {}).get("completed") or 0)
             completed[role] = completed.get(role, 0) + done
-    return ThroughputSample(status.generated_at_ms, completed)
+            entry = consumer.get("latency") or {}
+            counts = ((entry.get("stages") or {}).get("total") or {}).get("cumulative")
+            if not isinstance(counts, list) or not isinstance(entry.get("bounds_ms"), list):
+                continue
+            bounds = bounds or entry["bounds_ms"]
+            if entry["bounds_ms"] != bounds or len(counts) != len(bounds) + 1:
+                continue  # another version's buckets cannot be added to these
+            before = latency.get(role, [0] * len(counts))
+            latency[role] = [
+                a + (c if isinstance(c, int) else 0) for a, c in zip(before, counts, strict=True)
+            ]
+    return ThroughputSample(status.generated_at_ms, completed, latency, bounds)
 
 
 def throughput(history: list[ThroughputSample]) -> dict[str, list[float]]:
@@ -250,6 +269,55 @@ def throughput(history: list[ThroughputSample]) -> dict[str, list[float]]:
             grown = after.completed.get(role, 0) - before.completed.get(role, 0)
             rates[role].append(max(0, grown) / span_s)
     return rates
+
+
+def latency(history: list[ThroughputSample]) -> dict[str, tuple[list[float | None], ...]]:
+    """Role -> (p50s, p99s) end to end, ms, of the responses between consecutive samples
+    (None where there were none). Bucket counts are differenced per bucket; a restart's drop
+    counts as 0, as for throughput."""
+    roles = sorted({r for s in history for r in s.latency})
+    out: dict[str, tuple[list[float | None], ...]] = {r: ([], []) for r in roles}
+    for before, after in itertools.pairwise(history):
+        for role in roles:
+            now = after.latency.get(role) or []
+            base = before.latency.get(role)
+            if base is None or before.bounds_ms != after.bounds_ms:
+                base = [0] * len(now)  # new, or other buckets: count from zero
+            grown = [max(0, a - b) for a, b in zip(now, base, strict=True)]
+            bounds = after.bounds_ms
+            out[role][0].append(quantile(bounds, grown, 0.5) if grown else None)
+            out[role][1].append(quantile(bounds, grown, 0.99) if grown else None)
+    return out
+
+
+def latency_chart(
+    p50: list[float | None], p99: list[float | None], width: int = 160, height: int = 28
+) -> str:
+    """An inline SVG of two lines, p50 and p99 (same scale, from 0 to the highest p99); an
+    interval without responses is a gap. Escaped by construction: numbers only."""
+    values = [v for v in (*p50, *p99) if v is not None]
+    if len(p99) < 2 or not values:
+        return f'<svg class="latency" width="{width}" height="{height}"></svg>'
+    top = max(values) or 1.0
+    step = width / (len(p99) - 1)
+    lines = []
+    for name, series in (("p99", p99), ("p50", p50)):
+        runs: list[list[str]] = [[]]
+        for i, v in enumerate(series):
+            if v is None:
+                runs.append([])
+            else:
+                runs[-1].append(f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}")
+        for run in runs:
+            if len(run) == 1:  # one interval between gaps: a dot
+                x, y = run[0].split(",")
+                lines.append(f'<circle class="{name}" cx="{x}" cy="{y}" r="1.5"/>')
+            elif run:
+                lines.append(f'<polyline class="{name}" fill="none" points="{" ".join(run)}"/>')
+    return (
+        f'<svg class="latency" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(lines)}</svg>'
+    )
 
 
 def sparkline(values: list[float], width: int = 160, height: int = 28) -> str:
