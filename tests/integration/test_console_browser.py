@@ -23,6 +23,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumers.app import Pipeline
+from producers import SwitchboardClient
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 
 from .browser_kit import headless_chromium
@@ -34,6 +35,9 @@ pytestmark = pytest.mark.integration
 OPERATOR = ("olga", "op-pass-41c7")
 #: Tasks waiting on the perf topic, whose worker group is not running: its lag.
 PERF_BACKLOG = 4
+#: Requests the api worker answers, one after the other (a steady stream over a few of the
+#: console's samples), before the overview is looked at: its latency chart.
+API_ANSWERS = 12
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +60,14 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
     browser: Any, kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
 ) -> None:
     """With a router and an api worker running and four tasks waiting for perf (no perf
-    worker), the overview shows worker.perf's lag of 4; filtering the DLQ by specialist api
+    worker), the overview shows worker.perf's lag of 4, and, once twelve api requests are
+    answered one after the other, worker.api's end-to-end latency chart (p50 and p99) with
+    the twelve counted, and none for the router's and perf's groups; filtering the DLQ by specialist api
     leaves the one api letter of the two; its page shows the decoded request; the dry run says
     it would replay 1 to the api task topic; applying it sends it; following the request shows
     its dead letter and then an answered response with stage latencies; the audit page lists
     the replay by olga."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -89,7 +95,11 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
         for i in range(PERF_BACKLOG):
             producer.produce(topics.tasks("perf"), b"waiting", f"perf-{i}".encode(), partition=0)
         assert producer.flush(30) == 0
-        with RunningPipeline(settings, kafka, _workers), ServedConsole(settings, kafka) as console:
+        with (
+            RunningPipeline(settings, kafka, _workers),
+            ServedConsole(settings, kafka) as console,
+            SwitchboardClient(kafka, topic_prefix=settings.topic_prefix) as client,
+        ):
             driver.get(console.url + "/")
             assert driver.find_element(By.ID, "who").text.startswith("olga (operator)")
 
@@ -109,6 +119,29 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
                 )
 
             until(perf_lag, 30)  # the overview refreshes itself: no reload here
+
+            for i in range(API_ANSWERS):
+                assert client.ask(f"/api design pagination, take {i}", timeout=30).status == (
+                    "answered"
+                )
+
+            def latency_drawn() -> list[str] | None:
+                try:
+                    cell = driver.find_element(
+                        By.CSS_SELECTOR, '#groups tr[data-role="worker.api"] .latency-cell'
+                    )
+                    drawn = cell.find_elements(By.CSS_SELECTOR, "svg.latency .p99")
+                    shown = [cell.find_element(By.CSS_SELECTOR, f"span.{q}").text for q in qs]
+                    return shown if drawn and f"({API_ANSWERS} in" in cell.text else None
+                except (StaleElementReferenceException, NoSuchElementException):
+                    return None  # redrawn meanwhile, or not counted yet
+
+            qs = ("p50", "p99")
+            p50, p99 = (float(v) for v in until(latency_drawn, 30))
+            assert 0 < p50 <= p99 < 30_000  # real figures from the worker's own histograms
+            for role in ("router", "worker.perf"):
+                row = driver.find_element(By.CSS_SELECTOR, f'#groups tr[data-role="{role}"]')
+                assert not row.find_elements(By.CSS_SELECTOR, "svg.latency .p99")
             driver.save_screenshot(str(shots / "console-overview.png"))
 
             driver.get(console.url + "/dlq")
