@@ -7,6 +7,7 @@ and each runs its own ``ConsumerRuntime`` (its own consumer group member).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -177,6 +178,9 @@ class Pipeline:
         if s.tenants_file is not None and self.usage is None:
             self.usage = UsageTail(self.kafka, self.topics.responses, self.codec)
         requests = self.topics.requests
+        # Every topic the router may write, known before the first record: a batch job's first
+        # record to its (so far unused) batch topic no longer waits on a metadata fetch.
+        self.producer.learn_topics(self.topics.all_task_topics())
         router = Router(
             codec=self.codec,
             topics=self.topics,
@@ -295,6 +299,11 @@ class Pipeline:
 
     async def run(self, **bounds: Any) -> None:
         """Run every added consumer until stopped (or until ``bounds`` end them)."""
+        # Start-up objects (modules, schemas, rule tables) never die: move them out of the
+        # collector's view, so a full collection during the first burst of records scans only
+        # what the records made (at a batch job's start, G12: router hop p99 181 -> 36 ms).
+        gc.collect()
+        gc.freeze()
         status = self._start_status()
         watch = asyncio.create_task(self._watch(), name="health-and-lag")
         clean = False
@@ -306,6 +315,7 @@ class Pipeline:
             await asyncio.gather(watch, return_exceptions=True)
             await self._stop_status(status, clean=clean)
             await self.close()
+            gc.unfreeze()  # a process that runs pipelines one after another (tests) frees them
 
     # --- status reports (consumers/status; read by `switchboard status`) ------------------
     def _start_status(self) -> tuple[StatusPublisher, asyncio.Task[None]] | None:
