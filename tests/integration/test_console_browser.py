@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,16 +154,18 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
             assert [r.find_element(By.CLASS_NAME, "specialist").text for r in rows] == ["api"]
             driver.save_screenshot(str(shots / "console-dlq.png"))
 
+            # Each click below loads a new page: wait for its element rather than race the load.
             rows[0].find_element(By.CSS_SELECTOR, "td:nth-child(2) a").click()
-            assert "cursor pagination" in driver.find_element(By.ID, "request").text
-            assert driver.find_element(By.ID, "hex").text.startswith("00000000")
+            assert "cursor pagination" in shown(driver, "request").text
+            assert shown(driver, "hex").text.startswith("00000000")
             driver.find_element(By.ID, "plan-one").click()
-            assert driver.find_element(By.ID, "would-send").text == "1"
+            assert shown(driver, "would-send").text == "1"
             assert topics.tasks("api") in driver.find_element(By.ID, "plan").text
             driver.find_element(By.ID, "apply").click()
-            assert driver.find_element(By.ID, "outcome-summary").text.startswith("1 sent, 0 failed")
+            assert shown(driver, "outcome-summary").text.startswith("1 sent, 0 failed")
 
             driver.find_element(By.CSS_SELECTOR, "#outcome a.follow").click()
+            shown(driver, "final-status")
 
             def answered() -> bool:
                 if driver.find_element(By.ID, "final-status").text == "answered":
@@ -181,3 +184,17 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
             assert event.find_element(By.CLASS_NAME, "user").text == "olga"
             assert event.find_element(By.CLASS_NAME, "action").text == "replay"
             assert event.find_element(By.CLASS_NAME, "count").text == "1"
+
+
+def shown(driver: Any, element_id: str, timeout_s: float = 15.0) -> Any:
+    """The element with ``element_id`` once the page that has it has loaded."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = driver.find_elements(By.ID, element_id)
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no #{element_id} on {driver.current_url} after {timeout_s}s")
+        time.sleep(0.05)
