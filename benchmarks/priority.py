@@ -21,6 +21,7 @@ from benchmarks import procs
 from benchmarks.env import PROMPTS, BenchKafka, preload
 from benchmarks.measure import Watermarks, percentile, read_topics, rounded
 from producers.client import build_request
+from switchboard.core.admin import wait_for_leaders
 from switchboard.core.serde import REQUEST, SingleObjectCodec
 from switchboard.core.settings import DEFAULTS
 
@@ -67,7 +68,10 @@ def priority_run(bench: BenchKafka, batch_priority: str, rounds: int) -> dict[st
     expected = sum(int(p["rate"] * p["seconds"]) for p in phases) + BATCH_ITEMS * rounds
     with bench.pipeline_topics(3) as topics:
         kafka = bench.config
-        _wait_for_topics(bench, [topics.requests, topics.responses, *topics.all_task_topics()])
+        # On a loaded broker a just-created topic can be missing for a moment (stages then fail).
+        wait_for_leaders(
+            bench.admin, [topics.requests, topics.responses, *topics.all_task_topics()], 30.0
+        )
         base = {
             "kafka": kafka,
             "prefix": topics.prefix,
@@ -180,25 +184,6 @@ def priority_run(bench: BenchKafka, batch_priority: str, rounds: int) -> dict[st
             ],
         }
     return out
-
-
-def _wait_for_topics(bench: BenchKafka, names: list[str], timeout_s: float = 30.0) -> None:
-    """Until the broker's metadata has every topic with a leader for each partition: on a
-    loaded broker a just-created topic can be missing for a moment (stages then fail)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        meta = bench.admin.list_topics(timeout=10).topics
-        if all(
-            n in meta
-            and meta[n].error is None
-            and meta[n].partitions
-            and all(p.leader >= 0 for p in meta[n].partitions.values())
-            for n in names
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topics not ready after {timeout_s:.0f}s: {names}")
-        time.sleep(0.2)
 
 
 def run(bench: BenchKafka, quick: bool) -> dict[str, Any]:

@@ -104,14 +104,14 @@ def ensure_topics(
                 if denied is not None:
                     raise KafkaAccessError(denied) from exc
                 raise
-    _wait_for_leaders(admin, [s.name for s in specs], timeout_s)
+    wait_for_leaders(admin, [s.name for s in specs], timeout_s)
     return EnsureResult(
         created=sorted(created),
         existing=sorted(s.name for s in specs if s.name in existing_names),
     )
 
 
-def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+def wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
     """Return once every partition of ``names`` has a leader: usable, not just created."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
