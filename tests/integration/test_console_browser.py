@@ -16,7 +16,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,20 +149,20 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
             assert driver.find_element(By.ID, "matched").text.startswith("2 of 2")
             Select(driver.find_element(By.ID, "f-specialist")).select_by_visible_text("api")
             driver.find_element(By.ID, "apply-filter").click()
-            until(lambda: driver.find_element(By.ID, "matched").text.startswith("1 of 2"))
+            until(settled(lambda: driver.find_element(By.ID, "matched").text.startswith("1 of 2")))
             rows = driver.find_elements(By.CSS_SELECTOR, "#letters tr.letter")
             assert [r.find_element(By.CLASS_NAME, "specialist").text for r in rows] == ["api"]
             driver.save_screenshot(str(shots / "console-dlq.png"))
 
             # Each click below loads a new page: wait for its element rather than race the load.
             rows[0].find_element(By.CSS_SELECTOR, "td:nth-child(2) a").click()
-            assert "cursor pagination" in shown(driver, "request").text
-            assert shown(driver, "hex").text.startswith("00000000")
+            assert "cursor pagination" in text_of(driver, "request")
+            assert text_of(driver, "hex").startswith("00000000")
             driver.find_element(By.ID, "plan-one").click()
-            assert shown(driver, "would-send").text == "1"
+            assert text_of(driver, "would-send") == "1"
             assert topics.tasks("api") in driver.find_element(By.ID, "plan").text
             driver.find_element(By.ID, "apply").click()
-            assert shown(driver, "outcome-summary").text.startswith("1 sent, 0 failed")
+            assert text_of(driver, "outcome-summary").startswith("1 sent, 0 failed")
 
             driver.find_element(By.CSS_SELECTOR, "#outcome a.follow").click()
             shown(driver, "final-status")
@@ -173,7 +173,7 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
                 driver.refresh()
                 return False
 
-            until(answered, 30)
+            until(settled(answered), 30)
             kinds = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#path .kind")]
             assert "dead letter" in kinds and "task" in kinds and kinds.count("response") == 2
             assert driver.find_elements(By.CSS_SELECTOR, "#latency tr")
@@ -184,6 +184,29 @@ def test_an_operator_sees_lag_filters_replays_a_dead_letter_and_follows_it_to_it
             assert event.find_element(By.CLASS_NAME, "user").text == "olga"
             assert event.find_element(By.CLASS_NAME, "action").text == "replay"
             assert event.find_element(By.CLASS_NAME, "count").text == "1"
+
+
+def settled(condition: Callable[[], Any]) -> Callable[[], Any]:
+    """``condition``, read as "not yet" while the page it looks at is being replaced.
+
+    A click that submits a form, or a refresh, swaps the document under the driver: an element
+    found a moment ago goes stale, or the new page has not drawn it yet. Both mean wait.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def check() -> Any:
+        try:
+            return condition()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return None
+
+    return check
+
+
+def text_of(driver: Any, element_id: str, timeout_s: float = 15.0) -> str:
+    """The text of ``#element_id`` once the page that has it has loaded and holds still."""
+    read = settled(lambda: (shown(driver, element_id, timeout_s).text,))
+    return str(until(read, timeout_s)[0])
 
 
 def shown(driver: Any, element_id: str, timeout_s: float = 15.0) -> Any:
