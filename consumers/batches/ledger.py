@@ -27,7 +27,7 @@ from confluent_kafka import Message
 from switchboard.core.admin import ensure_topics
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import make_admin
-from switchboard.core.tail import read_to_end
+from switchboard.core.tail import Unreadable, json_record, read_to_end
 from switchboard.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -115,18 +115,13 @@ class BatchLedger:
         chunks: dict[str, dict[str, Any]] = {}
 
         def keep(msg: Message) -> None:
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            value = msg.value()
+            key, record = json_record(msg)
             target = chunks if "." in key else heads
-            if value is None:
+            if record is Unreadable.TOMBSTONE:
                 target.pop(key, None)
-                return
-            try:
-                record = json.loads(value)
-            except ValueError:
+            elif record is Unreadable.NOT_JSON:
                 log.warning("batch ledger %s: record %s is not JSON; ignored", self._topic, key)
-                return
-            if isinstance(record, dict) and record.get("job") == self.job:
+            elif isinstance(record, dict) and record.get("job") == self.job:
                 target[key] = record
 
         self._read(keep)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from switchboard.core.admin import ensure_topics
 from switchboard.core.errors import ConfigError, DecodeError, TransientError
 from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import RESPONSE, Codec
-from switchboard.core.tail import read_to_end
+from switchboard.core.tail import Unreadable, json_record, read_to_end
 from switchboard.core.topics import Topics
 
 #: How long one broker call or one scan may take before the command gives up.
@@ -209,16 +208,11 @@ class DeadLetterStore:
 def keep_ledger_entry(msg: Message, into: dict[str, dict[str, Any]]) -> None:
     """Fold one ledger record into ``into`` (pointer -> latest entry): a tombstone removes its
     pointer; a value that is not a JSON object is kept as ``{}``."""
-    key = (msg.key() or b"").decode("utf-8", "replace")
-    value = msg.value()
-    if value is None:
+    key, entry = json_record(msg)
+    if entry is Unreadable.TOMBSTONE:
         into.pop(key, None)
-        return
-    try:
-        entry = json.loads(value)
-    except ValueError:
-        entry = {}
-    into[key] = entry if isinstance(entry, dict) else {}
+    else:
+        into[key] = entry if isinstance(entry, dict) else {}
 
 
 def _missing(topic: str) -> str:

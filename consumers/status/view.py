@@ -10,7 +10,6 @@ the DLQ's depth). ``read_status`` reads them; ``aggregate`` is the pure part tha
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from switchboard.core.admin import SETTLE_RETRY_PAUSE_S, is_settling
 from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import Codec
 from switchboard.core.settings import SPECIALISTS
+from switchboard.core.tail import Unreadable, json_record
 from switchboard.core.topics import RETRY_TIERS_S, GroupRole, Topics
 
 log = logging.getLogger(__name__)
@@ -556,16 +556,10 @@ class StatusReader:
         reports: dict[str, dict[str, Any]] = {}
 
         def keep(msg: Message) -> None:
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            value = msg.value()
-            if value is None:
+            key, report = json_record(msg)
+            if report is Unreadable.TOMBSTONE:
                 reports.pop(key, None)
-                return
-            try:
-                report = json.loads(value)
-            except ValueError:
-                return  # not a report: ignored, the next one of that key replaces it
-            if isinstance(report, dict):
+            elif isinstance(report, dict):  # anything else is not a report: ignored
                 reports[key] = report
 
         scan(

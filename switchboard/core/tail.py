@@ -7,10 +7,12 @@ consumer group: partitions are assigned explicitly, from the end or from a point
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 from typing import Any, Final, cast
 
 from confluent_kafka import (
@@ -266,3 +268,26 @@ def read_to_end(
             on_message(msg)
 
     read_once(config, topic, below_end, since_ms=since_ms or 0, timeout_s=timeout_s, name=name)
+
+
+class Unreadable(Enum):
+    """What :func:`json_record` reads where a record of a compacted topic holds no JSON."""
+
+    TOMBSTONE = "tombstone"
+    """No value: the key is deleted."""
+    NOT_JSON = "not_json"
+    """A value that does not parse as JSON."""
+
+
+def json_record(msg: Message) -> tuple[str, Any]:
+    """The key (text) and the parsed JSON value of one record of a compacted topic (a ledger,
+    the status topic): the value is ``Unreadable.TOMBSTONE`` for a deletion and
+    ``Unreadable.NOT_JSON`` for bytes that do not parse."""
+    key = (msg.key() or b"").decode("utf-8", "replace")
+    value = msg.value()
+    if value is None:
+        return key, Unreadable.TOMBSTONE
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, Unreadable.NOT_JSON
