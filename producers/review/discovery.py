@@ -2,8 +2,8 @@
 
 Rules, in the order they apply:
 
-- a folder is walked recursively for the formats in ``FORMATS``; hidden folders (``.git``)
-  are skipped;
+- a folder is walked recursively for the formats in ``DOCUMENT_FORMATS``; hidden folders
+  (``.git``) are skipped;
 - a ``.gitignore`` in a walked folder (or above it, up to ``root``) hides what it ignores, with
   git's own pattern semantics (``pathspec``'s ``GitIgnoreSpec``); a file named explicitly is
   read even if ignored, as ``git add -f`` would;
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pathspec
 
-from producers.review.documents import FORMATS, Document
+from producers.review.documents import Document
+from switchboard.core.findings import DOCUMENT_FORMATS
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -99,7 +100,7 @@ def _walk(folder: Path, ignores: _Ignores, honour_gitignore: bool) -> Iterable[P
             continue
         if child.is_dir():
             yield from _walk(child, ignores, honour_gitignore)
-        elif child.suffix.lower() in FORMATS:
+        elif child.suffix.lower() in DOCUMENT_FORMATS:
             yield child
 
 
@@ -127,7 +128,7 @@ def load_documents(
             if not matches:
                 result.skipped.append((item, "no file matches the glob"))
             for match in matches:
-                if match.is_file() and match.suffix.lower() in FORMATS:
+                if match.is_file() and match.suffix.lower() in DOCUMENT_FORMATS:
                     chosen.setdefault(match.resolve(), False)
             continue
         path = Path(item)

@@ -13,19 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-#: Extension -> format; the formats a review reads.
-FORMATS: dict[str, str] = {
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".rst": "rst",
-    ".adoc": "asciidoc",
-    ".asciidoc": "asciidoc",
-    ".txt": "text",
-    ".text": "text",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".json": "json",
-}
+from switchboard.core.findings import DOCUMENT_FORMATS
+
 _SPEC_ROOT = re.compile(r"""^\s*["']?(openapi|asyncapi)["']?\s*:\s*["']?(\d)""", re.MULTILINE)
 _MD_TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _ADOC_TITLE = re.compile(r"^=\s+(\S.*?)\s*$", re.MULTILINE)
@@ -35,7 +24,7 @@ _SPEC_TITLE = re.compile(r"""^\s*["']?title["']?\s*:\s*["']?([^"'\n]+?)["']?,?\s
 def detect_format(path: str, text: str) -> str:
     """markdown, rst, asciidoc, text, yaml or json by extension; YAML/JSON declaring OpenAPI 3
     or AsyncAPI become ``openapi`` / ``asyncapi`` (the detectors' spec checks key on it)."""
-    kind = FORMATS.get(PurePosixPath(path).suffix.lower(), "text")
+    kind = DOCUMENT_FORMATS.get(PurePosixPath(path).suffix.lower(), "text")
     match = _SPEC_ROOT.search(text[:4096]) if kind in ("yaml", "json") else None
     if match and (match.group(1) == "asyncapi" or match.group(2) == "3"):
         return match.group(1)

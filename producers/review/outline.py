@@ -44,22 +44,16 @@ def _with_paths(raw: list[tuple[int, int, str]]) -> list[Heading]:
     return out
 
 
-def _markdown(lines: Sequence[str]) -> list[tuple[int, int, str]]:
-    found, fenced = [], False
+def _marked(
+    lines: Sequence[str], heading_re: re.Pattern[str], block_re: re.Pattern[str]
+) -> list[tuple[int, int, str]]:
+    """Headings whose marker's length is the level (``##``, ``==``), outside the blocks that
+    ``block_re``'s lines open and close (Markdown fences, AsciiDoc listing blocks)."""
+    found, inside = [], False
     for index, line in enumerate(lines):
-        if _MD_FENCE.match(line):
-            fenced = not fenced
-        elif not fenced and (m := _MD.match(line.rstrip("\r\n"))):
-            found.append((index, len(m.group(1)), m.group(2)))
-    return found
-
-
-def _asciidoc(lines: Sequence[str]) -> list[tuple[int, int, str]]:
-    found, block = [], False
-    for index, line in enumerate(lines):
-        if _ADOC_BLOCK.match(line):
-            block = not block
-        elif not block and (m := _ADOC.match(line.rstrip("\r\n"))):
+        if block_re.match(line):
+            inside = not inside
+        elif not inside and (m := heading_re.match(line.rstrip("\r\n"))):
             found.append((index, len(m.group(1)), m.group(2)))
     return found
 
@@ -106,9 +100,9 @@ def _structured(lines: Sequence[str], key_re: re.Pattern[str]) -> list[tuple[int
 def find_headings(doc_format: str, lines: Sequence[str]) -> list[Heading]:
     """The document's headings in line order, with their heading paths."""
     if doc_format == "markdown":
-        raw = _markdown(lines)
+        raw = _marked(lines, _MD, _MD_FENCE)
     elif doc_format == "asciidoc":
-        raw = _asciidoc(lines)
+        raw = _marked(lines, _ADOC, _ADOC_BLOCK)
     elif doc_format == "rst":
         raw = _rst(lines)
     elif doc_format in ("yaml", "openapi", "asyncapi"):

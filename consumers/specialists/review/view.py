@@ -14,22 +14,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import PurePosixPath
 
+from switchboard.core.findings import DOCUMENT_FORMATS
+
 #: Formats whose text is prose, where "is X addressed?" absence checks make sense.
 PROSE_FORMATS = frozenset({"markdown", "rst", "asciidoc", "text"})
 #: Formats that are API specifications: the spec checks apply.
 SPEC_FORMATS = frozenset({"openapi", "asyncapi"})
 
-_EXTENSIONS = {
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".rst": "rst",
-    ".adoc": "asciidoc",
-    ".asciidoc": "asciidoc",
-    ".txt": "text",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".json": "json",
-}
 _SPEC_ROOT = re.compile(r"""^\s*["']?(openapi|asyncapi)["']?\s*:\s*["']?\d""", re.MULTILINE)
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -48,7 +39,7 @@ _DISCUSSES_REJECTED = re.compile(
 def guess_format(path: str, text: str) -> str:
     """The format named by the extension, with YAML/JSON that declare an OpenAPI 3 or
     AsyncAPI version promoted to ``openapi`` / ``asyncapi``."""
-    kind = _EXTENSIONS.get(PurePosixPath(path).suffix.lower(), "text")
+    kind = DOCUMENT_FORMATS.get(PurePosixPath(path).suffix.lower(), "text")
     if kind in ("yaml", "json") and (match := _SPEC_ROOT.search(text[:4096])):
         return match.group(1)
     return kind
