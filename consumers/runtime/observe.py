@@ -19,8 +19,9 @@ the failure path is covered too, with one hook in each runtime's constructor.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry.trace import Tracer
@@ -81,16 +82,8 @@ class _Observer:
             group=self._group,
             stage=self._stage,
         )
-        token = hop.attach()
-        fields = logs.bind(hop.fields)
-        try:
+        with self._inside(msg, hop):
             result = self._handler(msg, ctx)
-        except Exception as exc:
-            self._raised(msg, hop, exc)
-            raise
-        finally:
-            logs.unbind(fields)
-            hop.detach(token)
         if type(result) is list or type(result) is tuple or not inspect.isawaitable(result):
             return hop.finish(result)
         return self._awaited(msg, hop, result)
@@ -99,17 +92,24 @@ class _Observer:
         self, msg: Record, hop: HopSpan, result: Awaitable[Sequence[Outbound]]
     ) -> Sequence[Outbound]:
         # Runs in the record's own task: what it attaches lives and dies with that task.
+        with self._inside(msg, hop):
+            outputs = await result
+        return hop.finish(outputs)
+
+    @contextlib.contextmanager
+    def _inside(self, msg: Record, hop: HopSpan) -> Iterator[None]:
+        """The hop's context and log fields are current inside; a raise is left to the
+        failure path (``_raised``) and goes on."""
         token = hop.attach()
         fields = logs.bind(hop.fields)
         try:
-            outputs = await result
+            yield
         except Exception as exc:
             self._raised(msg, hop, exc)
             raise
         finally:
             logs.unbind(fields)
             hop.detach(token)
-        return hop.finish(outputs)
 
     def _raised(self, msg: Record, hop: HopSpan, exc: BaseException) -> None:
         hop.failed(exc)
