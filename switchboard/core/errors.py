@@ -87,6 +87,14 @@ class ConfigError(FatalError):
     code = "config"
 
 
+class ProcessStop(FatalError):
+    """Raised when this process can handle no such record until an operator fixes its
+    configuration (e.g. a content key it lacks): the runtime stops with the record uncommitted,
+    so it waits in Kafka for a process that can, instead of being dead-lettered."""
+
+    code = "process_stop"
+
+
 class KafkaAccessError(FatalError):
     """Raised when Kafka refuses this client (credentials, TLS, ACLs, protocol): every record
     would fail alike, so the process stops with one line that says what to change; nothing is

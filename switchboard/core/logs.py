@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Final, TextIO
 
 from switchboard.core import tracing
+from switchboard.core.envelope import content_key_texts
 from switchboard.core.settings import Settings
 
 #: The record fields a log line carries when they are known, in this order.
@@ -78,7 +79,7 @@ def secrets_of(settings: Settings) -> list[str]:
     found += [password for password, _role in settings.console_accounts().values()]
     if settings.schema_registry_password is not None:
         found.append(settings.schema_registry_password)
-    return found
+    return found + content_key_texts(settings.keyring_file, settings.encryption_keys)
 
 
 class _Redacting(logging.Formatter):

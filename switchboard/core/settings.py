@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     #: ``switchboard status``); 0 publishes nothing.
     status_interval_s: float = Field(default=5.0, ge=0, le=3600)
 
+    # --- content encryption (switchboard.core.envelope, docs/security.md) ---------------
+    #: The keyring file (JSON, YAML or TOML: ``{keys: {<id>: <base64 of 32 bytes>}, primary:
+    #: <id>}``), reloaded on change; with a primary, prompts and answers are sealed.
+    keyring_file: Path | None = None
+    #: The same keyring as JSON, from the environment (a secret: masked when printed).
+    encryption_keys: SecretStr | None = None
+
     # --- operator console (switchboard console, docs/console.md) -------------------------
     #: Console users as JSON, ``{"alice": {"password": "...", "role": "operator"}}`` (roles
     #: ``viewer`` and ``operator``); a secret: masked in ``switchboard settings`` and logs.
@@ -178,6 +185,17 @@ class Settings(BaseSettings):
             raise ValueError("triage must be 'keyword' or 'model'")
         if self.console_users is not None:
             _parse_console_users(self.console_users.get_secret_value())
+        if self.keyring_file is not None and self.encryption_keys is not None:
+            raise ValueError(
+                "keyring_file and encryption_keys are both set: give the keyring one way"
+            )
+        if self.trace_content and (
+            self.keyring_file is not None or self.encryption_keys is not None
+        ):
+            raise ValueError(
+                "trace_content would export the prompts and answers that content encryption "
+                "seals: turn SWITCHBOARD_TRACE_CONTENT off"
+            )
         if self.triage == "model" and self.anthropic_api_key is None:
             raise ValueError("triage=model needs ANTHROPIC_API_KEY; set it or use triage=keyword")
         return self
@@ -215,6 +233,8 @@ class Settings(BaseSettings):
             data["anthropic_api_key"] = "***"
         if self.console_users is not None:
             data["console_users"] = "***"
+        if self.encryption_keys is not None:
+            data["encryption_keys"] = "***"
         if (password := self.schema_registry_password) is not None:
             data["schema_registry_url"] = data["schema_registry_url"].replace(password, "***", 1)
         data["kafka_config"] = {

@@ -2,7 +2,8 @@
 
 The tenants file (``SWITCHBOARD_TENANTS_FILE``, YAML or TOML by its extension) is validated
 with pydantic into a ``TenantsConfig``; ``TenantsSource`` reloads it when its mtime changes
-(checked by a daemon thread about once a second, off the router's hot path) and keeps the
+(checked by a daemon thread about once a second, off the router's hot path:
+``switchboard.core.filewatch``) and keeps the
 last good configuration when an edit does not validate, logging one line that names the file
 and the key to fix. Without a file, ``TenantsConfig.from_names`` keeps ``SWITCHBOARD_TENANTS``
 working: the listed tenants (or any, when the list is empty), unsigned, with the global limits.
@@ -17,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
-import threading
 import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from switchboard.core.errors import ErrorClass, SwitchboardError
+from switchboard.core.filewatch import FileWatch
 from switchboard.core.settings import SPECIALISTS
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ class TenantsSource:
         self.path = path
         self.reloads = 0
         self._on_change = on_change
-        self._mtime = _mtime(path) if path is not None else None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._watch = FileWatch(path, "tenants-reload") if path is not None else None
 
     @classmethod
     def from_file(cls, path: Path) -> TenantsSource:
@@ -216,12 +214,8 @@ class TenantsSource:
     def reload_if_changed(self) -> bool:
         """Reload when the file's mtime moved; True when a new configuration took effect. A
         bad edit keeps the last good configuration and logs one error line."""
-        if self.path is None:
+        if self.path is None or self._watch is None or not self._watch.moved():
             return False
-        mtime = _mtime(self.path)
-        if mtime == self._mtime:
-            return False
-        self._mtime = mtime
         try:
             config = load_tenants(self.path)
         except TenantsFileError as exc:
@@ -236,24 +230,12 @@ class TenantsSource:
 
     def start(self, every_s: float = RELOAD_EVERY_S) -> None:
         """Watch the file from a daemon thread (nothing to do without a file)."""
-        if self.path is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(
-            target=self._watch, args=(every_s,), name="tenants-reload", daemon=True
-        )
-        self._thread.start()
-
-    def _watch(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                self.reload_if_changed()
-            except Exception:  # a reload must never end the watch: log and try again
-                log.exception("tenants file reload failed")
+        if self._watch is not None:
+            self._watch.start(self.reload_if_changed, every_s)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._watch is not None:
+            self._watch.stop()
 
 
 #: Kafka's and the Schema Registry's own topics: never a reply topic.
@@ -269,13 +251,6 @@ def internal_topic(topic: str, pipeline_prefix: str) -> bool:
         or topic == pipeline_prefix
         or topic.startswith(pipeline_prefix + ".")
     )
-
-
-def _mtime(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
 
 
 def sign(value: bytes, request_id: str, tenant: str, key_id: str, secret: bytes) -> str:

@@ -1,0 +1,467 @@
+"""Content encryption: the prompt and answer fields sealed with AES-256-GCM (optional, off by
+default; docs/security.md, "Content encryption").
+
+A sealed field is a string in the same Avro field (the schemas do not change)::
+
+    sbenc1:<key id>:<base64url(salt[16] | nonce[12] | ciphertext | tag[16])>
+
+- ``key id`` names the keyring key (the key-encryption key) the field was sealed under: old
+  ids keep decrypting after a rotation, new fields use the keyring's ``primary``.
+- The field is not encrypted with the keyring key itself but with a data key derived for its
+  record, ``HKDF-SHA256(key, salt, "sbenc1" + key id)``, the 16-byte salt random per record.
+  Each data key seals a handful of fields, so AES-GCM's random-nonce budget (2^32 messages a
+  key, reached in weeks at 1000 requests a second with several fields each) never binds the
+  keyring key and rotation is never forced by volume. A data key wrapped with RFC 3394 AES-KW
+  instead of derived would be the KMS shape, but ``cryptography``'s AES-KW costs ~150 us a key
+  here against ~15 us for HKDF; the ``sbenc1`` version prefix leaves room for it.
+- The associated data binds the ciphertext to the scheme, the key id, the contract, the
+  record's request id and the field's name: a sealed field moved to another record or field,
+  or relabelled with another key id, does not open.
+
+What is sealed (``SEALED_FIELDS``): a request's ``text`` and ``prompt`` and its metadata values
+(except the pipeline's own keys, ``CLEAR_METADATA_KEYS``), a response's ``content``. Ids,
+tenant, specialist, status, usage, timings, error codes and messages and every header stay in
+clear: the router routes, budgets and answers with them, and an operator triages dead letters
+with them without the key.
+
+``EncryptingCodec`` wraps any ``Codec``: ``encode`` seals (when a keyring with a primary is
+configured), ``decode`` opens. It opens sealed fields even with encryption off and raises
+``KeyUnavailable`` when it has no such key, so a process never hands ciphertext to a model as
+if it were a prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from switchboard.core import headers as h
+from switchboard.core.errors import ConfigError, DecodeError, ErrorClass, ProcessStop
+from switchboard.core.filewatch import FileWatch
+from switchboard.core.findings import META_FORMAT, META_JOB, META_KIND, META_START_LINE
+from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
+from switchboard.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: What a sealed field starts with; the version names the format above.
+SCHEME: Final = "sbenc1"
+PREFIX: Final = SCHEME + ":"
+#: A key id: what may appear between the colons of a sealed field (and in a header).
+KEY_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+KEY_BYTES: Final = 32
+SALT_BYTES: Final = 16
+NONCE_BYTES: Final = 12
+#: Free-text fields of each contract that are sealed (metadata is handled per value).
+SEALED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    REQUEST: ("text", "prompt"),
+    RESPONSE: ("content",),
+}
+#: Request metadata keys the pipeline writes or routes on, kept in clear: everything else in
+#: metadata is the caller's (a review's path, headings and context) and sealed.
+CLEAR_METADATA_KEYS: Final = frozenset(
+    {"routed_at_ms", "route_ms", META_KIND, META_JOB, META_START_LINE, META_FORMAT}
+)
+#: How often the reload thread looks at the keyring file's mtime.
+RELOAD_EVERY_S: Final = 1.0
+#: The settings an operator sets to give a process its keys (named in every key error).
+KEY_SETTINGS: Final = "SWITCHBOARD_KEYRING_FILE or SWITCHBOARD_ENCRYPTION_KEYS"
+
+
+class KeyringError(ConfigError):
+    """Raised when the configured keys cannot be used (bad file, a key that is not 32 bytes of
+    base64, a primary that is not one of the keys); the message never quotes a key."""
+
+    code = "bad_keyring"
+
+
+class KeyUnavailable(DecodeError, ProcessStop):
+    """Raised when a field is sealed with a key id this process's keyring does not hold.
+
+    A ``DecodeError`` to tools that show records (``dlq show`` and the console print the
+    message in place of the record), and a process stop to the pipeline's runtime: the bytes
+    are fine, this process cannot read them, so it stops with the record uncommitted for a
+    process that holds the key, rather than dead-letter everything sealed with it.
+    """
+
+    error_class = ErrorClass.FATAL
+    code = "encryption_key_unavailable"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"content encrypted with key {key_id!r}, which this process does not hold: add it "
+            f"to the keyring ({KEY_SETTINGS})"
+        )
+        self.key_id = key_id
+
+
+class Keyring(BaseModel):
+    """Key id -> 32-byte key (base64 in the file), and the id new fields are sealed with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keys: dict[str, SecretStr] = Field(default_factory=dict)
+    #: The key new fields are sealed with; None with keys given: the last one listed.
+    primary: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Keyring:
+        for key_id, secret in self.keys.items():
+            if not KEY_ID_PATTERN.fullmatch(key_id):
+                raise ValueError(
+                    f"key id {key_id!r}: use 1-64 letters, digits, '.', '_' or '-' (no ':')"
+                )
+            try:
+                raw = base64.b64decode(secret.get_secret_value(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != KEY_BYTES:
+                raise ValueError(
+                    f"key {key_id!r} is not {KEY_BYTES} bytes of base64: make one with "
+                    "`python -c 'import os, base64; print(base64.b64encode(os.urandom(32))"
+                    ".decode())'`"
+                )
+        if self.primary is not None and self.primary not in self.keys:
+            raise ValueError(
+                f"primary {self.primary!r} is not one of the keys ({', '.join(self.keys)})"
+            )
+        if self.primary is None and self.keys:
+            object.__setattr__(self, "primary", list(self.keys)[-1])
+        return self
+
+    def key(self, key_id: str) -> bytes | None:
+        """The raw key of ``key_id``, or None when the keyring does not hold it."""
+        found = self.keys.get(key_id)
+        return base64.b64decode(found.get_secret_value()) if found is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether new fields are sealed (a primary key exists)."""
+        return self.primary is not None
+
+
+def parse_keyring(data: Any, source: str) -> Keyring:
+    """Validate ``data`` (a mapping) as a keyring; ``KeyringError`` names ``source`` and the key
+    at fault (pydantic's own message would quote the rejected value: a key)."""
+    if not isinstance(data, dict):
+        raise KeyringError(f"{source}: the top level must be a mapping with 'keys' and 'primary'")
+    try:
+        return Keyring.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise KeyringError(f"{source}: {where + ': ' if where else ''}{message}") from None
+
+
+def keyring_from_json(text: str, source: str = "SWITCHBOARD_ENCRYPTION_KEYS") -> Keyring:
+    """The keyring in JSON ``text`` (``{"keys": {"k1": "<base64>"}, "primary": "k1"}``)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise KeyringError(
+            f'{source} is not JSON: give {{"keys": {{"<id>": "<base64 of 32 bytes>"}}, '
+            '"primary": "<id>"}'
+        ) from None
+    return parse_keyring(data, source)
+
+
+def load_keyring(path: Path) -> Keyring:
+    """Read and validate a keyring file (JSON, YAML or TOML, by its extension)."""
+    source = f"keyring file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KeyringError(f"{source}: cannot read it ({exc.strerror})") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return keyring_from_json(text, source)
+    try:
+        if suffix in (".yaml", ".yml"):
+            data: Any = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise KeyringError(f"{source}: name it .json, .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError):
+        raise KeyringError(f"{source}: not valid {suffix[1:]}") from None
+    return parse_keyring(data, source)
+
+
+class KeyringSource:
+    """The current keyring: fixed, or a file reloaded when it changes (a bad edit keeps the
+    last good keyring and logs one line; ``keyring`` is one reference swap per reload)."""
+
+    def __init__(self, keyring: Keyring, path: Path | None = None) -> None:
+        self.keyring = keyring
+        self.path = path
+        self.reloads = 0
+        self._watch = FileWatch(path, "keyring-reload") if path is not None else None
+
+    @classmethod
+    def from_settings(cls, keyring_file: Path | None, keys_json: str | None) -> KeyringSource:
+        """The configured keyring (none configured: an empty one, which seals nothing); bad
+        keys fail start-up here with one line."""
+        if keyring_file is not None and keys_json is not None:
+            raise KeyringError(
+                "set SWITCHBOARD_KEYRING_FILE or SWITCHBOARD_ENCRYPTION_KEYS, not both"
+            )
+        if keyring_file is not None:
+            return cls(load_keyring(keyring_file), keyring_file)
+        if keys_json is not None:
+            return cls(keyring_from_json(keys_json))
+        return cls(Keyring())
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the file's mtime moved; True when a new keyring took effect."""
+        if self._watch is None or not self._watch.moved():
+            return False
+        try:
+            keyring = load_keyring(self._watch.path)
+        except KeyringError as exc:
+            log.error("%s; keeping the last good keyring", exc)
+            return False
+        self.keyring = keyring
+        self.reloads += 1
+        log.info(
+            "keyring %s reloaded: keys %s, primary %s",
+            self._watch.path,
+            ", ".join(keyring.keys),
+            keyring.primary,
+        )
+        return True
+
+    def start(self, every_s: float = RELOAD_EVERY_S) -> None:
+        """Watch the file from a daemon thread (nothing to do without a file)."""
+        if self._watch is not None:
+            self._watch.start(self.reload_if_changed, every_s)
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+
+
+def _aad(key_id: str, contract: str, request_id: str, field: str) -> bytes:
+    """The associated data: each part length-prefixed, so no two inputs collide."""
+    out = bytearray()
+    for part in (SCHEME, key_id, contract, request_id, field):
+        raw = part.encode()
+        out += len(raw).to_bytes(4, "big") + raw
+    return bytes(out)
+
+
+def _data_key(key: bytes, salt: bytes, key_id: str) -> AESGCM:
+    info = (SCHEME + key_id).encode()
+    return AESGCM(HKDF(hashes.SHA256(), KEY_BYTES, salt, info).derive(key))
+
+
+def sealed_key_id(value: object) -> str | None:
+    """The key id of a sealed field, or None when ``value`` is not one."""
+    if not isinstance(value, str) or not value.startswith(PREFIX):
+        return None
+    key_id, sep, _body = value[len(PREFIX) :].partition(":")
+    return key_id if sep else None
+
+
+class _Sealer:
+    """Seals the fields of one record: one data key (and salt) for all of them."""
+
+    def __init__(self, keyring: Keyring, contract: str, request_id: str) -> None:
+        assert keyring.primary is not None
+        self.key_id = keyring.primary
+        self._salt = os.urandom(SALT_BYTES)
+        self._aead = _data_key(keyring.key(self.key_id) or b"", self._salt, self.key_id)
+        self._contract = contract
+        self._request_id = request_id
+
+    def seal(self, field: str, plaintext: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        aad = _aad(self.key_id, self._contract, self._request_id, field)
+        body = self._aead.encrypt(nonce, plaintext.encode(), aad)
+        token = base64.urlsafe_b64encode(self._salt + nonce + body).rstrip(b"=").decode()
+        return f"{PREFIX}{self.key_id}:{token}"
+
+
+class _Opener:
+    """Opens the sealed fields of one record (data keys derived once per salt)."""
+
+    def __init__(self, keyring: Keyring, contract: str, request_id: str) -> None:
+        self._keyring = keyring
+        self._contract = contract
+        self._request_id = request_id
+        self._keys: dict[tuple[str, bytes], AESGCM] = {}
+
+    def open(self, field: str, value: str) -> str:
+        key_id, _sep, token = value[len(PREFIX) :].partition(":")
+        key = self._keyring.key(key_id)
+        if key is None:
+            raise KeyUnavailable(key_id)
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) < SALT_BYTES + NONCE_BYTES + 16:
+            raise DecodeError(
+                f"{self._contract}.{field}: sealed field is cut short or not base64",
+                code="bad_ciphertext",
+            )
+        salt, nonce = raw[:SALT_BYTES], raw[SALT_BYTES : SALT_BYTES + NONCE_BYTES]
+        aead = self._keys.get((key_id, salt))
+        if aead is None:
+            aead = self._keys[(key_id, salt)] = _data_key(key, salt, key_id)
+        aad = _aad(key_id, self._contract, self._request_id, field)
+        try:
+            plain = aead.decrypt(nonce, raw[SALT_BYTES + NONCE_BYTES :], aad)
+        except InvalidTag:
+            raise DecodeError(
+                f"{self._contract}.{field}: sealed field does not authenticate with key "
+                f"{key_id!r} (altered, or moved from another record or field)",
+                code="bad_ciphertext",
+            ) from None
+        try:
+            return plain.decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"{self._contract}.{field}: not UTF-8", code="invalid_utf8") from exc
+
+
+def seal_record(keyring: Keyring, contract: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with its content fields sealed under the primary key (as it is, when the
+    keyring has none or the contract has no content fields)."""
+    fields = SEALED_FIELDS.get(contract)
+    if fields is None or not keyring.enabled:
+        return dict(record)
+    sealer = _Sealer(keyring, contract, str(record.get("request_id") or ""))
+    out = dict(record)
+    for name in fields:
+        value = out.get(name)
+        if isinstance(value, str) and value:
+            out[name] = sealer.seal(name, value)
+    metadata = out.get("metadata")
+    if contract == REQUEST and metadata:
+        out["metadata"] = {
+            k: v if k in CLEAR_METADATA_KEYS or not v else sealer.seal("metadata/" + k, v)
+            for k, v in metadata.items()
+        }
+    return out
+
+
+def open_record(keyring: Keyring, contract: str, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its sealed fields opened (in place, and returned); ``KeyUnavailable``
+    for a key id the keyring lacks, ``DecodeError`` for a field that does not authenticate."""
+    fields = SEALED_FIELDS.get(contract)
+    if fields is None:
+        return record
+    opener: _Opener | None = None
+    for name in fields:
+        value = record.get(name)
+        if isinstance(value, str) and value.startswith(PREFIX):
+            opener = opener or _Opener(keyring, contract, str(record.get("request_id") or ""))
+            record[name] = opener.open(name, value)
+    metadata = record.get("metadata")
+    if metadata and any(v.startswith(PREFIX) for v in metadata.values()):
+        opener = opener or _Opener(keyring, contract, str(record.get("request_id") or ""))
+        record["metadata"] = {
+            k: opener.open("metadata/" + k, v) if v.startswith(PREFIX) else v
+            for k, v in metadata.items()
+        }
+    return record
+
+
+class EncryptingCodec:
+    """A ``Codec`` that seals content fields on ``encode`` and opens them on ``decode``."""
+
+    def __init__(self, inner: Codec, keys: KeyringSource) -> None:
+        self.inner = inner
+        self.keys = keys
+
+    def encode(self, contract: str, record: Mapping[str, Any], topic: str) -> bytes:
+        return self.inner.encode(contract, seal_record(self.keys.keyring, contract, record), topic)
+
+    def decode(self, contract: str, data: bytes | None, topic: str) -> dict[str, Any]:
+        return open_record(self.keys.keyring, contract, self.inner.decode(contract, data, topic))
+
+    def key_headers(self) -> list[tuple[str, bytes]]:
+        """``sb-enc-key-id`` for a record encoded now (none while nothing is sealed)."""
+        primary = self.keys.keyring.primary
+        return [(h.ENCRYPTION_KEY_ID, primary.encode())] if primary is not None else []
+
+
+def encrypting(codec: Codec, keys: KeyringSource | Keyring | None = None) -> EncryptingCodec:
+    """``codec`` sealing with ``keys`` (none: it seals nothing but still opens, or names the
+    key it lacks); an ``EncryptingCodec`` given without keys is returned as it is."""
+    if isinstance(codec, EncryptingCodec):
+        if keys is None:
+            return codec
+        codec = codec.inner
+    if not isinstance(keys, KeyringSource):
+        keys = KeyringSource(keys or Keyring())
+    return EncryptingCodec(codec, keys)
+
+
+def key_headers(codec: Codec) -> list[tuple[str, bytes]]:
+    """The key id header for a record ``codec`` encodes now ([] when it seals nothing)."""
+    return codec.key_headers() if isinstance(codec, EncryptingCodec) else []
+
+
+def keyring_of(settings: Settings) -> KeyringSource:
+    """The keyring ``settings`` configure (an empty one without), its file watched for
+    changes; a bad keyring fails start-up here with one line."""
+    secret = settings.encryption_keys
+    keys = KeyringSource.from_settings(
+        settings.keyring_file, secret.get_secret_value() if secret is not None else None
+    )
+    keys.start()
+    return keys
+
+
+def content_codec(settings: Settings, inner: Codec | None = None) -> EncryptingCodec:
+    """The codec a process that reads or writes content uses: ``inner`` (default: the one
+    ``settings`` pick) sealing and opening with the configured keyring."""
+    return EncryptingCodec(inner or make_codec(settings.schema_registry_url), keyring_of(settings))
+
+
+def content_key_texts(keyring_file: Path | None, keys: SecretStr | None) -> list[str]:
+    """The configured keys as written (base64), for the log redactor; [] when unreadable."""
+    try:
+        source = KeyringSource.from_settings(
+            keyring_file, keys.get_secret_value() if keys is not None else None
+        )
+    except KeyringError:
+        return []
+    return [secret.get_secret_value() for secret in source.keyring.keys.values()]
+
+
+__all__ = [
+    "CLEAR_METADATA_KEYS",
+    "SEALED_FIELDS",
+    "EncryptingCodec",
+    "KeyUnavailable",
+    "Keyring",
+    "KeyringError",
+    "KeyringSource",
+    "content_codec",
+    "content_key_texts",
+    "encrypting",
+    "key_headers",
+    "keyring_from_json",
+    "keyring_of",
+    "load_keyring",
+    "open_record",
+    "seal_record",
+    "sealed_key_id",
+]
