@@ -33,10 +33,10 @@ def _source(args: argparse.Namespace, settings: Settings) -> str:
 
 def _store(settings: Settings, source: str) -> tuple[dict[str, Any], DeadLetterStore]:
     from consumers.replay.store import DeadLetterStore
-    from switchboard.core.serde import make_codec
+    from switchboard.core.envelope import content_codec
 
     kafka = settings.client_config(resolve_bootstrap(settings))
-    codec = make_codec(settings.schema_registry_url)
+    codec = content_codec(settings)
     return kafka, DeadLetterStore(kafka, Topics(settings.topic_prefix), codec, source=source)
 
 
@@ -90,12 +90,24 @@ def _print_dry_run(
     """A dry run's answer (``summary`` plus ``count_key`` and the ``rows``), as JSON or as the
     plan table ending in how to apply it; exits 0."""
     summary.update({count_key: len(rows), "records": rows})
+    _print_summary(
+        args, summary, rows, f"would {verb} {len(rows)}", f"add --apply to {what_apply_does}"
+    )
+    return 0
+
+
+def _print_summary(
+    args: argparse.Namespace,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    headline: str,
+    tail: str,
+) -> None:
+    """``summary`` as JSON, or as the plan table under ``headline`` and above ``tail``."""
     if args.json:
         render.print_json(summary)
     else:
-        headline = f"would {verb} {len(rows)}"
-        render.print_plan(summary, rows, headline, f"add --apply to {what_apply_does}")
-    return 0
+        render.print_plan(summary, rows, headline, tail)
 
 
 def list_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
@@ -207,16 +219,15 @@ def replay_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         elapsed_s=round(result.elapsed_s, 3),
         rate_per_s=round(result.rate_per_s, 1),
     )
-    if args.json:
-        render.print_json(summary)
-    else:
-        render.print_plan(
-            summary,
-            rows,
-            f"replay {result.replay_id}: {len(result.sent)}",
-            f"{len(result.sent)} sent in {result.elapsed_s:.2f}s "
-            f"({result.rate_per_s:.0f}/s); {len(result.failed)} failed",
-        )
+    _print_summary(
+        args,
+        summary,
+        rows,
+        f"replay {result.replay_id}: {len(result.sent)}",
+        f"{len(result.sent)} sent in {result.elapsed_s:.2f}s "
+        f"({result.rate_per_s:.0f}/s); {len(result.failed)} failed",
+    )
+    if not args.json:
         for letter, error in result.failed:
             print(f"switchboard: error: {letter.id}: {error}", file=sys.stderr)
     return 1 if result.failed else 0
@@ -279,13 +290,11 @@ def purge_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.to_thread(producer.close)
 
     summary.update(acknowledged=asyncio.run(write()) if chosen.records else 0, records=rows)
-    if args.json:
-        render.print_json(summary)
-    else:
-        render.print_plan(
-            summary,
-            rows,
-            f"acknowledged {len(rows)}",
-            "list and replay now hide them (--include-acked shows them); retention frees the space",
-        )
+    _print_summary(
+        args,
+        summary,
+        rows,
+        f"acknowledged {len(rows)}",
+        "list and replay now hide them (--include-acked shows them); retention frees the space",
+    )
     return 0
