@@ -74,6 +74,17 @@ class ReviewItem:
     def prompt(self) -> str:
         return self.part.request_text()
 
+    def request_fields(self, job: str) -> dict[str, Any]:
+        """What the item's request carries besides its prompt (the keywords of ``submit`` and
+        ``build_request``): a review item always goes at ``BATCH`` priority."""
+        return {
+            "request_id": self.request_id,
+            "specialist": self.specialist,
+            "tenant": self.tenant,
+            "priority": "BATCH",
+            "metadata": self.metadata(job),
+        }
+
     def metadata(self, job: str) -> dict[str, str]:
         return ReviewMeta(
             job=job,
@@ -250,14 +261,7 @@ async def run(
                 progress.settled(item, found[item.request_id])
     deadline = time.monotonic() + timeout_s
     for item in to_send:
-        await client.submit(
-            item.prompt,
-            request_id=item.request_id,
-            specialist=item.specialist,
-            tenant=item.tenant,
-            priority="BATCH",
-            metadata=item.metadata(job.job),
-        )
+        await client.submit(item.prompt, **item.request_fields(job.job))
         outcome.sent += 1
         metrics.REVIEW_PENDING.inc()
 

@@ -29,14 +29,7 @@ def batch_items(plan: Any, to_send: list[Any]) -> list[BatchItem]:
     document as the prefix every specialist reviewing it shares."""
     items = []
     for item in to_send:
-        request = build_request(
-            item.prompt,
-            tenant=item.tenant,
-            specialist=item.specialist,
-            request_id=item.request_id,
-            priority="BATCH",
-            metadata=item.metadata(plan.job),
-        )
+        request = build_request(item.prompt, **item.request_fields(plan.job))
         request["prompt"] = item.prompt
         items.append(BatchItem(item.request_id, item.specialist, request, item.document.text))
     return items
