@@ -1,12 +1,26 @@
-"""Small helpers for integration tests: produce and read topics on the real broker."""
+"""Small helpers for integration tests: produce and read topics on the real broker, and a
+failure path for runtimes whose handlers never fail."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from consumers.runtime import Record
+from switchboard.core.aio_producer import Outbound
+
+
+class Unexpected:
+    """A failure path for handlers that never fail: any failure fails the test."""
+
+    def expected(self, exc: BaseException) -> bool:
+        return False
+
+    async def resolve(self, msg: Record, exc: BaseException) -> Sequence[Outbound]:
+        raise AssertionError(f"unexpected failure: {exc!r}")
 
 
 def produce_all(

@@ -16,17 +16,9 @@ from switchboard.core import metrics
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.kafka_clients import producer_config
 
-from .helpers import produce_all
+from .helpers import Unexpected, produce_all
 
 pytestmark = pytest.mark.integration
-
-
-class _NoFailures:
-    def expected(self, exc: BaseException) -> bool:
-        return False
-
-    async def resolve(self, msg: Record, exc: BaseException) -> Sequence[Outbound]:
-        raise AssertionError(f"unexpected failure: {exc!r}")
 
 
 def test_lag_counts_records_behind_a_paused_partition(
@@ -68,7 +60,7 @@ def test_lag_counts_records_behind_a_paused_partition(
             ),
             lambda m, c: wait(m, c),
             producer=producer,
-            failures=_NoFailures(),
+            failures=Unexpected(),
         )
         run = asyncio.create_task(runtime.run())
         monitor = LagMonitor(kafka_config)

@@ -9,22 +9,12 @@ from collections.abc import Callable, Sequence
 import pytest
 from confluent_kafka import Message
 
-from consumers.runtime import ConsumerRuntime, Context, Handler, Record, RuntimeConfig
+from consumers.runtime import ConsumerRuntime, Context, Handler, RuntimeConfig
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 
-from .helpers import committed_offsets, produce_all, read_topic
+from .helpers import Unexpected, committed_offsets, produce_all, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-class _Unexpected:
-    """A failure path for handlers that never fail: any failure fails the test."""
-
-    def expected(self, exc: BaseException) -> bool:
-        return False
-
-    async def resolve(self, msg: Record, exc: BaseException) -> Sequence[Outbound]:
-        raise AssertionError(f"unexpected error {exc}")
 
 
 async def _run_to_completion(
@@ -36,7 +26,7 @@ async def _run_to_completion(
         RuntimeConfig([source], group, kafka_config, concurrency=cap),
         handler,
         producer=producer,
-        failures=_Unexpected(),
+        failures=Unexpected(),
     )
     stats = await runtime.run(max_messages=n, idle_timeout=20)
     producer.close()

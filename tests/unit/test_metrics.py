@@ -31,22 +31,22 @@ def test_specialist_labels_are_bounded() -> None:
 
 def test_responses_count_by_status_and_observe_e2e_and_stage_latency() -> None:
     m = metrics.ResponseMetrics("model")
-    before = (
-        value("switchboard_responses_total", stage="model", specialist="api", status="answered"),
-        value("switchboard_e2e_duration_seconds_count", specialist="api"),
-        value("switchboard_e2e_duration_seconds_sum", specialist="api"),
-        value("switchboard_stage_duration_seconds_count", stage="queue", specialist="api"),
-        value("switchboard_e2e_duration_seconds_bucket", specialist="api", le="0.05"),
-    )
+
+    def samples() -> tuple[float, ...]:
+        return (
+            value(
+                "switchboard_responses_total", stage="model", specialist="api", status="answered"
+            ),
+            value("switchboard_e2e_duration_seconds_count", specialist="api"),
+            value("switchboard_e2e_duration_seconds_sum", specialist="api"),
+            value("switchboard_stage_duration_seconds_count", stage="queue", specialist="api"),
+            value("switchboard_e2e_duration_seconds_bucket", specialist="api", le="0.05"),
+        )
+
+    before = samples()
     m.observe("api", ResponseStatus.ANSWERED, {"total": 40, "queue": 3, "model": 30, "worker": 35})
     m.observe("api", ResponseStatus.ANSWERED, {"total": 2000, "queue": 1})
-    after = (
-        value("switchboard_responses_total", stage="model", specialist="api", status="answered"),
-        value("switchboard_e2e_duration_seconds_count", specialist="api"),
-        value("switchboard_e2e_duration_seconds_sum", specialist="api"),
-        value("switchboard_stage_duration_seconds_count", stage="queue", specialist="api"),
-        value("switchboard_e2e_duration_seconds_bucket", specialist="api", le="0.05"),
-    )
+    after = samples()
     assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx([2, 2, 2.04, 2, 1])
 
 
