@@ -28,21 +28,6 @@ FINDINGS_VERSION: Literal[1] = 1
 #: The name of the Claude tool a model calls to hand in its findings.
 FINDINGS_TOOL_NAME = "report_findings"
 
-#: Extension -> format of the documents a review reads: what the review job walks for and how
-#: a worker's detectors read a part (any other extension reads as ``text``).
-DOCUMENT_FORMATS: dict[str, str] = {
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".rst": "rst",
-    ".adoc": "asciidoc",
-    ".asciidoc": "asciidoc",
-    ".txt": "text",
-    ".text": "text",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".json": "json",
-}
-
 
 class Severity(StrEnum):
     """How much a finding matters, from ``critical`` down to ``info``. Members compare by
@@ -87,6 +72,21 @@ _RANKS = {
 
 #: Worst first: the order reports list findings in.
 SEVERITIES_WORST_FIRST: tuple[Severity, ...] = tuple(sorted(Severity, key=lambda s: -s.rank))
+
+#: Extension -> format of the documents a review reads: what the review job walks for and how
+#: a worker's detectors read a part (any other extension reads as ``text``).
+DOCUMENT_FORMATS: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "rst",
+    ".adoc": "asciidoc",
+    ".asciidoc": "asciidoc",
+    ".txt": "text",
+    ".text": "text",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".json": "json",
+}
 
 
 class Effort(StrEnum):

@@ -79,23 +79,6 @@ def _ensure_ledgers(store: DeadLetterStore, settings: Settings) -> None:
 
 
 # --- list --------------------------------------------------------------------------------------
-def _print_dry_run(
-    args: argparse.Namespace,
-    summary: dict[str, Any],
-    rows: list[dict[str, Any]],
-    verb: str,
-    count_key: str,
-    what_apply_does: str,
-) -> int:
-    """A dry run's answer (``summary`` plus ``count_key`` and the ``rows``), as JSON or as the
-    plan table ending in how to apply it; exits 0."""
-    summary.update({count_key: len(rows), "records": rows})
-    _print_summary(
-        args, summary, rows, f"would {verb} {len(rows)}", f"add --apply to {what_apply_does}"
-    )
-    return 0
-
-
 def _print_summary(
     args: argparse.Namespace,
     summary: dict[str, Any],
@@ -199,7 +182,9 @@ def replay_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         "skipped": skipped,
     }
     if not args.apply:
-        return _print_dry_run(args, summary, rows, "replay", "would_send", "send them")
+        summary.update(would_send=len(rows), records=rows)
+        _print_summary(args, summary, rows, f"would replay {len(rows)}", "add --apply to send them")
+        return 0
     missing = store.missing_topics({str(x.origin_topic) for x in plan.to_send})
     if missing:
         raise ConfigError(
@@ -274,9 +259,10 @@ def purge_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         "skipped": {"already_acknowledged": chosen.hidden_acked} if chosen.hidden_acked else {},
     }
     if not args.apply:
-        return _print_dry_run(
-            args, summary, rows, "acknowledge", "would_acknowledge", "acknowledge them"
-        )
+        summary.update(would_acknowledge=len(rows), records=rows)
+        headline = f"would acknowledge {len(rows)}"
+        _print_summary(args, summary, rows, headline, "add --apply to acknowledge them")
+        return 0
     if chosen.records:
         _ensure_ledgers(store, settings)
 
