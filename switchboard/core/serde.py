@@ -19,10 +19,11 @@ a registry outage is not the record's fault and must not fill the DLQ.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
@@ -33,6 +34,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from switchboard.core.avro_compiled import Unsupported, compile_record
 from switchboard.core.errors import (
     ConfigError,
     DecodeError,
@@ -212,9 +214,19 @@ class SingleObjectCodec:
         # Keyed by the 8 fingerprint bytes: one dict lookup finds the writer schema of any
         # version, and the reader schema to resolve it into (None when already the latest).
         self._readers: dict[bytes, tuple[str, int, Any, Any]] = {}
+        # The compiled fast path (``avro_compiled``) of each contract's latest version, where
+        # its schema compiles: the writer by contract, the reader by fingerprint. fastavro
+        # (above) stays the authority: anything the fast path raises on goes through it.
+        self._fast_writers: dict[str, Callable[[Mapping[str, Any]], bytes]] = {}
+        self._fast_readers: dict[bytes, tuple[str, Callable[[bytes, int], dict[str, Any]]]] = {}
         for contract, history in versions.items():
             latest = history[-1]
-            latest_parsed = parse_schema(_without_logical_types(latest.schema))
+            plain = _without_logical_types(latest.schema)
+            latest_parsed = parse_schema(plain)
+            with contextlib.suppress(Unsupported):
+                compiled = compile_record(plain, SINGLE_OBJECT_MARKER + latest.fingerprint)
+                self._fast_writers[contract] = compiled.write
+                self._fast_readers[latest.fingerprint] = (contract, compiled.read)
             self._writers[contract] = (
                 SINGLE_OBJECT_MARKER + latest.fingerprint,
                 latest_parsed,
@@ -235,6 +247,12 @@ class SingleObjectCodec:
         Missing fields take their schema defaults; a field the schema does not know raises
         ``EncodeError``, because a misspelt key would otherwise be dropped in silence.
         """
+        fast = self._fast_writers.get(contract)
+        if fast is not None:
+            try:
+                return fast(record)
+            except Exception:  # fastavro below writes it, or raises the EncodeError it always did
+                pass
         try:
             header, schema, version = self._writers[contract]
         except KeyError:
@@ -255,6 +273,13 @@ class SingleObjectCodec:
 
     def decode(self, contract: str, data: bytes | None, topic: str) -> dict[str, Any]:
         """The ``contract`` record in ``data``, resolved into the latest version's shape."""
+        if type(data) is bytes and data[:2] == SINGLE_OBJECT_MARKER:
+            fast = self._fast_readers.get(data[2:_HEADER_LEN])
+            if fast is not None and fast[0] == contract:
+                try:
+                    return fast[1](data, _HEADER_LEN)
+                except Exception:  # corrupt or unusual: fastavro below decides, as it always did
+                    pass
         if not data:
             raise DecodeError(f"empty value on {topic}: no {contract} to decode", code="empty")
         if data[:2] != SINGLE_OBJECT_MARKER:
