@@ -94,12 +94,14 @@ def _other_sessions() -> bool:
 def _delete_new_topics(admin: AdminClient, before: set[str]) -> None:
     """Delete the topics this session created on the local broker, which keeps its data
     between sessions: thousands of leftover uuid topics would slow every later start and run.
-    Topics of a pipeline a developer runs alongside (the default prefix) are kept."""
+    Topics of a pipeline a developer runs alongside (the default prefix) are kept, and so are
+    a benchmark run's (``bench-<uuid>.*``, which the harness deletes itself): deleting them
+    under a running benchmark fails its drain with "unknown topic"."""
     try:
         created = [
             name
             for name in admin.list_topics(timeout=30).topics
-            if name not in before and not name.startswith(("__", "switchboard."))
+            if name not in before and not name.startswith(("__", "switchboard.", "bench-"))
         ]
         if created:
             for future in admin.delete_topics(created, operation_timeout=30).values():
