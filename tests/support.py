@@ -1,13 +1,16 @@
-"""Small helpers that unit and integration tests share: polling until a condition holds, and a
-JSON GET that returns the status of an HTTP error instead of raising it."""
+"""Small helpers that unit and integration tests share: polling until a condition holds, a
+JSON GET that returns the status of an HTTP error instead of raising it, and the most holders
+an async gate (a cap, a limiter) let in at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -34,3 +37,28 @@ def get_json(url: str) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+async def most_at_once(
+    gate: AbstractAsyncContextManager[Any],
+    calls: int,
+    *,
+    hold_s: float = 0.0,
+    inside: Callable[[int], object] | None = None,
+) -> int:
+    """Run ``calls`` tasks at once that each hold ``gate`` for ``hold_s`` (``inside(i)`` runs as
+    task ``i`` gets in); the most that held it at the same time."""
+    holding = most = 0
+
+    async def call(i: int) -> None:
+        nonlocal holding, most
+        async with gate:
+            holding += 1
+            most = max(most, holding)
+            if inside is not None:
+                inside(i)
+            await asyncio.sleep(hold_s)
+            holding -= 1
+
+    await asyncio.gather(*(call(i) for i in range(calls)))
+    return most

@@ -28,6 +28,7 @@ from switchboard.core.errors import PermanentError, TransientError
 from switchboard.core.policy import Dead, Retry
 from switchboard.core.settings import Settings
 from switchboard.core.topics import TopicRole, Topics
+from tests.support import most_at_once
 
 from .memory_kit import (
     CODEC,
@@ -73,18 +74,7 @@ def test_a_freed_slot_goes_to_a_waiting_interactive_record_before_an_earlier_bat
 def test_the_batch_gate_never_lets_more_than_its_share_in_and_returns_every_slot() -> None:
     async def main() -> tuple[int, Slots, Slots]:
         shared, own = Slots(8), Slots(2)
-        gate = BatchGate(own, shared)
-        holding = high = 0
-
-        async def work() -> None:
-            nonlocal holding, high
-            async with gate:
-                holding += 1
-                high = max(high, holding)
-                await asyncio.sleep(0.001)
-                holding -= 1
-
-        await asyncio.gather(*(work() for _ in range(30)))
+        high = await most_at_once(BatchGate(own, shared), 30, hold_s=0.001)
         return high, shared, own
 
     high, shared, own = asyncio.run(main())
@@ -275,19 +265,24 @@ def test_the_router_sends_batch_requests_to_the_batch_topic_and_the_rest_to_the_
     assert _route("INTERACTIVE").topic == INTERACTIVE
 
 
+def _failed_batch_task(
+    error: Exception, offset: int, **failed: Any
+) -> tuple[MemorySink, MemoryRecord, Sequence[Outbound]]:
+    """A task read from the batch topic whose model stage raised ``error``, written by the
+    failure strategy as ``failed`` (the ``RecordFailed`` fields) says: the strategy's sink, the
+    record and what the strategy returned."""
+    sink = MemorySink()
+    req = request()
+    msg = MemoryRecord(BATCH, encoded(req, BATCH), b"k", id_header(req), 0, offset)
+    record_failed = RecordFailed(classify(error), request=req, attempt=1, **failed)
+    return sink, msg, asyncio.run(strategy(Stage.MODEL, sink).write(msg, record_failed))
+
+
 def test_a_batch_task_retried_keeps_its_priority_through_the_relay() -> None:
     """The retry record names the batch topic as its origin; the relay sends it back there."""
-    sink = MemorySink()
-    failures = strategy(Stage.MODEL, sink)
-    req = request()
-    msg = MemoryRecord(BATCH, encoded(req, BATCH), b"k", id_header(req), 0, 3)
-    failed = RecordFailed(
-        classify(TransientError("busy")),
-        request=req,
-        attempt=1,
-        decision=Retry(1.0, TOPICS.retry(1)),
+    _sink, _msg, [retry] = _failed_batch_task(
+        TransientError("busy"), 3, decision=Retry(1.0, TOPICS.retry(1))
     )
-    [retry] = asyncio.run(failures.write(msg, failed))
     assert header(retry, h.RETRY_ORIGIN_TOPIC) == BATCH
     relay_sink = MemorySink()
     relay = MemoryRuntime(RetryRelay(TOPICS).handle, strategy(Stage.RELAY, relay_sink), relay_sink)
@@ -311,18 +306,12 @@ def test_batch_share_setting_is_validated() -> None:
 
 def test_a_dead_lettered_batch_task_is_replayed_to_the_batch_topic() -> None:
     """The dead letter's origin is the batch topic, and ``dlq replay`` sends it back there."""
-    sink = MemorySink()
-    failures = strategy(Stage.MODEL, sink)
-    req = request()
-    msg = MemoryRecord(BATCH, encoded(req, BATCH), b"k", id_header(req), 0, 5)
-    failed = RecordFailed(
-        classify(PermanentError("no", code="invalid_request")),
-        request=req,
-        attempt=1,
+    sink, msg, _outputs = _failed_batch_task(
+        PermanentError("no", code="invalid_request"),
+        5,
         specialist="backend",
         decision=Dead("invalid_request"),
     )
-    asyncio.run(failures.write(msg, failed))
     [letter] = sink.records(TOPICS.dlq)
     view = DeadLetterView.from_message(cast(Message, letter), CODEC)
     assert view.origin_topic == BATCH

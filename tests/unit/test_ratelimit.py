@@ -11,6 +11,7 @@ import pytest
 from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter, TokenBucket
 from switchboard.core.classify import Failure
 from switchboard.core.errors import ErrorClass
+from tests.support import most_at_once
 
 WALL = 1_700_000_000.0
 
@@ -141,21 +142,12 @@ def test_multiplicative_decrease_at_most_once_per_cooldown_floored_at_minimum() 
 def test_in_flight_never_exceeds_the_limit() -> None:
     limiter = aimd(FakeClock(), initial=3)
 
+    def within_the_limit(_call: int) -> None:
+        assert limiter.in_flight <= limiter.limit
+
     async def scenario() -> int:
-        running = peak = 0
-
-        async def call() -> None:
-            nonlocal running, peak
-            async with limiter:
-                running += 1
-                peak = max(peak, running)
-                assert limiter.in_flight <= limiter.limit
-                await asyncio.sleep(0)
-                running -= 1
-
         async with asyncio.timeout(2):
-            await asyncio.gather(*(call() for _ in range(25)))
-        return peak
+            return await most_at_once(limiter, 25, inside=within_the_limit)
 
     assert asyncio.run(scenario()) == 3
     assert (limiter.high_water, limiter.in_flight) == (3, 0)

@@ -5,24 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from consumers.runtime.slots import Slots
+from tests.support import most_at_once
 
 
 def test_never_more_than_the_limit_and_everyone_gets_a_turn() -> None:
     async def main() -> tuple[int, list[int]]:
         slots = Slots(3)
-        holding = high = 0
         order: list[int] = []
-
-        async def work(i: int) -> None:
-            nonlocal holding, high
-            async with slots:
-                holding += 1
-                high = max(high, holding)
-                order.append(i)
-                await asyncio.sleep(0.001)
-                holding -= 1
-
-        await asyncio.gather(*(work(i) for i in range(50)))
+        high = await most_at_once(slots, 50, hold_s=0.001, inside=order.append)
         assert slots.free == 3
         return high, order
 

@@ -12,16 +12,14 @@ from typing import Any, cast
 import pytest
 from rich.console import Console
 
-from consumers.runtime.loop import RuntimeConfig
 from consumers.status.latency import STAGES, LatencyWindow, merge, quantile
-from consumers.status.publisher import ProcessIdentity, StatusPublisher
 from consumers.status.view import aggregate, pipeline_groups
 from switchboard.cli.status_cmds import latency_cell, render
 from switchboard.console.cache import ThroughputSample, _sample, latency, latency_chart
 from switchboard.core.metrics import LATENCY_BUCKETS_S, LoopHistogram
 from switchboard.core.topics import Topics
 
-from .test_status_view import NOW, Clock, _backend_consumer, _report
+from .test_status_view import NOW, Clock, _backend_consumer, _backend_publisher, _report
 from .test_worker import ScriptedBackend, WorkerStage, _task
 
 T = Topics("unit")
@@ -160,22 +158,7 @@ def test_the_publisher_reports_a_worker_groups_latency_after_records_on_the_in_m
     end to end, p50 in the 300 ms bucket and p99 in the 40 s one, with model and worker stage
     latencies counted too (the worker measures them into the process's histograms)."""
     stage = WorkerStage(ScriptedBackend())
-    runtime = SimpleNamespace(
-        config=RuntimeConfig([T.tasks("backend")], "unit.worker.backend", {}, concurrency=8),
-        stats=stage.runtime.stats,
-        member_id="rdkafka-1",
-        in_flight=0,
-        contexts=[],
-    )
-    publisher = StatusPublisher(
-        producer=cast(Any, None),
-        kafka={},
-        topic=T.status,
-        interval_s=5.0,
-        runtimes=cast(Any, {"worker.backend": runtime}),
-        workers=cast(Any, {"backend": stage.worker}),
-        identity=ProcessIdentity("host", 42, ("worker.backend",), NOW),
-    )
+    publisher = _backend_publisher(stage.worker, stage.runtime.stats)
     [before] = publisher.report()["consumers"]
     assert before["latency"]["stages"]["total"]["count"] == 0
     from consumers.outcomes import now_ms

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -276,32 +276,49 @@ def test_a_worker_counts_the_usage_of_each_answer() -> None:
     assert counts["cost_micro_usd"] == 1800
 
 
-def test_the_publisher_report_reads_runtimes_and_workers() -> None:
-    ctx = Context(BACKEND, 1, assigned_at=0.0)
-    ctx.tracker.start(5)
-    ctx.tracker.start(6)
-    ctx.paused = True
+def _backend_publisher(
+    worker: Any,
+    stats: RunStats,
+    *,
+    member_id: str = "rdkafka-1",
+    in_flight: int = 0,
+    contexts: Sequence[Context] = (),
+) -> StatusPublisher:
+    """The publisher of a process that runs the backend worker, on a stand-in runtime."""
     runtime = SimpleNamespace(
         config=RuntimeConfig([BACKEND], "unit.worker.backend", {}, concurrency=8),
-        stats=RunStats(received=9, completed=7),
-        member_id="rdkafka-1234",
-        in_flight=2,
-        contexts=[ctx],
+        stats=stats,
+        member_id=member_id,
+        in_flight=in_flight,
+        contexts=list(contexts),
     )
-    usage = UsageTotals()
-    usage.add({"input_tokens": 3, "output_tokens": 4}, 12)
-    worker = SimpleNamespace(
-        breaker=CircuitBreaker("backend:m"), usage=usage, model_calls=1, specialist="backend"
-    )
-    identity = ProcessIdentity("host", 42, ("worker.backend",), NOW)
-    publisher = StatusPublisher(
+    return StatusPublisher(
         producer=cast(Any, None),
         kafka={},
         topic=T.status,
         interval_s=5.0,
         runtimes=cast(Any, {"worker.backend": runtime}),
         workers=cast(Any, {"backend": worker}),
-        identity=identity,
+        identity=ProcessIdentity("host", 42, ("worker.backend",), NOW),
+    )
+
+
+def test_the_publisher_report_reads_runtimes_and_workers() -> None:
+    ctx = Context(BACKEND, 1, assigned_at=0.0)
+    ctx.tracker.start(5)
+    ctx.tracker.start(6)
+    ctx.paused = True
+    usage = UsageTotals()
+    usage.add({"input_tokens": 3, "output_tokens": 4}, 12)
+    worker = SimpleNamespace(
+        breaker=CircuitBreaker("backend:m"), usage=usage, model_calls=1, specialist="backend"
+    )
+    publisher = _backend_publisher(
+        worker,
+        RunStats(received=9, completed=7),
+        member_id="rdkafka-1234",
+        in_flight=2,
+        contexts=[ctx],
     )
     report = asyncio.run(_in_loop(publisher.report))
     assert publisher.key == b"host:42:worker.backend"
