@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from consumers.specialists.review import review_part
+from consumers.specialists.review import detect_findings, offline_answer
 from producers.review.assemble import assemble_result
 from producers.review.discovery import load_documents
 from producers.review.documents import Document
@@ -32,7 +32,7 @@ def offline_review(
         counts[document.doc_id] = len(parts)
         for part in parts:
             for specialist in document.specialists or specialists:
-                answer = review_part(
+                findings = detect_findings(
                     part.text,
                     path=document.path,
                     specialist=specialist,
@@ -41,6 +41,7 @@ def offline_review(
                     doc_format=document.format,
                     context=part.context(),
                 )
+                answer = offline_answer(specialist, findings)
                 answers.append((document.doc_id, answer))
     return assemble_result(
         job="test",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from consumers.specialists.backends import OfflineBackend
-from consumers.specialists.review import review_part
+from consumers.specialists.review import detect_findings, offline_answer
 from producers.client import Response
 from producers.review.job import (
     CHARS_PER_TOKEN,
@@ -90,14 +90,17 @@ def test_the_offline_backend_answers_a_review_request_with_the_parts_findings() 
     request = {"metadata": item.metadata("j")}
     answer = backend.answer_now("backend", item.prompt.strip(), request)
     got = parse_findings_answer(answer.content)
-    want = review_part(
-        item.part.text,
-        path=item.part.path,
-        specialist="backend",
-        start_line=item.part.start_line,
-        heading_path=item.part.heading_path,
-        doc_format=item.part.format,
-        context=item.part.context(),
+    want = offline_answer(
+        "backend",
+        detect_findings(
+            item.part.text,
+            path=item.part.path,
+            specialist="backend",
+            start_line=item.part.start_line,
+            heading_path=item.part.heading_path,
+            doc_format=item.part.format,
+            context=item.part.context(),
+        ),
     )
     assert got == want
     plain = backend.answer_now("backend", "design a rate limiter", {"metadata": {}})
@@ -131,7 +134,9 @@ def test_collect_keeps_findings_notes_failures_timeouts_and_cost() -> None:
     documents = [d for d in corpus_documents() if d.path == "checkout-design.md"]
     job = plan("j", documents, ("backend", "perf", "security", "api"))
     backend, perf, security, api = job.items
-    answer = review_part(backend.part.text, path=backend.part.path, specialist="backend")
+    answer = offline_answer(
+        "backend", detect_findings(backend.part.text, path=backend.part.path, specialist="backend")
+    )
     outcome = Outcome(
         responses={
             backend.request_id: _response(

@@ -1,7 +1,7 @@
 """Offline review: deterministic detectors that turn a document part into findings.
 
 The review job sends each part of each document to each chosen specialist; with no model, the
-worker answers with ``review_part(...)`` (a ``FindingsAnswer``), built from the rules here:
+worker answers with ``offline_answer(specialist, detect_findings(...))`` (a ``FindingsAnswer``), built from the rules here:
 the seed's backend anti-patterns, security basics and OpenAPI/AsyncAPI checks.
 """
 
@@ -9,7 +9,7 @@ from consumers.specialists.review.detect import (
     REVIEW_SPECIALISTS,
     RULES,
     detect_findings,
-    review_part,
+    offline_answer,
     rule_by_id,
     rules_for,
 )
@@ -22,7 +22,7 @@ __all__ = [
     "ReviewRule",
     "detect_findings",
     "guess_format",
-    "review_part",
+    "offline_answer",
     "rule_by_id",
     "rules_for",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from consumers.specialists.review.detect import review_part
+from consumers.specialists.review.detect import detect_findings, offline_answer
 from switchboard.core.findings import (
     FINDINGS_TOOL_NAME,
     FindingsAnswer,
@@ -47,7 +47,7 @@ MAX_NOTE_CHARS = 4_000
 
 def offline_review(specialist: str, prompt: str, meta: ReviewMeta) -> str:
     """The offline detectors' ``FindingsAnswer`` for one part, as JSON."""
-    answer = review_part(
+    findings = detect_findings(
         meta.part_text(prompt),
         path=meta.path,
         specialist=specialist,
@@ -56,6 +56,7 @@ def offline_review(specialist: str, prompt: str, meta: ReviewMeta) -> str:
         doc_format=meta.format,
         context=meta.context,
     )
+    answer = offline_answer(specialist, findings)
     return answer.model_dump_json()
 
 

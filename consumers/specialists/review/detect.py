@@ -2,7 +2,7 @@
 
 ``detect_findings`` is what an offline review worker calls per request: the part's text, where
 it sits in its document, and the specialist; it returns findings anchored to the exact lines
-they quote, in line order. ``review_part`` wraps them in the ``FindingsAnswer`` envelope a
+they quote, in line order. ``offline_answer`` wraps them in the ``FindingsAnswer`` envelope a
 worker puts in its response. Deterministic: same input, same findings, no I/O.
 """
 
@@ -71,26 +71,9 @@ def detect_findings(
     return sorted(findings, key=lambda f: (f.location.start_line, f.rule_id))
 
 
-def review_part(
-    text: str,
-    *,
-    path: str,
-    specialist: str,
-    start_line: int = 1,
-    heading_path: Sequence[str] = (),
-    doc_format: str | None = None,
-    context: str = "",
-) -> FindingsAnswer:
-    """``detect_findings`` as the envelope a worker answers with (``backend='offline'``)."""
-    findings = detect_findings(
-        text,
-        path=path,
-        specialist=specialist,
-        start_line=start_line,
-        heading_path=heading_path,
-        doc_format=doc_format,
-        context=context,
-    )
+def offline_answer(specialist: str, findings: list[Finding]) -> FindingsAnswer:
+    """``detect_findings``' findings as the envelope a worker answers with
+    (``backend='offline'``)."""
     summary = (
         f"{len(findings)} finding(s) by the offline {specialist} rules."
         if findings
