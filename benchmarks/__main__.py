@@ -97,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
     from benchmarks import capacity, codec, frameworks, inflight, latency, overload, priority
+    from benchmarks.venvs import PeerEnvError
+
+    peer_envs = None
+    if "G10" in only:
+        # Before anything is measured: G10 is never judged without every peer, so a peer
+        # that cannot be installed ends the run here, loudly, with pip's own message.
+        try:
+            peer_envs = frameworks.prepare()
+        except PeerEnvError as exc:
+            print(f"benchmarks: {exc}", file=sys.stderr)
+            bench.stop_if_started()
+            return 1
 
     step("codec", {"G11"}, lambda: {"G11": codec.run(payloads, args.quick)})
     step(
@@ -112,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     if "pipeline_capacity" in state:
         step("overload", {"G9"}, lambda: {"G9": overload.run(bench, args.quick, state)})
     step("inflight", {"G7", "G8"}, lambda: inflight.run(bench, payloads, args.quick, only))
-    step("frameworks", {"G10"}, lambda: {"G10": frameworks.run(bench, payloads, args.quick)})
+    step(
+        "frameworks",
+        {"G10"},
+        lambda: {"G10": frameworks.run(bench, payloads, args.quick, peer_envs)},
+    )
     step("priority", {"G12"}, lambda: {"G12": priority.run(bench, args.quick)})
 
     results["duration_s"] = round(time.monotonic() - began, 1)
@@ -123,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     full_set = only == set(GOALS)
     report.write(results, args.json, update_readme=full_set)
     bench.stop_if_started()
+    if results["errors"]:
+        # A scenario that raised (a peer that failed to start, say) fails the run.
+        for name, error in results["errors"].items():
+            print(f"benchmarks: {name} failed: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

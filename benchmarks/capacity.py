@@ -95,13 +95,19 @@ def drain(
     hops: str,
     partitions: int = 3,
     timeout_s: float = 120.0,
+    python: procs.PeerPython | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Preload ``records``, run the system until every output is there, and measure."""
+    """Preload ``records``, run the system until every output is there, and measure.
+
+    ``python``: the interpreter the stages run in (a G10 peer's venv); None: the fork server.
+    """
     with bench.pipeline_topics(partitions) as topics:
         preload(bench.config, topics.requests, records)
         outputs = _task_topics(topics) if hops == "router" else [topics.responses]
-        stages = [procs.start(*s) for s in stage_specs(kind, bench, topics, hops, **extra)]
+        stages = [
+            procs.start(*s, python=python) for s in stage_specs(kind, bench, topics, hops, **extra)
+        ]
         wm = Watermarks(bench.config, outputs)
         try:
             procs.go(*stages)

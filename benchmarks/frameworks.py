@@ -2,72 +2,89 @@
 the same broker in the same run, interleaved with Switchboard (Switchboard first and last).
 
 Each system gets the same preloaded requests and the same two-process topology; capacity is
-the drain rate of responses (broker append time, 10th-90th percentile). A peer that cannot be
-imported or crashes is recorded as "not run" with the reason, never given a number.
+the drain rate of responses (broker append time, 10th-90th percentile). Each peer runs in its
+own virtual environment with its framework's own dependencies (``venvs``). Every peer runs:
+one whose venv cannot be built, that cannot start or that does not finish its drain fails G10
+(and the run's exit status) with the reason, never a number without it.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any
 
+from benchmarks import venvs
 from benchmarks.capacity import PEERS, drain
 from benchmarks.env import BenchKafka, Payloads
 from benchmarks.measure import median, rounded
+from benchmarks.procs import PeerPython
+from switchboard.core.settings import Settings
 
-_IMPORTS = {"quix": "quixstreams", "faststream": "faststream.kafka", "faust": "faust"}
 #: Records per drain, sized so each system drains for a few seconds at the rates seen here.
 _SIZES = {"switchboard": 6_000, "quix": 12_000, "faststream": 3_000, "faust": 3_000}
+#: The distributions whose versions G10 reports per peer (from the venv's ``pip freeze``).
+_REPORTED = ("quixstreams", "confluent-kafka", "faststream", "aiokafka", "faust-streaming")
 
 
-def available(peer: str) -> str | None:
-    """None if ``peer`` can run here, else why not."""
-    try:
-        importlib.import_module(_IMPORTS[peer])
-        importlib.import_module(f"benchmarks.peers.{peer}_app")
-    except Exception as exc:  # any import failure means the same: not runnable here
-        return f"{type(exc).__name__}: {exc}"
-    return None
+def prepare(log: Callable[[str], None] = print) -> dict[str, PeerPython]:
+    """Every peer's interpreter, its venv built (or reused); ``PeerEnvError`` names a failure."""
+    root = Settings().state_dir / "bench-venvs"
+    return {peer: venvs.ensure(peer, root, log) for peer in PEERS}
 
 
-def run(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
+def _versions(python: PeerPython) -> str:
+    pins = [line for line in venvs.installed(python).splitlines() if "==" in line]
+    return ", ".join(p for p in pins if p.split("==")[0].lower() in _REPORTED)
+
+
+def run(
+    bench: BenchKafka,
+    payloads: Payloads,
+    quick: bool,
+    envs: dict[str, PeerPython] | None = None,
+) -> dict[str, Any]:
+    envs = envs if envs is not None else prepare()
     scale = 1 if quick else 4
     records = payloads.requests(max(_SIZES.values()) * scale)
     rates: dict[str, list[float]] = {"switchboard": []}
-    notes: dict[str, str] = {}
     rounds = 1 if quick else 2
 
     def one(system: str) -> None:
         n = _SIZES[system] * scale
-        result = drain(bench, records[:n], system, "chain", timeout_s=60 if quick else 240)
+        result = drain(
+            bench,
+            records[:n],
+            system,
+            "chain",
+            timeout_s=60 if quick else 240,
+            python=envs.get(system),
+        )
         if not result["complete"]:
-            errors = {k: v.get("error", "")[-300:] for k, v in result["stage_results"].items()}
-            notes[system] = f"did not finish {n} records: {result['delivered']} delivered; {errors}"
-            return
+            errors = {k: v.get("error", "")[-1500:] for k, v in result["stage_results"].items()}
+            raise RuntimeError(
+                f"G10: {system} did not finish {n} records ({result['delivered']} delivered): "
+                f"{errors}"
+            )
         rates.setdefault(system, []).append(result["rate"])
 
     for _ in range(rounds):
         one("switchboard")
         for peer in PEERS:
-            why = available(peer)
-            if why is not None:
-                notes[peer] = f"not run: {why}"
-                continue
             one(peer)
     one("switchboard")
     sb = median(rates["switchboard"])
     peers = {p: median(rates[p]) for p in PEERS if rates.get(p)}
-    best_name, best = max(peers.items(), key=lambda kv: kv[1]) if peers else ("none", float("nan"))
-    ratio = sb / best if peers else float("nan")
+    best_name, best = max(peers.items(), key=lambda kv: kv[1])
+    ratio = sb / best
     return {
         "value": rounded(ratio, 2),
         "target": ">= 2.0x",
-        "passed": bool(peers) and ratio >= 2.0,
+        "passed": ratio >= 2.0,
         "detail": {
             "switchboard_msg_s": rounded(sb, 0),
             "best_peer": best_name,
             "peers_msg_s": {p: rounded(v, 0) for p, v in peers.items()},
             "runs_msg_s": {k: [rounded(x, 0) for x in v] for k, v in rates.items()},
-            "not_run": notes,
+            "peer_versions": {p: _versions(envs[p]) for p in PEERS},
         },
     }

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -74,24 +77,101 @@ class Stage:
             return 0.0
 
 
-def start(name: str, kind: str, spec: dict[str, Any], *, ready_timeout_s: float = 60.0) -> Stage:
-    """Start stage ``kind`` (a function name in ``benchmarks.stages``) and wait until it is ready."""
-    from benchmarks import stages
+def start(
+    name: str,
+    kind: str,
+    spec: dict[str, Any],
+    *,
+    python: PeerPython | None = None,
+    ready_timeout_s: float = 60.0,
+) -> Stage:
+    """Start stage ``kind`` and wait until it is ready.
 
+    ``kind`` is a function name in ``benchmarks.stages`` or ``module:function``. Without
+    ``python`` the stage forks from the fork server; with it, it runs as
+    ``python -m benchmarks.peers`` in that interpreter (a peer framework's own virtual
+    environment, ``benchmarks.venvs``), talking over a socket pair it inherits.
+    """
     parent, child = _CTX.Pipe()
-    proc = _CTX.Process(target=stages.entry, args=(kind, spec, child), name=name, daemon=True)
-    proc.start()
+    proc: Any
+    if python is None:
+        from benchmarks import stages
+
+        proc = _CTX.Process(target=stages.entry, args=(kind, spec, child), name=name, daemon=True)
+        proc.start()
+    else:
+        proc = ExternalProcess.spawn(python, name, kind, child.fileno())
     child.close()
+    if python is not None:
+        parent.send(spec)
     stage = Stage(name, proc, parent, ps=psutil.Process(proc.pid))
-    if not parent.poll(ready_timeout_s):
+    try:
+        if not parent.poll(ready_timeout_s):
+            raise RuntimeError(f"stage {name} ({kind}) was not ready within {ready_timeout_s:.0f}s")
+        message = parent.recv()
+    except (EOFError, OSError, RuntimeError) as exc:
         stop_all([stage], timeout_s=1)
-        raise RuntimeError(f"stage {name} ({kind}) was not ready within {ready_timeout_s:.0f}s")
-    message = parent.recv()
+        raise RuntimeError(f"stage {name} ({kind}) failed to start: {exc}{_output(proc)}") from exc
     if message[0] == "error":
         proc.join(5)
-        raise RuntimeError(f"stage {name} ({kind}) failed to start: {message[1]}")
+        raise RuntimeError(f"stage {name} ({kind}) failed to start: {message[1]}{_output(proc)}")
     stage.info = message[1]
     return stage
+
+
+def _output(proc: Any) -> str:
+    tail = proc.output_tail() if isinstance(proc, ExternalProcess) else ""
+    return f"\n--- its output (last lines) ---\n{tail}" if tail else ""
+
+
+@dataclass(frozen=True)
+class PeerPython:
+    """An interpreter to run a stage in, and the environment to run it with."""
+
+    executable: str
+    env: dict[str, str]
+
+
+class ExternalProcess:
+    """A stage process of another interpreter, behind the part of ``multiprocessing.Process``
+    that ``Stage`` and ``stop_all`` use (``pid``, ``is_alive``, ``join``, ``kill``)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.log_path = log_path
+
+    @classmethod
+    def spawn(cls, python: PeerPython, name: str, kind: str, fd: int) -> ExternalProcess:
+        with tempfile.NamedTemporaryFile(
+            prefix=f"bench-{name}-", suffix=".log", delete=False
+        ) as log:
+            popen = subprocess.Popen(
+                [python.executable, "-m", "benchmarks.peers", kind, str(fd)],
+                pass_fds=(fd,),
+                env=python.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return cls(popen, Path(log.name))
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        self.popen.kill()  # our own child, by its handle
+
+    def output_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
 
 def all_alive(stages: list[Stage]) -> bool:
@@ -130,6 +210,8 @@ def stop_all(stages: list[Stage], timeout_s: float = 60.0) -> dict[str, dict[str
             stage.proc.kill()  # our own child, by its handle
             stage.proc.join(5)
         if stage.result is None:
-            stage.result = {"error": "no result (killed or crashed)"}
+            stage.result = {"error": "no result (killed or crashed)" + _output(stage.proc)}
+        if isinstance(stage.proc, ExternalProcess):
+            stage.proc.log_path.unlink(missing_ok=True)
         results[stage.name] = stage.result
     return results

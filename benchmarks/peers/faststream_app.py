@@ -8,8 +8,8 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from benchmarks.control import Control
 from benchmarks.peers import logic
-from benchmarks.stages import Control
 
 
 def _serve(broker: KafkaBroker, ctl: Control) -> None:

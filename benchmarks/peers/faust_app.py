@@ -8,8 +8,8 @@ from typing import Any
 
 import faust
 
+from benchmarks.control import Control
 from benchmarks.peers import logic
-from benchmarks.stages import Control
 
 
 def _app(spec: dict[str, Any], role: str) -> faust.App:

@@ -9,8 +9,8 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.models.serializers import Deserializer, SerializationContext, Serializer
 
+from benchmarks.control import Control
 from benchmarks.peers import logic
-from benchmarks.stages import Control
 
 
 class AvroRequestDeserializer(Deserializer):
