@@ -1,15 +1,17 @@
 """Small helpers that unit and integration tests share: polling until a condition holds, a
-JSON GET that returns the status of an HTTP error instead of raising it, and the most holders
-an async gate (a cap, a limiter) let in at once."""
+JSON GET that returns the status of an HTTP error instead of raising it, the most holders an
+async gate (a cap, a limiter) let in at once, and ``switchboard`` run as a user runs it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -19,6 +21,8 @@ T = TypeVar("T")
 POLL_PAUSE_S = 0.05
 #: The timeout of one HTTP request of ``get_json``.
 HTTP_TIMEOUT_S = 5.0
+#: How long one ``run_cli`` may take.
+CLI_TIMEOUT_S = 60.0
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
@@ -62,3 +66,24 @@ async def most_at_once(
 
     await asyncio.gather(*(call(i) for i in range(calls)))
     return most
+
+
+def run_cli(*argv: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``switchboard ARGV`` in a fresh interpreter (with ``env``, or this one's), its output
+    captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=CLI_TIMEOUT_S,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str], returncode: int) -> str:
+    """The one line a failed command wrote on stderr; fails unless it exited ``returncode``
+    with exactly one line there."""
+    assert proc.returncode == returncode, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]

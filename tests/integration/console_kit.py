@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from confluent_kafka import Message
 
 from consumers.outcomes import Attempt, Outcomes, now_ms
 from producers.client import build_request
@@ -22,7 +23,7 @@ from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.classify import Failure
 from switchboard.core.errors import ErrorClass
 from switchboard.core.kafka_clients import producer_config
-from switchboard.core.serde import REQUEST, make_codec
+from switchboard.core.serde import REQUEST, Codec, make_codec
 from switchboard.core.settings import Settings
 from switchboard.core.topics import Topics
 
@@ -47,6 +48,46 @@ class Seed:
     text: str = ""
 
 
+async def worker_failure(
+    outcomes: Outcomes,
+    codec: Codec,
+    topic: str,
+    request: dict[str, Any],
+    failure: Failure,
+    *,
+    attempts: int,
+    partition: int,
+    offset: int,
+    now: int,
+) -> list[Outbound]:
+    """What a worker writes when ``request``, read from ``topic`` at ``partition``/``offset``,
+    failed ``attempts`` times, the last with ``failure``: its dead letter (with the history of
+    the earlier attempts) and its ``failed`` response."""
+    request["attempt"] = attempts - 1
+    msg = Message(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=request["request_id"].encode(),
+        value=codec.encode(REQUEST, request, topic),
+        headers=[
+            (h.REQUEST_ID, request["request_id"].encode()),
+            (h.TENANT, request["tenant"].encode()),
+            (h.SPECIALIST, request["specialist"].encode()),
+        ],
+        timestamp=(1, now),
+    )
+    history = [Attempt(a, now, failure.error_type, failure.message) for a in range(1, attempts)]
+    return await outcomes.fail(
+        msg,
+        failure,
+        request=request,
+        history=history,
+        specialist=request["specialist"],
+        attempts=attempts,
+    )
+
+
 async def _seed(settings: Settings, kafka: dict[str, Any], seeds: list[Seed]) -> None:
     topics = Topics(settings.topic_prefix)
     codec = make_codec(None)
@@ -61,34 +102,17 @@ async def _seed(settings: Settings, kafka: dict[str, Any], seeds: list[Seed]) ->
         request = build_request(
             text, tenant=s.tenant, specialist=s.specialist, request_id=s.request_id
         )
-        topic = topics.tasks(s.specialist)
         attempts = 5 if s.failure is EXHAUSTED else 1
-        request["attempt"] = attempts - 1
-        from confluent_kafka import Message
-
-        msg = Message(
-            topic=topic,
+        return await worker_failure(
+            outcomes,
+            codec,
+            topics.tasks(s.specialist),
+            request,
+            s.failure,
+            attempts=attempts,
             partition=i % settings.partitions,
             offset=i,
-            key=s.request_id.encode(),
-            value=codec.encode(REQUEST, request, topic),
-            headers=[
-                (h.REQUEST_ID, s.request_id.encode()),
-                (h.TENANT, s.tenant.encode()),
-                (h.SPECIALIST, s.specialist.encode()),
-            ],
-            timestamp=(1, now),
-        )
-        history = [
-            Attempt(a, now, s.failure.error_type, s.failure.message) for a in range(1, attempts)
-        ]
-        return await outcomes.fail(
-            msg,
-            s.failure,
-            request=request,
-            history=history,
-            specialist=s.specialist,
-            attempts=attempts,
+            now=now,
         )
 
     try:

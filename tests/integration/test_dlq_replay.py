@@ -28,7 +28,7 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumers.outcomes import Attempt, Outcomes, now_ms
+from consumers.outcomes import Outcomes, now_ms
 from consumers.replay.store import DeadLetterStore
 from consumers.replay.view import message_headers
 from producers.client import SwitchboardClient, build_request
@@ -44,6 +44,7 @@ from switchboard.core.topics import Topics
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.support import wait_for
 
+from .console_kit import worker_failure
 from .harness import RunningPipeline, create_topics, settings_for_test
 
 pytestmark = pytest.mark.integration
@@ -144,32 +145,16 @@ async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -
             text, tenant=item.tenant, specialist=item.specialist, request_id=item.request_id
         )
         request["prompt"] = text
-        attempt = 5 if item.error_class == "transient" else 1
-        request["attempt"] = attempt - 1
-        topic = topics.tasks(item.specialist)
-        headers: list[tuple[str, str | bytes | None]] = [
-            (h.REQUEST_ID, item.request_id.encode()),
-            (h.TENANT, item.tenant.encode()),
-            (h.SPECIALIST, item.specialist.encode()),
-        ]
-        msg = Message(
-            topic=topic,
+        return await worker_failure(
+            outcomes[item.specialist],
+            codec,
+            topics.tasks(item.specialist),
+            request,
+            EXHAUSTED if item.error_class == "transient" else PERMANENT,
+            attempts=5 if item.error_class == "transient" else 1,
             partition=i % 3,
             offset=i,
-            key=item.request_id.encode(),
-            value=codec.encode(REQUEST, request, topic),
-            headers=headers,
-            timestamp=(1, now),
-        )
-        failure = EXHAUSTED if item.error_class == "transient" else PERMANENT
-        history = [Attempt(a, now, failure.error_type, failure.message) for a in range(1, attempt)]
-        return await outcomes[item.specialist].fail(
-            msg,
-            failure,
-            request=request,
-            history=history,
-            specialist=item.specialist,
-            attempts=attempt,
+            now=now,
         )
 
     try:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from switchboard.devtools.local_kafka import BrokerError, LocalKafka
+from tests.support import one_error_line, run_cli
 
 from ..conftest import STATE_DIR
 
@@ -112,14 +111,5 @@ def test_missing_java_is_one_clear_line(tmp_path: Path) -> None:
     env["PATH"] = str(bin_dir)  # nothing there: no java, no mvn
     env["SWITCHBOARD_STATE_DIR"] = str(tmp_path / "state")
     env["SWITCHBOARD_KAFKA_PORT"] = str(_free_port())
-    proc = subprocess.run(
-        [sys.executable, "-m", "switchboard.cli.main", "kafka", "start"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "no Java found" in lines[0] and "JAVA_HOME" in lines[0]
+    line = one_error_line(run_cli("kafka", "start", env=env), 1)
+    assert "no Java found" in line and "JAVA_HOME" in line

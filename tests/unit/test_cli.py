@@ -13,6 +13,7 @@ import yaml
 
 from switchboard.cli.main import main
 from switchboard.core.settings import Settings
+from tests.support import one_error_line, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,18 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
     ],
 )
 def test_bad_arguments_are_one_line_that_says_what_to_change(argv: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "switchboard.cli.main", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "error:" in lines[0] and "--help" in lines[0]
+    line = one_error_line(run_cli(*argv), 2)
+    assert "error:" in line and "--help" in line
     # The line names the command as a user types it, not the top-level usage.
-    assert lines[0].startswith(f"switchboard {argv[0]}") and "COMMAND" not in lines[0], lines[0]
+    assert line.startswith(f"switchboard {argv[0]}") and "COMMAND" not in line, line
 
 
 def test_bad_setting_is_one_line(

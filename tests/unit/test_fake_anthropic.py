@@ -191,15 +191,28 @@ def test_each_status_fault_raises_its_sdk_class(
     assert text_of(ask(client, "hello"))  # the queue held one fault; the next call succeeds
 
 
-def test_spend_limit_carries_its_error_code_and_forbids_retries(
-    fake: FakeAnthropic, client: anthropic.Anthropic
+@pytest.mark.parametrize(
+    ("spec", "error_class", "error_code"),
+    [
+        ("spend-limit", anthropic.EnforcedSpendLimitReachedError, "enforced_spend_limit_reached"),
+        ("500:should-retry=false", anthropic.InternalServerError, None),
+    ],
+    ids=["spend-limit-carries-its-error-code", "x-should-retry-overrides-the-status-rule"],
+)
+def test_a_fault_that_forbids_retries_is_seen_once(
+    fake: FakeAnthropic,
+    client: anthropic.Anthropic,
+    spec: str,
+    error_class: type[anthropic.APIStatusError],
+    error_code: str | None,
 ) -> None:
-    fake.script("spend-limit")
+    fake.script(spec)
 
-    with pytest.raises(anthropic.EnforcedSpendLimitReachedError) as caught:
+    with pytest.raises(error_class) as caught:
         ask(client.with_options(max_retries=2), "hello")
 
-    assert caught.value.error_code == "enforced_spend_limit_reached"
+    if error_code is not None:
+        assert getattr(caught.value, "error_code", None) == error_code
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert fake.stats().total_calls == 1
 
@@ -218,18 +231,6 @@ def test_rate_limit_fault_shows_retry_after_ms_and_the_sdk_obeys_it(
 
     assert text_of(answer) and time.monotonic() - started >= 0.03
     assert fake.stats().status_counts() == {429: 3, 200: 1}
-
-
-def test_x_should_retry_overrides_the_status_rule(
-    fake: FakeAnthropic, client: anthropic.Anthropic
-) -> None:
-    fake.script("500:should-retry=false")
-
-    with pytest.raises(anthropic.InternalServerError) as caught:
-        ask(client.with_options(max_retries=2), "hello")
-
-    assert caught.value.response.headers["x-should-retry"] == "false"
-    assert fake.stats().total_calls == 1
 
 
 def test_timeout_fault_raises_api_timeout_and_still_bills(
