@@ -8,73 +8,21 @@ after a stop is ever measured, so no stage spends time on a graceful close).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import os
-import threading
 import time
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from benchmarks.control import Control, run_stage
 from switchboard.core.kafka_clients import consumer_config, producer_config
 
 
-class Control:
-    """The child's end of the control pipe."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._stop = threading.Event()
-
-    def ready(self, info: Mapping[str, Any] | None = None) -> None:
-        self.conn.send(("ready", dict(info or {})))
-
-    def wait_go(self) -> None:
-        message = self.conn.recv()
-        if message == "stop":
-            self.finish({"stopped_before_go": True})
-
-    def stopping(self) -> bool:
-        if not self._stop.is_set() and self.conn.poll():
-            self.conn.recv()
-            self._stop.set()
-        return self._stop.is_set()
-
-    def watch(self, on_stop: Callable[[], None]) -> None:
-        """Call ``on_stop`` (from a thread) when the parent says stop."""
-
-        def wait() -> None:
-            with contextlib.suppress(EOFError):
-                self.conn.recv()
-            self._stop.set()
-            on_stop()
-
-        threading.Thread(target=wait, name="bench-ctl", daemon=True).start()
-
-    def finish(self, result: Mapping[str, Any]) -> None:
-        self.conn.send(("result", dict(result)))
-        self.conn.close()
-        os._exit(0)
-
-
 def entry(kind: str, spec: dict[str, Any], conn: Connection) -> None:
-    """The target of every stage process: ``kind`` is a name here or ``module:function``."""
-    ctl = Control(conn)
-    try:
-        if ":" in kind:
-            module, name = kind.split(":")
-            fn = getattr(importlib.import_module(module), name)
-        else:
-            fn = globals()[kind]
-        fn(spec, ctl)
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-        conn.close()
-        os._exit(1)
+    """The target of every forked stage process: ``kind`` is a name here or ``module:function``."""
+    run_stage(kind, spec, conn, globals())
 
 
 # --- the baselines ----------------------------------------------------------------------
