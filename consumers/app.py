@@ -35,9 +35,9 @@ from consumers.triage_model import ModelTriage
 from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
 from switchboard.core.aio_producer import AsyncProducer
+from switchboard.core.envelope import content_codec
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.policy import RetryPolicy
-from switchboard.core.serde import Codec, make_codec
 from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.core.topics import RETRY_TIERS_S, GroupRole, Topics
 
@@ -88,7 +88,9 @@ class Pipeline:
         if self.settings.gil_switch_interval_ms > 0:
             sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000)
         self.topics = Topics(self.settings.topic_prefix)
-        self.codec: Codec = make_codec(self.settings.schema_registry_url)
+        #: Seals and opens content with the configured keyring (docs/security.md, "Content
+        #: encryption"); without one it seals nothing and names any key it meets.
+        self.codec = content_codec(self.settings)
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
         self._index_syncs: set[asyncio.Task[None]] = set()
@@ -176,7 +178,8 @@ class Pipeline:
         failures = self._failures(self.topics.group(GroupRole.ROUTER), Stage.ROUTE)
         tenants, limiter = tenant_controls(s)  # the tenants file, reloaded on change
         if s.tenants_file is not None and self.usage is None:
-            self.usage = UsageTail(self.kafka, self.topics.responses, self.codec)
+            # Usage needs no content: the plain codec, which leaves sealed answers sealed.
+            self.usage = UsageTail(self.kafka, self.topics.responses, self.codec.inner)
         requests = self.topics.requests
         # Every topic the router may write, known before the first record: a batch job's first
         # record to its (so far unused) batch topic no longer waits on a metadata fetch.

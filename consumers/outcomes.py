@@ -21,6 +21,7 @@ from switchboard.core import headers as h
 from switchboard.core import metrics, tracing
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure
+from switchboard.core.envelope import key_headers
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.core.status import ResponseStatus
 from switchboard.core.tenants import internal_topic
@@ -156,7 +157,11 @@ class Outcomes:
         self._counts[status] = self._counts.get(status, 0) + 1
         self._metrics.observe(record["specialist"], status, fields.get("stage_latency_ms"))
         topic = reply_topic(request.get("reply_to"), self.topics.prefix) or self.topics.responses
-        headers = [(h.REQUEST_ID, request_id.encode()), (h.STATUS, status.encode())]
+        headers = [
+            (h.REQUEST_ID, request_id.encode()),
+            (h.STATUS, status.encode()),
+            *key_headers(self.codec),
+        ]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))
             if request.get("tracestate"):

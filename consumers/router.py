@@ -30,6 +30,7 @@ from consumers.tenancy.usage import BudgetVerdict, TenantUsage
 from consumers.triage import KeywordTriage, TriageResult, parse_command
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
+from switchboard.core.envelope import key_headers
 from switchboard.core.errors import DecodeError, RequestInvalid
 from switchboard.core.serde import REQUEST, Codec
 from switchboard.core.settings import DEFAULTS, SPECIALISTS, Settings
@@ -470,6 +471,7 @@ class Router:
             if request.get("tracestate"):
                 headers.append((h.TRACESTATE, request["tracestate"].encode()))
         headers += carried  # a replayed request that fails for good is parked
+        headers += key_headers(self._codec)  # the key its content is sealed with now
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
         return [

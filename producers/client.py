@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from switchboard.core import headers as h
 from switchboard.core import tracing
 from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.envelope import Keyring, KeyringSource, encrypting, key_headers
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
 from switchboard.core.settings import DEFAULTS
@@ -268,7 +269,11 @@ class _ClientBase:
         keep_responses: int = DEFAULT_KEEP_RESPONSES,
         lookback_s: float = DEFAULTS.dedup_window_s,
         signing_key: tuple[str, str | bytes] | None = None,
+        keyring: Keyring | KeyringSource | None = None,
     ) -> None:
+        """``keyring``: seal prompts with its primary key and open answers with any of its
+        keys (``switchboard.core.envelope``); a ``codec`` made by ``content_codec`` brings its
+        own."""
         self.topics = Topics(topic_prefix)
         #: (key id, secret) from the tenants file: every request is signed with it.
         self._signing_key = (
@@ -280,7 +285,7 @@ class _ClientBase:
             )
         )
         self.lookback_s = lookback_s
-        self.codec = codec or make_codec(None)
+        self.codec = encrypting(codec or make_codec(None), keyring)
         self.tenant = tenant
         self.reply_topic = reply_topic
         self._responses = _Responses(
@@ -311,6 +316,7 @@ class _ClientBase:
             headers.append((h.TRACEPARENT, str(request["traceparent"]).encode()))
             if request["tracestate"]:
                 headers.append((h.TRACESTATE, str(request["tracestate"]).encode()))
+        headers += key_headers(self.codec)
         value = self.codec.encode(REQUEST, request, topic)
         if self._signing_key is not None:
             key_id, secret = self._signing_key

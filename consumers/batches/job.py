@@ -24,9 +24,9 @@ from consumers.batches.requests import (
 from consumers.batches.runner import BatchRunner, BatchSummary, PollPolicy
 from consumers.outcomes import Outcomes, Stage
 from switchboard.core.aio_producer import AsyncProducer
+from switchboard.core.envelope import content_codec
 from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import producer_config
-from switchboard.core.serde import make_codec
 from switchboard.core.settings import Settings
 from switchboard.core.tail import read_once
 from switchboard.core.topics import GroupRole, Topics
@@ -71,7 +71,7 @@ async def run_batch_job(
     if client is None:
         client = make_client(settings)
     topics = Topics(settings.topic_prefix)
-    codec = make_codec(settings.schema_registry_url)
+    codec = content_codec(settings)
     producer = AsyncProducer(producer_config(dict(kafka)))
     try:
         ledger = BatchLedger(

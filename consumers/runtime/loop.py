@@ -40,7 +40,7 @@ from consumers.runtime.tracker import PartitionTracker
 from switchboard.core import metrics
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import classify_kafka, kafka_access_problem
-from switchboard.core.errors import ErrorClass, KafkaAccessError
+from switchboard.core.errors import ErrorClass, KafkaAccessError, ProcessStop
 from switchboard.core.kafka_clients import consumer_config
 from switchboard.core.settings import DEFAULTS
 
@@ -212,8 +212,9 @@ class ConsumerRuntime:
         #: Batch partitions paused now (re-checked each loop turn that completes a record, so
         #: one paused only because interactive records waited resumes when they stop waiting).
         self._paused_batch: dict[TP, Context] = {}
-        #: A refusal by Kafka (credentials, ACL) met while delivering: ``run`` raises it.
-        self._refused: KafkaAccessError | None = None
+        #: A refusal by Kafka (credentials, ACL) met while delivering, or a handler's
+        #: ``ProcessStop`` (a content key this process lacks): ``run`` raises it.
+        self._refused: KafkaAccessError | ProcessStop | None = None
         # One thread owns every librdkafka consumer call. confluent-kafka serialises a
         # consumer's methods against a poll() in progress, so a store_offsets or pause made on
         # the event loop would block the loop (every runtime of the process) for up to the
@@ -478,6 +479,15 @@ class ConsumerRuntime:
             return await started
         except asyncio.CancelledError:
             raise
+        except ProcessStop as exc:
+            # No record like this one can be handled here until an operator fixes this
+            # process's configuration (e.g. a content key it lacks): stop, leaving the record
+            # uncommitted (abandoned like one cancelled at shutdown) for a process that can.
+            if self._refused is None:
+                log.error("%s: stopping: %s", self.config.group_id, exc)
+                self._refused = exc
+            self.request_stop()
+            raise asyncio.CancelledError from exc
         except Exception as exc:
             if self._failures.expected(exc):
                 self.stats.failures += 1

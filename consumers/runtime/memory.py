@@ -25,7 +25,7 @@ from consumers.runtime.message import MemoryRecord
 from consumers.runtime.observe import observed
 from switchboard.core.aio_producer import DeliveryCallback, DeliveryError, Outbound
 from switchboard.core.classify import classify_kafka
-from switchboard.core.errors import ErrorClass
+from switchboard.core.errors import ErrorClass, ProcessStop
 
 #: Transient delivery failures the in-memory runtime retries before it gives up (the real one
 #: retries forever, holding the offset).
@@ -138,8 +138,8 @@ class MemoryRuntime:
                 outputs = list(cast(Sequence[Outbound], result))
             else:
                 outputs = list(await result)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, ProcessStop):
+            raise  # a stop ends the run with the record undone, as the real runtime's does
         except Exception as exc:
             if self._failures.expected(exc):
                 self.stats.failures += 1

@@ -108,7 +108,7 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from producers.client import ResultTimeout, SwitchboardClient
-    from switchboard.core.serde import make_codec
+    from switchboard.core.envelope import content_codec
 
     if (args.text is None) == (args.file is None):
         raise ConfigError("give the request TEXT or --file REQUESTS.jsonl (exactly one)")
@@ -126,7 +126,7 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     client = SwitchboardClient(
         _kafka(settings),
         topic_prefix=settings.topic_prefix,
-        codec=make_codec(settings.schema_registry_url),
+        codec=content_codec(settings),
     )
     try:
         ids = client.submit_many(items)
@@ -299,7 +299,7 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     from consumers.app import Pipeline, install_signal_handlers
     from producers.client import AsyncSwitchboardClient, ResultTimeout
-    from switchboard.core.serde import make_codec
+    from switchboard.core.envelope import content_codec
 
     console = Console()
     started = _start_broker_if_needed(settings)
@@ -319,7 +319,7 @@ def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 kafka,
                 topic_prefix=settings.topic_prefix,
                 tenant="demo",
-                codec=make_codec(settings.schema_registry_url),
+                codec=content_codec(settings),
             )
             results: list[Any] = []
             try:

@@ -249,12 +249,12 @@ async def _run(args: argparse.Namespace, settings: Settings, plan: Any, pricing:
     from producers.client import AsyncSwitchboardClient
     from producers.review import job as review_job
     from producers.review.progress import progress_for
-    from switchboard.core.serde import make_codec
+    from switchboard.core.envelope import content_codec
 
     client = AsyncSwitchboardClient(
         _kafka(settings),
         topic_prefix=settings.topic_prefix,
-        codec=make_codec(settings.schema_registry_url),
+        codec=content_codec(settings),
         tenant=args.tenant,
         lookback_s=settings.dedup_window_s,
     )
@@ -303,12 +303,12 @@ def _print_estimate(plan: Any, pricing: Any, budget: float | None) -> None:
 
 def result_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from producers.client import ResultTimeout, SwitchboardClient
-    from switchboard.core.serde import make_codec
+    from switchboard.core.envelope import content_codec
 
     client = SwitchboardClient(
         _kafka(settings),
         topic_prefix=settings.topic_prefix,
-        codec=make_codec(settings.schema_registry_url),
+        codec=content_codec(settings),
         lookback_s=settings.dedup_window_s,
     )
     try:

@@ -47,8 +47,8 @@ def build_console(settings: Settings, kafka: dict[str, Any]) -> Any:
     from switchboard.console.auth import Users
     from switchboard.console.cache import ConsoleCache
     from switchboard.core.admin import ensure_topics
+    from switchboard.core.envelope import content_codec
     from switchboard.core.kafka_clients import make_admin
-    from switchboard.core.serde import make_codec
     from switchboard.core.topics import Topics
 
     accounts = settings.console_accounts()
@@ -58,7 +58,7 @@ def build_console(settings: Settings, kafka: dict[str, Any]) -> Any:
             '"role": "operator"}}\' (roles: viewer, operator)'
         )
     topics = Topics(settings.topic_prefix)
-    codec = make_codec(settings.schema_registry_url)
+    codec = content_codec(settings)
     ensure_topics(
         make_admin(dict(kafka)),
         [topics.audit_spec(settings.dlq_retention_ms)],

@@ -19,6 +19,7 @@ from consumers.replay.parsing import iso
 from consumers.replay.store import DeadLetterStore
 from consumers.replay.view import DeadLetterView, message_headers
 from switchboard.core import headers as h
+from switchboard.core.envelope import KeyUnavailable
 from switchboard.core.errors import DecodeError
 from switchboard.core.serde import REQUEST, RESPONSE, Codec
 from switchboard.core.settings import SPECIALISTS
@@ -82,7 +83,7 @@ def _facts(msg: Message, kind: str, codec: Codec) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     try:
         value = codec.decode(RESPONSE if kind == "response" else REQUEST, msg.value(), topic)
-    except DecodeError as exc:
+    except (DecodeError, KeyUnavailable) as exc:  # a key this process lacks: say which
         return {"decode_error": str(exc)}
     if kind == "response":
         for key in ("status", "specialist", "backend", "model", "attempts", "error_code"):

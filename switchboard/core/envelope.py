@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from switchboard.core import headers as h
-from switchboard.core.errors import ConfigError, DecodeError, ErrorClass, ProcessStop
+from switchboard.core.errors import ConfigError, DecodeError, ProcessStop
 from switchboard.core.filewatch import FileWatch
 from switchboard.core.findings import META_FORMAT, META_JOB, META_KIND, META_START_LINE
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
@@ -90,16 +90,15 @@ class KeyringError(ConfigError):
     code = "bad_keyring"
 
 
-class KeyUnavailable(DecodeError, ProcessStop):
+class KeyUnavailable(ProcessStop):
     """Raised when a field is sealed with a key id this process's keyring does not hold.
 
-    A ``DecodeError`` to tools that show records (``dlq show`` and the console print the
-    message in place of the record), and a process stop to the pipeline's runtime: the bytes
-    are fine, this process cannot read them, so it stops with the record uncommitted for a
-    process that holds the key, rather than dead-letter everything sealed with it.
+    The bytes are fine; this process cannot read them. The pipeline's runtime stops the
+    process with the record uncommitted, so it waits in Kafka for a process that holds the key
+    instead of being dead-lettered with everything else sealed with it; tools that show
+    records (``dlq show``, the console) print the message in place of the record.
     """
 
-    error_class = ErrorClass.FATAL
     code = "encryption_key_unavailable"
 
     def __init__(self, key_id: str) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from consumers.runtime import Record
+from switchboard.core.admin import end_offsets
 from switchboard.core.aio_producer import Outbound
+from switchboard.core.kafka_clients import make_admin
 
 
 class Unexpected:
@@ -72,3 +75,35 @@ def committed_offsets(config: dict[str, str], group: str, topic: str, partitions
         return [tp.offset for tp in tps]
     finally:
         consumer.close()
+
+
+def topic_bytes(kafka: dict[str, Any], prefix: str) -> dict[str, bytes]:
+    """Every record of every topic under ``prefix``, as one blob of raw bytes per topic."""
+    admin = make_admin(kafka)
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    blobs: dict[str, bytes] = {}
+    consumer = Consumer({**kafka, "group.id": f"switchboard-grep-{uuid.uuid4().hex}"})
+    try:
+        for topic in names:
+            ends = end_offsets(admin, topic)
+            chunks: list[bytes] = []
+            tps = [TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0]
+            want = sum(ends.values())
+            if tps:
+                consumer.assign(tps)
+                deadline = time.monotonic() + 20
+                got = 0
+                while got < want and time.monotonic() < deadline:
+                    for msg in consumer.consume(500, 0.2):
+                        if msg.error() is not None:
+                            continue
+                        got += 1
+                        chunks += [msg.key() or b"", msg.value() or b""]
+                        for name, value in msg.headers() or []:
+                            chunks += [name.encode(), value or b""]
+                consumer.unassign()
+                assert got >= want, f"read {got} of {want} records of {topic}"
+            blobs[f"topic {topic}"] = b"\n".join(chunks)
+    finally:
+        consumer.close()
+    return blobs

@@ -27,55 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from prometheus_client import REGISTRY, Counter, generate_latest
 
 from consumers.app import Pipeline
 from producers.client import SwitchboardClient
 from switchboard.core import logs
-from switchboard.core.admin import end_offsets
-from switchboard.core.kafka_clients import make_admin
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from switchboard.devtools.secure_kafka import SecureKafka
 
 from .harness import RunningPipeline, create_topics, settings_for_test
+from .helpers import topic_bytes
 
 pytestmark = pytest.mark.integration
 
 POISON = "poison-for-the-dlq"
 FLAKY = "flaky-then-fine"
-
-
-def _outputs_of_topics(kafka: dict[str, Any], prefix: str) -> dict[str, bytes]:
-    """Every record of every topic under ``prefix``, as one blob of raw bytes per topic."""
-    admin = make_admin(kafka)
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
-    blobs: dict[str, bytes] = {}
-    consumer = Consumer({**kafka, "group.id": f"switchboard-grep-{uuid.uuid4().hex}"})
-    try:
-        for topic in names:
-            ends = end_offsets(admin, topic)
-            chunks: list[bytes] = []
-            tps = [TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0]
-            want = sum(ends.values())
-            if tps:
-                consumer.assign(tps)
-                deadline = time.monotonic() + 20
-                got = 0
-                while got < want and time.monotonic() < deadline:
-                    for msg in consumer.consume(500, 0.2):
-                        if msg.error() is not None:
-                            continue
-                        got += 1
-                        chunks += [msg.key() or b"", msg.value() or b""]
-                        for name, value in msg.headers() or []:
-                            chunks += [name.encode(), value or b""]
-                consumer.unassign()
-                assert got >= want, f"read {got} of {want} records of {topic}"
-            blobs[f"topic {topic}"] = b"\n".join(chunks)
-    finally:
-        consumer.close()
-    return blobs
 
 
 def _leaks(secrets: Mapping[str, str], outputs: Mapping[str, bytes]) -> list[tuple[str, str]]:
@@ -208,7 +175,7 @@ def test_no_configured_secret_appears_in_any_output(
         "/metrics": generate_latest(REGISTRY),
         "switchboard status --json": status,
         "switchboard settings": settings_out,
-        **_outputs_of_topics(kafka, settings.topic_prefix),
+        **topic_bytes(kafka, settings.topic_prefix),
     }
     assert outputs[f"topic {settings.topic_prefix}.dlq"]  # a dead letter, a retry: both read
     assert outputs[f"topic {settings.topic_prefix}.retry.1s"]
@@ -230,7 +197,7 @@ def test_no_configured_secret_appears_in_any_output(
         planted = {
             "text log": (text_log.getvalue() + f"oops {secrets['signing key']}\n").encode(),
             "/metrics": generate_latest(REGISTRY),
-            **_outputs_of_topics(kafka, settings.topic_prefix),
+            **topic_bytes(kafka, settings.topic_prefix),
         }
     finally:
         REGISTRY.unregister(leak)

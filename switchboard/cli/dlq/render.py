@@ -129,6 +129,7 @@ def preview(value: bytes) -> str:
 def detail(letter: DeadLetterView, codec: Codec) -> dict[str, Any]:
     """The stable JSON of ``dlq show --json`` (without the ledger entries)."""
     from consumers.replay.parsing import iso
+    from switchboard.core.envelope import KeyUnavailable
     from switchboard.core.errors import DecodeError
     from switchboard.core.serde import REQUEST
 
@@ -152,7 +153,7 @@ def detail(letter: DeadLetterView, codec: Codec) -> dict[str, Any]:
     try:
         request: dict[str, Any] | None = codec.decode(REQUEST, value, r["origin_topic"])
         request_error = None
-    except DecodeError as exc:
+    except (DecodeError, KeyUnavailable) as exc:  # a key this process lacks: say which
         request, request_error = None, str(exc)
     skip = {"original_key", "original_value", "original_headers", "attempts"}
     out["record"] = {k: v for k, v in r.items() if k not in skip}

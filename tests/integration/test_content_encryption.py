@@ -1,0 +1,166 @@
+"""An encrypted run, end to end: content encryption on (a keyring file), the whole pipeline on
+the real broker, the workers calling the fake Anthropic server through the real SDK.
+
+The story: 12 requests sealed with ``k1`` are answered, and the fake quotes each prompt in its
+answer. Mid-run the keyring file is rewritten with a new primary ``k2`` (``k1`` kept): every
+process reloads it, the next 12 requests and their answers are sealed with ``k2``, and the
+``k1`` records still open. One request meets an HTTP 400 once: it is dead-lettered with its
+sealed bytes, ``dlq show`` opens it with the key (and says which key it lacks without one),
+and ``dlq replay`` sends the sealed bytes as they were and it is answered. Then every record
+of every topic is read raw: no prompt and no answer appears in clear, and every request has
+exactly one terminal response.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+
+from consumers.app import Pipeline
+from producers.client import SwitchboardClient
+from switchboard.cli.main import main
+from switchboard.core import headers as h
+from switchboard.core.envelope import content_codec, sealed_key_id
+from switchboard.core.serde import REQUEST, RESPONSE
+from switchboard.devtools.fake_anthropic import FakeAnthropic
+from tests.support import wait_for
+
+from .harness import RunningPipeline, create_topics, settings_for_test
+from .helpers import read_topic, topic_bytes
+
+POISON = "POISON-ENC"
+BATCH = 12
+
+
+def _write_keyring(path: Path, keys: dict[str, str], primary: str, stamp_ns: int) -> None:
+    path.write_text(json.dumps({"keys": keys, "primary": primary}))
+    os.utime(path, ns=(stamp_ns, stamp_ns))  # an mtime that surely moved, whatever the clock
+
+
+def _count(n: int) -> Callable[[list[Message]], bool]:
+    return lambda messages: len(messages) >= n
+
+
+def _phrase(i: int) -> str:
+    return f"zebra-{uuid.uuid4().hex[:8]}-{i}"
+
+
+def test_an_encrypted_run_leaks_no_content_survives_rotation_and_replays_dead_letters(
+    kafka_bootstrap: str,
+    kafka_config: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = {name: base64.b64encode(os.urandom(32)).decode() for name in ("k1", "k2")}
+    keyring = tmp_path / "keyring.json"
+    _write_keyring(keyring, {"k1": keys["k1"]}, "k1", 1_000_000_000)
+    with FakeAnthropic(faults=[f"400:count=1:match={POISON}"]) as fake:
+        settings = settings_for_test(kafka_bootstrap, fake=fake, keyring_file=keyring)
+        topics = create_topics(settings, kafka_config)
+
+        def setup(p: Pipeline) -> None:
+            p.add_router()
+            p.add_relay()
+            p.add_worker("api", concurrency=8)
+
+        kw: dict[str, Any] = {"topic_prefix": settings.topic_prefix}
+        with (
+            RunningPipeline(settings, kafka_config, setup) as running,
+            SwitchboardClient(kafka_config, codec=content_codec(settings), **kw) as client,
+        ):
+            phrases = [_phrase(i) for i in range(2 * BATCH)]
+            before = client.submit_many([{"text": f"/api {p}"} for p in phrases[:BATCH]])
+            poisoned = client.submit(f"/api {POISON} {_phrase(99)}")
+            answers = {i: client.result(i, 30) for i in before}
+
+            _write_keyring(keyring, keys, "k2", 2_000_000_000)  # rotate: k2 new, k1 kept
+            for codec in (running.pipeline.codec, client.codec):
+                wait_for(lambda c=codec: c.keys.keyring.primary == "k2", 10, "keyring reload")
+            after = client.submit_many([{"text": f"/api {p}"} for p in phrases[BATCH:]])
+            answers |= {i: client.result(i, 30) for i in after}
+            failed = client.result(poisoned, 30)
+
+            # --- the dead letter: shown opened with the key, named without it, replayed
+            assert failed.status == "failed" and failed.record["dlq"], failed
+            monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+            monkeypatch.setenv("SWITCHBOARD_TOPIC_PREFIX", settings.topic_prefix)
+            monkeypatch.delenv("SCHEMA_REGISTRY_URL", raising=False)
+            monkeypatch.delenv("SWITCHBOARD_ENCRYPTION_KEYS", raising=False)
+
+            def cli(*argv: str) -> dict[str, Any]:
+                capsys.readouterr()
+                assert main(list(argv)) == 0
+                parsed: dict[str, Any] = json.loads(capsys.readouterr().out)
+                return parsed
+
+            pointer = failed.record["dlq"]
+            letter = f"{pointer['partition']}:{pointer['offset']}"
+            monkeypatch.setenv("SWITCHBOARD_KEYRING_FILE", str(keyring))
+            shown = cli("dlq", "show", letter, "--json")
+            assert POISON in shown["original"]["request"]["text"]
+            assert shown["original"]["headers"][h.ENCRYPTION_KEY_ID] == "k1"
+            monkeypatch.delenv("SWITCHBOARD_KEYRING_FILE")
+            blind = cli("dlq", "show", letter, "--json")
+            assert blind["original"]["request"] is None
+            assert "key 'k1'" in blind["original"]["request_error"]
+            assert POISON.encode() not in base64.b64decode(blind["original"]["value_base64"])
+            monkeypatch.setenv("SWITCHBOARD_KEYRING_FILE", str(keyring))
+            client.forget(poisoned)
+            client.expect(poisoned)
+            replay = cli("dlq", "replay", "--request-id", poisoned, "--apply", "--json")
+            assert replay["sent"] == 1, replay
+            replayed = client.result(poisoned, 30)
+            assert replayed.status == "answered" and POISON in replayed.content
+
+    # --- answers decrypt in the client, each sealed with the primary of its time
+    assert all(r.status == "answered" for r in answers.values()), Counter(
+        r.status for r in answers.values()
+    )
+    for request_id, phrase in zip([*before, *after], phrases, strict=True):
+        assert phrase in answers[request_id].content  # the fake quotes the prompt
+    raw = content_codec(settings).inner
+    sealed_with: dict[str, str | None] = {}
+    for msg in read_topic(
+        kafka_config, topics.responses, until=_count(2 * BATCH + 2), timeout_s=20
+    ):
+        record = raw.decode(RESPONSE, msg.value(), topics.responses)
+        sealed_with[record["request_id"]] = sealed_key_id(record["content"])
+    assert {sealed_with[i] for i in before} == {"k1"}
+    assert {sealed_with[i] for i in after} == {"k2"}
+    for msg in read_topic(kafka_config, topics.requests, until=_count(2 * BATCH + 1), timeout_s=20):
+        request = raw.decode(REQUEST, msg.value(), topics.requests)
+        assert sealed_key_id(request["text"]) in ("k1", "k2")
+
+    # --- nothing lost: one terminal response per request (the replay's answer follows the
+    # poisoned request's `failed` one, by design), and no content in clear anywhere
+    statuses = Counter(
+        h.header_value(m.headers(), h.STATUS)
+        for m in read_topic(
+            kafka_config, topics.responses, until=_count(2 * BATCH + 2), timeout_s=20
+        )
+    )
+    assert statuses == {"answered": 2 * BATCH + 1, "failed": 1}
+    outputs = topic_bytes(kafka_config, settings.topic_prefix)
+    assert outputs[f"topic {topics.dlq}"]  # the dead letter was read too
+    plaintexts = [*phrases, POISON, *(a.content[:40] for a in answers.values())]
+    leaks = [
+        (p, where) for p in plaintexts for where, blob in outputs.items() if p.encode() in blob
+    ]
+    assert leaks == []
+    # The negative control: the same search finds content written in clear.
+    with SwitchboardClient(kafka_config, **kw) as plain:
+        plain.submit(f"/api {phrases[0]}")
+    time.sleep(0.2)
+    again = topic_bytes(kafka_config, settings.topic_prefix)
+    assert phrases[0].encode() in again[f"topic {topics.requests}"]
