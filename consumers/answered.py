@@ -1,16 +1,23 @@
 """The answered-request index: how a redelivered request is never answered (or billed) twice.
 
 Mechanism: the response topic is the ledger. A request is answered iff a response keyed by its
-request id exists there. Each process follows the response topic (all partitions, from
-``now - window``) into a map of request ids, and before handling a record of a partition it
-waits for a barrier: every response that existed when that partition was assigned has been
-read. A previous owner's responses were delivered before it lost the partition (or before it
-died), so they are in the log by then, and the redelivered request is recognised and skipped.
+request id exists there. Task topics and the response topic are co-partitioned: the same
+partition count, and every producer maps a key to a partition the same way
+(``switchboard.core.kafka_clients.PARTITIONER``), so the response of a task read from partition
+``p`` is in response partition ``p``. A process therefore follows only the response partitions
+matching the partitions its consumers hold (``follow``), each into an on-disk store
+(``consumers.answered_store``) that remembers the last offset read: a restart reads only what
+is new, a missing or unreadable store is rebuilt from ``now - horizon``.
 
-Trade-offs (vs Kafka transactions): no read_committed needed by clients and no transaction held
-across slow calls; the cost is one tail consumer per process reading response keys (values are
-not decoded), and a dedup horizon of ``window`` (older duplicates are answered again).
-Requests in flight inside this process are deduplicated by ``claim``.
+Before handling a record of a partition a consumer waits for a barrier: every response that
+existed when that partition was assigned has been read. A previous owner's responses were
+delivered before it lost the partition (or before it died), so they are in the log by then, and
+the redelivered request is recognised and skipped.
+
+The horizon is how far back answers are kept: the requests topic's retention by default (a
+request older than that cannot be redelivered), see ``consumers.app``. A request created before
+``now - horizon`` is answered ``expired`` by the worker, never sent to the model
+(``beyond_horizon``). Requests in flight inside this process are deduplicated by ``claim``.
 
 DLQ replay: a dead-lettered request already has its ``failed`` response, so a replayed record
 (``sb-replay-id``) is skipped only when a response of another status exists, read from the
@@ -21,26 +28,80 @@ settled for replays: the replay tool checked the decoded responses before sendin
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, Final
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any, Final, cast
 
-from consumers.runtime.message import Record
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.answered_store import AnswerStore, StateDir, StoreBudget
+from switchboard.core.errors import KafkaAccessError
 from switchboard.core.headers import STATUS, header_value
+from switchboard.core.kafka_clients import reader_config
 from switchboard.core.status import ResponseStatus
-from switchboard.core.tail import TopicTail
 
-#: How often the tail thread forgets answers older than the dedup window.
+log = logging.getLogger(__name__)
+
+#: How often the tail thread forgets answers older than the horizon.
 PRUNE_EVERY_S: Final = 60.0
+#: One fetch of the index's tail: at most this many records, waiting at most this long, so
+#: follow changes, barriers and ``close`` are served within about that time.
+CONSUME_BATCH: Final = 5000
+CONSUME_WAIT_S: Final = 0.05
+FETCH_WAIT_MAX_MS: Final = 10
+#: The timeout of each broker request the tail makes (watermarks, offsets for times).
+REQUEST_TIMEOUT_S: Final = 10.0
+#: How long ``close`` waits for the tail's thread before closing the consumer.
+STOP_JOIN_TIMEOUT_S: Final = 5.0
+
+
+#: The horizon when the topics' retention cannot be read (or both keep forever): 7 days,
+#: Kafka's default retention.
+DEFAULT_HORIZON_S: Final = 7 * 24 * 3600.0
+
+
+def resolve_horizon(
+    configured_s: float | None, requests_ms: int | None, responses_ms: int | None
+) -> tuple[float, str]:
+    """The dedup horizon and where it came from: ``SWITCHBOARD_DEDUP_HORIZON_S`` when set, else
+    the requests topic's retention (a request older than that cannot be redelivered), cut to
+    the responses topic's when that is shorter (older answers cannot be rebuilt), else 7 days."""
+    if configured_s is not None:
+        if responses_ms is not None and 0 < responses_ms < configured_s * 1000:
+            log.warning(
+                "dedup horizon %gs is longer than the responses topic keeps answers (%gs): "
+                "a rebuilt index cannot recognise requests answered before that",
+                configured_s,
+                responses_ms / 1000,
+            )
+        return configured_s, "SWITCHBOARD_DEDUP_HORIZON_S"
+    kept = {name: ms for name, ms in (("requests", requests_ms), ("responses", responses_ms))}
+    finite = {name: ms for name, ms in kept.items() if ms is not None and ms > 0}
+    if not finite:
+        return DEFAULT_HORIZON_S, "default: 7 days (no finite retention.ms read)"
+    name = min(finite, key=lambda n: finite[n])
+    return finite[name] / 1000, f"retention.ms of the {name} topic"
+
+
+def partition_of(request_id: str | bytes, partitions: int) -> int:
+    """The partition every Switchboard producer writes key ``request_id`` to (librdkafka's
+    ``consistent_random``: CRC-32 of the key, modulo the partition count)."""
+    key = request_id.encode() if isinstance(request_id, str) else request_id
+    return zlib.crc32(key) % partitions
 
 
 class AnsweredLedger:
     """Request ids that already have a terminal response, plus the ones in flight here: every
-    decision of the index, without the tail that feeds it (unit tests use it as it is; it is
-    always "synced": nothing exists that it has not seen)."""
+    decision of the index, in memory and without the tail that feeds it (unit tests use it as
+    it is; it holds every partition and is always "synced": nothing exists it has not seen)."""
 
-    def __init__(self, window_s: float, *, wall_ms: Callable[[], int] | None = None) -> None:
-        self._window_ms = int(window_s * 1000)
+    def __init__(self, horizon_s: float, *, wall_ms: Callable[[], int] | None = None) -> None:
+        self.horizon_s = horizon_s
+        self._horizon_ms = int(horizon_s * 1000)
         self._wall_ms = wall_ms or _wall_ms
         self._answered: dict[str, int] = {}
         #: Ids with a response of a known status other than ``failed``: a replay cannot help.
@@ -64,6 +125,15 @@ class AnsweredLedger:
     def is_answered(self, request_id: str, *, replay: bool = False) -> bool:
         """Whether to skip the record: any response, or for a ``replay`` one not ``failed``."""
         return request_id in (self._settled if replay else self._answered)
+
+    def beyond_horizon(self, created_ms: int | None) -> bool:
+        """True for a request created before ``now - horizon``: its answer, if it had one, may
+        be forgotten, so it is answered ``expired`` instead of being sent to the model."""
+        return created_ms is not None and created_ms < self._wall_ms() - self._horizon_ms
+
+    def follow(self, owner: str, partitions: Iterable[int]) -> None:
+        """``owner`` (a consumer) now holds ``partitions`` (of a topic co-partitioned with the
+        response topic): the index follows the union over owners. The ledger holds all."""
 
     def busy(self, request_id: str) -> bool:
         """True while ``request_id`` is claimed (in flight) in this process."""
@@ -103,8 +173,8 @@ class AnsweredLedger:
             future.set_result(None)
 
     def prune(self) -> int:
-        """Forget answers older than the window; returns how many were dropped."""
-        horizon = self._wall_ms() - self._window_ms
+        """Forget answers older than the horizon; returns how many were dropped."""
+        horizon = self._wall_ms() - self._horizon_ms
         # A snapshot: the event loop may add answers while the tail thread prunes.
         old = [rid for rid, ts in list(self._answered.items()) if ts < horizon]
         for rid in old:
@@ -114,23 +184,101 @@ class AnsweredLedger:
 
 
 class AnsweredIndex(AnsweredLedger):
-    """The ledger, fed by a tail of the response topic, with the assignment barrier."""
+    """The ledger on disk, one store per followed response partition, fed by a tail of those
+    partitions only, with the assignment barrier.
 
-    def __init__(self, config: dict[str, Any], responses_topic: str, window_s: float) -> None:
-        super().__init__(window_s)
+    ``partitions``: the response topic's partition count (read from the broker when None).
+    ``state``: this process's state directory (``StateDir``), closed with the index.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        responses_topic: str,
+        horizon_s: float,
+        *,
+        state: StateDir,
+        partitions: int | None = None,
+        budget: StoreBudget | None = None,
+    ) -> None:
+        super().__init__(horizon_s)
+        self.topic = responses_topic
+        self._state = state
+        self._budget = budget or StoreBudget()
+        self._consumer = Consumer(
+            reader_config(config, "answered-index", **{"fetch.wait.max.ms": FETCH_WAIT_MAX_MS})
+        )
+        self.partitions = partitions or _partition_count(self._consumer, responses_topic)
+        #: Read on the event loop, changed on the tail thread (a dict swap is atomic).
+        self._stores: dict[int, AnswerStore] = {}
+        #: How each followed partition started: "stored" (resumed at the store's offset) or
+        #: "rebuilt" (read from now - horizon); tests and the benchmark read it.
+        self.started: dict[int, str] = {}
+        self._owners: dict[str, frozenset[int]] = {}
+        self._wanted: frozenset[int] = frozenset()  # set on the loop, applied on the tail
+        self._followed: frozenset[int] = frozenset()  # the tail's assignment
+        #: The partitions the tail's consumer is assigned, read back from it after each change.
+        self.assignment: frozenset[int] = frozenset()
+        self._next: dict[int, int] = {}
+        self._requests: list[concurrent.futures.Future[None]] = []
+        self._barriers: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
+        self._lock = threading.Lock()
+        self._refused: KafkaAccessError | None = None
         self._synced_at = 0.0
         self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
         self._next_prune = time.monotonic() + PRUNE_EVERY_S
-        since = self._wall_ms() - self._window_ms
-        self._tail = TopicTail(
-            config, responses_topic, self._on_response, since_ms=since, name="answered-index"
-        )
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="answered-index", daemon=True)
+        self._thread.start()
 
-    def _on_response(self, msg: Record) -> None:
-        self.record_response(msg.key(), msg.timestamp()[1], header_value(msg.headers(), STATUS))
-        if time.monotonic() >= self._next_prune:  # keeps memory to one window of answers
-            self._next_prune = time.monotonic() + PRUNE_EVERY_S
-            self.prune()
+    # --- the event loop's side -----------------------------------------------------------
+    def follow(self, owner: str, partitions: Iterable[int]) -> None:
+        self._owners[owner] = frozenset(partitions)
+        wanted = frozenset().union(*self._owners.values())
+        with self._lock:
+            self._wanted = wanted
+
+    @property
+    def followed(self) -> frozenset[int]:
+        """The response partitions the tail reads now."""
+        return self._followed
+
+    def holds(self) -> dict[int, list[str]]:
+        """Partition -> every request id its store holds (tests; reads every store)."""
+        return {
+            p: [rid.decode() for rid in store.answers()] for p, store in dict(self._stores).items()
+        }
+
+    def _store_of(self, request_id: str) -> tuple[AnswerStore | None, bytes]:
+        rid = request_id.encode()
+        return self._stores.get(partition_of(rid, self.partitions)), rid
+
+    def is_answered(self, request_id: str, *, replay: bool = False) -> bool:
+        store, rid = self._store_of(request_id)
+        if store is None:
+            return False  # not a partition of ours: the worker that holds it decides
+        try:
+            return store.lookup(rid, replay=replay)
+        except Exception:  # closed under us: the partition was just dropped
+            return False
+
+    def mark_answered(self, request_id: str, *, failed: bool = False) -> None:
+        store, rid = self._store_of(request_id)
+        if store is not None:
+            try:
+                store.write([(rid, self._wall_ms(), not failed)], None)
+            except Exception:  # dropped meanwhile: the next owner reads it from the log
+                log.debug("answered index: partition of %s dropped", request_id)
+
+    def record_response(self, key: bytes | None, timestamp_ms: int, status: str | None) -> None:
+        if key:
+            store = self._stores.get(partition_of(key, self.partitions))
+            if store is not None:
+                store.write([(key, timestamp_ms, _settles(status))], None)
+
+    def prune(self) -> int:
+        before = self._wall_ms() - self._horizon_ms
+        return sum(store.prune(before) for store in list(self._stores.values()))
 
     def synced(self, since: float) -> bool:
         return self._synced_at >= since
@@ -141,14 +289,180 @@ class AnsweredIndex(AnsweredLedger):
         pending = self._pending_sync
         if pending is None or pending[0] < since:
             started = time.monotonic()
-            future = asyncio.wrap_future(self._tail.barrier())
+            future = asyncio.wrap_future(self._barrier())
             pending = (started, future)
             self._pending_sync = pending
         await asyncio.shield(pending[1])
         self._synced_at = max(self._synced_at, pending[0])
 
+    def _barrier(self) -> concurrent.futures.Future[None]:
+        """Resolved once every followed partition is read up to its end at this call (after
+        every ``follow`` made before it has been applied)."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._refused is not None:
+            future.set_exception(self._refused)
+            return future
+        with self._lock:
+            self._requests.append(future)
+        return future
+
     def close(self) -> None:
-        self._tail.stop()
+        self._running = False
+        self._thread.join(timeout=STOP_JOIN_TIMEOUT_S)
+        self._consumer.close()
+        stores, self._stores = self._stores, {}
+        for store in stores.values():
+            store.close()
+        self._state.close()
+
+    # --- the tail's thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while self._running:
+            try:
+                self._apply_follow()
+                self._take_barrier_requests()
+                batch = self._consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S)
+            except RuntimeError:  # closed under us during close()
+                return
+            except KafkaAccessError as exc:  # raised by the error callback: waiting cannot help
+                self._fail(exc)
+                return
+            except KafkaException as exc:  # a broker request failed: tried again next round
+                log.warning("answered index %s: %s", self.topic, exc)
+                time.sleep(CONSUME_WAIT_S)
+                continue
+            if batch:
+                self._store_batch(batch)
+            self._resolve_barriers()
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                dropped = self.prune()
+                if dropped:
+                    log.info("answered index: %d answers older than the horizon pruned", dropped)
+
+    def _store_batch(self, batch: list[Message]) -> None:
+        by_partition: dict[int, list[Message]] = {}
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("answered index %s: %s", self.topic, err)
+                continue
+            by_partition.setdefault(cast(int, msg.partition()), []).append(msg)
+        for partition, msgs in by_partition.items():
+            store = self._stores.get(partition)
+            if store is None:
+                continue  # dropped since the fetch
+            after = cast(int, msgs[-1].offset()) + 1
+            store.write(
+                (
+                    (key, msg.timestamp()[1], _settles(header_value(msg.headers(), STATUS)))
+                    for msg in msgs
+                    if (key := msg.key())
+                ),
+                after,
+            )
+            self._next[partition] = after
+
+    def _apply_follow(self) -> None:
+        with self._lock:
+            wanted = self._wanted
+        if wanted == self._followed:
+            return
+        gone = self._followed - wanted
+        if gone:
+            self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
+            for p in gone:
+                store = self._stores.pop(p, None)
+                self._next.pop(p, None)
+                self.started.pop(p, None)
+                if store is not None:
+                    store.close()
+            self._followed -= gone
+        for p in sorted(wanted - self._followed):  # one at a time: a failure retries the rest
+            store, offset, how = self._open(p)
+            self._next[p] = offset
+            self.started[p] = how
+            self._stores = {**self._stores, p: store}
+            self._consumer.incremental_assign([TopicPartition(self.topic, p, offset)])
+            self._followed |= {p}
+            log.info("answered index: %s[%d] from offset %d (%s)", self.topic, p, offset, how)
+        # As the consumer has it (asked here: the consumer is not to be used off this thread).
+        self.assignment = frozenset(tp.partition for tp in self._consumer.assignment())
+
+    def _open(self, partition: int) -> tuple[AnswerStore, int, str]:
+        """The partition's store and the offset to read from: the store's own, else (a new,
+        unreadable or stale store) the first offset of ``now - horizon``."""
+        tp = TopicPartition(self.topic, partition)
+        low, high = self._consumer.get_watermark_offsets(
+            tp, timeout=REQUEST_TIMEOUT_S, cached=False
+        )
+        store = AnswerStore(self._state.partition(partition), self._budget)
+        try:
+            stored = store.next_offset()
+            if stored is not None and stored <= high:
+                return store, max(stored, low), "stored"
+            if stored is not None:  # past the end: the topic was recreated
+                store.destroy()
+                store = AnswerStore(self._state.partition(partition), self._budget)
+            since = self._wall_ms() - self._horizon_ms
+            (found,) = self._consumer.offsets_for_times(
+                [TopicPartition(self.topic, partition, since)], timeout=REQUEST_TIMEOUT_S
+            )
+            start = high if found.offset < 0 else found.offset
+            store.write([], start)  # a restart resumes here even if nothing is read before
+        except BaseException:
+            store.close()
+            raise
+        return store, start, "rebuilt"
+
+    def _take_barrier_requests(self) -> None:
+        if self._followed != self._wanted:
+            return  # a follow is still to apply: its partitions belong in the marks
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for future in requests:
+            marks = {}
+            for p in self._followed:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=REQUEST_TIMEOUT_S, cached=False
+                )
+                marks[p] = high
+            self._barriers.append((marks, future))
+
+    def _resolve_barriers(self) -> None:
+        if not self._barriers:
+            return
+        still = []
+        for marks, future in self._barriers:
+            if all(self._next.get(p, 0) >= high for p, high in marks.items()):
+                future.set_result(None)
+            else:
+                still.append((marks, future))
+        self._barriers = still
+
+    def _fail(self, exc: KafkaAccessError) -> None:
+        log.error("answered index %s stopped: %s", self.topic, exc)
+        self._refused = exc
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for future in [*requests, *(f for _marks, f in self._barriers)]:
+            if not future.done():
+                future.set_exception(exc)
+        self._barriers = []
+
+
+def _settles(status: str | None) -> bool:
+    """A response that settles its request for a DLQ replay: a known status, not ``failed``."""
+    return status is not None and status != ResponseStatus.FAILED
+
+
+def _partition_count(consumer: Consumer, topic: str) -> int:
+    metadata = consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise KafkaException(f"topic {topic} has no partitions: run `switchboard topics ensure`")
+    return len(found.partitions)
 
 
 def _wall_ms() -> int:

@@ -106,6 +106,7 @@ class SpecialistWorker:
             or self._index.busy(request_id)
             or (deadline is not None and now_ms() >= deadline)
             or not self._breaker.allows_call()
+            or self._index.beyond_horizon(_created_ms(msg, request))
         ):
             return None
         replay = h.header_value(msg.headers(), h.REPLAY_ID) is not None
@@ -138,6 +139,16 @@ class SpecialistWorker:
             return []
         status: str | None = None
         try:
+            if self._index.beyond_horizon(_created_ms(msg, request)):
+                # Its answer, if it had one, may be forgotten: never sent to the model again.
+                status = ResponseStatus.EXPIRED
+                expired = self._outcomes.expired(
+                    request,
+                    int(request.get("attempt") or 0),
+                    specialist=self.specialist,
+                    horizon_s=self._index.horizon_s,
+                )
+                return self._outcomes.recorded(expired)
             answer, attempt = await self._answer(msg, request)
             status = answer.status
             return self._outcomes.recorded(self._response(request, answer, attempt, picked_ms))
@@ -285,3 +296,12 @@ class SpecialistWorker:
             stage_latency_ms=latency,
             attempts=attempt,
         )
+
+
+def _created_ms(msg: Record, request: Mapping[str, Any]) -> int | None:
+    """When the request was made: its ``created_at_ms``, else the task record's timestamp."""
+    created = request.get("created_at_ms")
+    if created is not None:
+        return int(created)
+    kind, ts = msg.timestamp()
+    return ts if kind and ts > 0 else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
 from switchboard.core.classify import kafka_access_problem
 from switchboard.core.errors import KafkaAccessError
@@ -126,3 +126,33 @@ def wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> 
             return
         time.sleep(LEADER_POLL_INTERVAL_S)
     raise TimeoutError(f"topics had no leaders after {timeout_s:.0f}s: {', '.join(names)}")
+
+
+def partition_counts(
+    admin: AdminClient, names: list[str], *, timeout_s: float = ADMIN_TIMEOUT_S
+) -> dict[str, int]:
+    """Topic -> partition count of each of ``names`` that exists (a missing one is left out)."""
+    topics = admin.list_topics(timeout=timeout_s).topics
+    return {
+        name: len(topics[name].partitions)
+        for name in names
+        if name in topics and topics[name].error is None and topics[name].partitions
+    }
+
+
+def retention_ms(
+    admin: AdminClient, names: list[str], *, timeout_s: float = ADMIN_TIMEOUT_S
+) -> dict[str, int]:
+    """Topic -> ``retention.ms`` of each of ``names`` the broker describes (-1: forever)."""
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, name) for name in names], request_timeout=timeout_s
+    )
+    out = {}
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout=timeout_s).get("retention.ms")
+        except KafkaException:
+            continue  # missing, or not ours to describe: the caller's default applies
+        if entry is not None and entry.value is not None:
+            out[resource.name] = int(entry.value)
+    return out

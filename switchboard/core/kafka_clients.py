@@ -139,12 +139,21 @@ def with_logger(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: How every Switchboard producer maps a key to a partition, named rather than left to the
+#: client's default: CRC-32 of the key modulo the partition count (librdkafka's default; a
+#: Java client's is murmur2). Task and response topics are co-partitioned by request id on it:
+#: a task's response lands in the partition number the task was read from, so a worker reads
+#: only its own partitions of the answered ledger (``consumers.answered.partition_of``).
+PARTITIONER: Final = "consistent_random"
+
+
 def producer_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """Idempotent, fully acknowledged producer: a retried send is never duplicated in the log."""
     return {
         **with_logger(base),
         "enable.idempotence": True,
         "acks": "all",
+        "partitioner": PARTITIONER,
         "linger.ms": 2,
         "compression.type": "lz4",
         **overrides,

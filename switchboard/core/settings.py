@@ -90,7 +90,18 @@ class Settings(BaseSettings):
     #: Headers a request may carry, and the bytes of one header (name and value).
     max_headers: int = Field(default=32, ge=1)
     max_header_bytes: int = Field(default=4_096, ge=64)
+    #: The router's recent-id cache and the client's lookback: how far back a resubmitted id
+    #: is looked for. The workers' answered index keeps ``dedup_horizon_s`` instead.
     dedup_window_s: float = Field(default=3600.0, ge=0)
+    #: How far back the answered index remembers answers: unset, the requests topic's
+    #: ``retention.ms`` (or the responses topic's, when shorter), 7 days when neither is
+    #: readable or both keep forever. A request created before ``now - horizon`` is answered
+    #: ``expired``, never sent to the model.
+    dedup_horizon_s: float | None = Field(default=None, ge=60)
+    #: Where the answered index keeps its on-disk stores (one per response partition), under
+    #: ``<answered_dir>/<responses topic>/<instance id or a free slot m0, m1, ...>``; unset:
+    #: ``<state_dir>/answered``.
+    answered_dir: Path | None = None
     #: Per-tenant request rate at the router (the seed's "1000 RPS per user"); 0 turns it off.
     tenant_rate_per_s: float = Field(default=1000.0, ge=0)
     tenant_burst: int = Field(default=1000, ge=1)
@@ -209,6 +220,11 @@ class Settings(BaseSettings):
     @property
     def kafka_state_dir(self) -> Path:
         return self.state_dir.resolve() / "kafka"
+
+    @property
+    def answered_state_dir(self) -> Path:
+        """The answered index's stores (``answered_dir``, else ``<state_dir>/answered``)."""
+        return (self.answered_dir or self.state_dir / "answered").resolve()
 
     @property
     def offline(self) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -30,6 +32,8 @@ def settings_for_test(
         "anthropic_api_key": None if fake is None else "sk-test",
         "anthropic_base_url": None if fake is None else fake.base_url,
         "drain_timeout_s": 10.0,
+        # The answered index's stores: a directory per test, not the checkout's .switchboard.
+        "answered_dir": Path(tempfile.mkdtemp(prefix="sb-answered-")),
     }
     values.update(overrides)
     return Settings(**values)
