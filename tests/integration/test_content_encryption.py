@@ -30,7 +30,7 @@ from consumers.app import Pipeline
 from producers.client import SwitchboardClient
 from switchboard.cli.main import main
 from switchboard.core import headers as h
-from switchboard.core.envelope import content_codec, sealed_key_id
+from switchboard.core.envelope import KeyUnavailable, content_codec, sealed_key_id
 from switchboard.core.serde import REQUEST, RESPONSE
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.support import wait_for
@@ -164,3 +164,43 @@ def test_an_encrypted_run_leaks_no_content_survives_rotation_and_replays_dead_le
     time.sleep(0.2)
     again = topic_bytes(kafka_config, settings.topic_prefix)
     assert phrases[0].encode() in again[f"topic {topics.requests}"]
+
+
+def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_it(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    """A task sealed with ``k9`` reaches a worker whose keyring holds only ``k1``: the worker
+    stops with ``KeyUnavailable`` naming k9 and the settings to fix, writes no dead letter and
+    no response, and commits nothing past the record; a worker given k9 answers it, once."""
+    keys = {name: base64.b64encode(os.urandom(32)).decode() for name in ("k1", "k9")}
+
+    def keyring(*names: str) -> str:
+        return json.dumps({"keys": {n: keys[n] for n in names}, "primary": names[-1]})
+
+    with FakeAnthropic() as fake:
+        settings = settings_for_test(kafka_bootstrap, fake=fake, encryption_keys=keyring("k9"))
+        topics = create_topics(settings, kafka_config)
+        lacking = settings_for_test(
+            kafka_bootstrap,
+            fake=fake,
+            topic_prefix=settings.topic_prefix,
+            encryption_keys=keyring("k1"),
+        )
+        phrase = _phrase(9)
+        with SwitchboardClient(
+            kafka_config, codec=content_codec(settings), topic_prefix=settings.topic_prefix
+        ) as client:
+            request_id = client.submit(f"/api {phrase}")
+            stopped = RunningPipeline(lacking, kafka_config, lambda p: p.add_worker("api"))
+            with RunningPipeline(settings, kafka_config, lambda p: p.add_router()):
+                stopped.__enter__()
+                wait_for(lambda: stopped.error is not None, 30, "the worker without k9 to stop")
+            with pytest.raises(KeyUnavailable, match=r"'k9'.*SWITCHBOARD_KEYRING_FILE"):
+                stopped.stop()
+            assert fake.stats().total_calls == 0
+            for topic in (topics.dlq, topics.responses):
+                assert read_topic(kafka_config, topic, until=_count(1), timeout_s=2) == []
+            with RunningPipeline(settings, kafka_config, lambda p: p.add_worker("api")):
+                answer = client.result(request_id, 30)
+    assert answer.status == "answered" and phrase in answer.content
+    assert fake.stats().total_calls == 1
