@@ -86,6 +86,9 @@ class CompiledRecord:
 
 
 _MISSING = object()
+#: A named type's enclosing namespace, and the generated source lines.
+Ns = str | None
+Lines = list[str]
 
 
 class _Compiler:
@@ -136,7 +139,7 @@ class _Compiler:
 
     # --- readers ---------------------------------------------------------------------
 
-    def read_long(self, lines: list[str], pad: str, target: str) -> None:
+    def read_varint(self, lines: list[str], pad: str, target: str) -> None:
         b = self.var("b")
         lines += [
             f"{pad}{b} = data[pos]",
@@ -149,7 +152,7 @@ class _Compiler:
 
     def read_sized(self, lines: list[str], pad: str, target: str, text: bool) -> None:
         n, end = self.var("n"), self.var("end")
-        self.read_long(lines, pad, n)
+        self.read_varint(lines, pad, n)
         lines += [
             f"{pad}{end} = pos + {n}",
             f"{pad}if {n} < 0 or {end} > size:",
@@ -158,49 +161,51 @@ class _Compiler:
             f"{pad}pos = {end}",
         ]
 
-    def read(self, schema: Any, namespace: str | None, lines: list[str], pad: str, t: str) -> None:
-        schema, namespace = self.resolve(schema, namespace)
-        if schema == "null":
-            lines.append(f"{pad}{t} = None")
-        elif schema in ("int", "long"):
-            self.read_long(lines, pad, t)
-        elif schema in ("string", "bytes"):
-            self.read_sized(lines, pad, t, text=schema == "string")
-        elif isinstance(schema, list):
-            # The branch index is one byte (0 or 2, zigzag) in any canonical encoding; anything
-            # else raises, and fastavro reads it.
-            null_first, other = _nullable(schema)
-            b = self.var("b")
-            lines.append(f"{pad}{b} = data[pos]")
-            lines.append(f"{pad}pos += 1")
-            lines.append(f"{pad}if {b} == {0 if null_first else 2}:")
-            lines.append(f"{pad}    {t} = None")
-            lines.append(f"{pad}elif {b} == {2 if null_first else 0}:")
-            self.read(other, namespace, lines, pad + "    ", t)
-            lines.append(f"{pad}else:")
-            lines.append(f"{pad}    raise ValueError('union branch out of range')")
-        elif isinstance(schema, dict):
-            kind = schema.get("type")
-            if kind == "enum":
-                namespace = self.define(schema, namespace)
-                symbols = self.const("symbols", tuple(schema["symbols"]))
-                i = self.var("i")
-                self.read_long(lines, pad, i)
-                lines.append(f"{pad}if {i} < 0:")
-                lines.append(f"{pad}    raise ValueError('negative enum index')")
-                lines.append(f"{pad}{t} = {symbols}[{i}]")
-            elif kind in ("map", "array"):
-                self.read_blocks(schema, namespace, lines, pad, t)
-            elif kind == "record":
-                self.read_record(schema, namespace, lines, pad, t)
-            else:
-                raise Unsupported(f"type {kind!r}")
-        else:
-            raise Unsupported(f"type {schema!r}")
-
-    def read_blocks(
-        self, schema: dict[str, Any], namespace: str | None, lines: list[str], pad: str, t: str
+    def emit(
+        self, mode: str, schema: Any, namespace: str | None, lines: list[str], pad: str, name: str
     ) -> None:
+        """The code that reads into (``mode`` "read") or writes (``"write"``) variable ``name``."""
+        schema, namespace = self.resolve(schema, namespace)
+        getattr(self, f"{mode}_{_kind(schema)}")(schema, namespace, lines, pad, name)
+
+    def read(self, schema: Any, namespace: str | None, lines: list[str], pad: str, t: str) -> None:
+        self.emit("read", schema, namespace, lines, pad, t)
+
+    def read_null(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
+        lines.append(f"{pad}{t} = None")
+
+    def read_long(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
+        self.read_varint(lines, pad, t)
+
+    def read_string(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
+        self.read_sized(lines, pad, t, text=schema == "string")
+
+    read_bytes = read_string
+
+    def read_union(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
+        # The branch index is one byte (0 or 2, zigzag) in any canonical encoding; anything
+        # else raises, and fastavro reads it.
+        null_first, other = _nullable(schema)
+        b = self.var("b")
+        lines.append(f"{pad}{b} = data[pos]")
+        lines.append(f"{pad}pos += 1")
+        lines.append(f"{pad}if {b} == {0 if null_first else 2}:")
+        lines.append(f"{pad}    {t} = None")
+        lines.append(f"{pad}elif {b} == {2 if null_first else 0}:")
+        self.read(other, namespace, lines, pad + "    ", t)
+        lines.append(f"{pad}else:")
+        lines.append(f"{pad}    raise ValueError('union branch out of range')")
+
+    def read_enum(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
+        self.define(schema, namespace)
+        symbols = self.const("symbols", tuple(schema["symbols"]))
+        i = self.var("i")
+        self.read_varint(lines, pad, i)
+        lines.append(f"{pad}if {i} < 0:")
+        lines.append(f"{pad}    raise ValueError('negative enum index')")
+        lines.append(f"{pad}{t} = {symbols}[{i}]")
+
+    def read_blocks(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
         is_map = schema["type"] == "map"
         count, skipped, item, key = (
             self.var("count"),
@@ -211,14 +216,14 @@ class _Compiler:
         lines.append(f"{pad}{t} = {{}}" if is_map else f"{pad}{t} = []")
         lines.append(f"{pad}while True:")
         inner = pad + "    "
-        self.read_long(lines, inner, count)
+        self.read_varint(lines, inner, count)
         lines += [
             f"{inner}if {count} == 0:",
             f"{inner}    break",
             f"{inner}if {count} < 0:",  # a block that also gives its size in bytes
             f"{inner}    {count} = -{count}",
         ]
-        self.read_long(lines, inner + "    ", skipped)
+        self.read_varint(lines, inner + "    ", skipped)
         lines.append(f"{inner}for _ in range({count}):")
         body = inner + "    "
         if is_map:
@@ -229,9 +234,7 @@ class _Compiler:
             self.read(schema["items"], namespace, lines, body, item)
             lines.append(f"{body}{t}.append({item})")
 
-    def read_record(
-        self, schema: dict[str, Any], namespace: str | None, lines: list[str], pad: str, t: str
-    ) -> None:
+    def read_record(self, schema: Any, namespace: Ns, lines: Lines, pad: str, t: str) -> None:
         namespace = self._enter(schema, namespace)
         values = []
         for field in schema["fields"]:
@@ -244,52 +247,45 @@ class _Compiler:
     # --- writers ---------------------------------------------------------------------
 
     def write(self, schema: Any, namespace: str | None, lines: list[str], pad: str, v: str) -> None:
-        schema, namespace = self.resolve(schema, namespace)
-        if schema == "null":
-            lines.append(f"{pad}if {v} is not None:")
-            lines.append(f"{pad}    raise TypeError('null field with a value')")
-        elif schema in ("int", "long"):
-            lines.append(f"{pad}out += _SMALL[{v} + 64] if -64 <= {v} < 64 else _encode_long({v})")
-        elif schema == "string":
-            b = self.var("b")
-            lines.append(f"{pad}{b} = {v}.encode()")
-            self.write_length(lines, pad, f"len({b})")
-            lines.append(f"{pad}out += {b}")
-        elif schema == "bytes":
-            self.write_length(lines, pad, f"len({v})")
-            lines.append(f"{pad}out += {v}")
-        elif isinstance(schema, list):
-            null_first, other = _nullable(schema)
-            lines.append(f"{pad}if {v} is None:")
-            lines.append(f"{pad}    out += {_SMALL[64] if null_first else _SMALL[65]!r}")
-            lines.append(f"{pad}else:")
-            lines.append(f"{pad}    out += {_SMALL[65] if null_first else _SMALL[64]!r}")
-            self.write(other, namespace, lines, pad + "    ", v)
-        elif isinstance(schema, dict):
-            kind = schema.get("type")
-            if kind == "enum":
-                namespace = self.define(schema, namespace)
-                index = self.const(
-                    "index", {s: _encode_long(i) for i, s in enumerate(schema["symbols"])}
-                )
-                lines.append(f"{pad}out += {index}[{v}]")
-            elif kind in ("map", "array"):
-                self.write_blocks(schema, namespace, lines, pad, v)
-            elif kind == "record":
-                self.write_record(schema, namespace, lines, pad, v)
-            else:
-                raise Unsupported(f"type {kind!r}")
-        else:
-            raise Unsupported(f"type {schema!r}")
+        self.emit("write", schema, namespace, lines, pad, v)
+
+    def write_null(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
+        lines.append(f"{pad}if {v} is not None:")
+        lines.append(f"{pad}    raise TypeError('null field with a value')")
+
+    def write_long(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
+        lines.append(f"{pad}out += _SMALL[{v} + 64] if -64 <= {v} < 64 else _encode_long({v})")
+
+    def write_string(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
+        b = self.var("b")
+        lines.append(f"{pad}{b} = {v}.encode()")
+        self.write_length(lines, pad, f"len({b})")
+        lines.append(f"{pad}out += {b}")
+
+    def write_bytes(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
+        self.write_length(lines, pad, f"len({v})")
+        lines.append(f"{pad}out += {v}")
+
+    def write_union(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
+        null_first, other = _nullable(schema)
+        null_branch, other_branch = (b"\x00", b"\x02") if null_first else (b"\x02", b"\x00")
+        lines.append(f"{pad}if {v} is None:")
+        lines.append(f"{pad}    out += {null_branch!r}")
+        lines.append(f"{pad}else:")
+        lines.append(f"{pad}    out += {other_branch!r}")
+        self.write(other, namespace, lines, pad + "    ", v)
+
+    def write_enum(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
+        self.define(schema, namespace)
+        index = self.const("index", {s: _encode_long(i) for i, s in enumerate(schema["symbols"])})
+        lines.append(f"{pad}out += {index}[{v}]")
 
     def write_length(self, lines: list[str], pad: str, expr: str) -> None:
         n = self.var("n")
         lines.append(f"{pad}{n} = {expr}")
         lines.append(f"{pad}out += _LENGTHS[{n}] if {n} < {_LEN_BYTES_MAX} else _encode_long({n})")
 
-    def write_blocks(
-        self, schema: dict[str, Any], namespace: str | None, lines: list[str], pad: str, v: str
-    ) -> None:
+    def write_blocks(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
         # fastavro writes one block (a positive count) for a non-empty map or array, then 0.
         n, key, item = self.var("n"), self.var("k"), self.var("x")
         lines.append(f"{pad}{n} = len({v})")
@@ -305,9 +301,7 @@ class _Compiler:
             self.write(schema["items"], namespace, lines, inner + "    ", item)
         lines.append(f"{pad}out += b'\\x00'")
 
-    def write_record(
-        self, schema: dict[str, Any], namespace: str | None, lines: list[str], pad: str, v: str
-    ) -> None:
+    def write_record(self, schema: Any, namespace: Ns, lines: Lines, pad: str, v: str) -> None:
         namespace = self._enter(schema, namespace)
         # No key beyond the schema's (fastavro's strict_allow_default): every field is looked
         # up, so the record has none other exactly when its size is the fields found.
@@ -353,6 +347,21 @@ class _Compiler:
 
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_KINDS = {"null": "null", "int": "long", "long": "long", "string": "string", "bytes": "bytes"}
+
+
+def _kind(schema: Any) -> str:
+    """Which ``read_*``/``write_*`` method compiles ``schema`` (a resolved type)."""
+    if isinstance(schema, str) and schema in _KINDS:
+        return _KINDS[schema]
+    if isinstance(schema, list):
+        return "union"
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind in ("enum", "record"):
+        return str(kind)
+    if kind in ("map", "array"):
+        return "blocks"
+    raise Unsupported(f"type {kind or schema!r}")
 
 
 def _nullable(union: list[Any]) -> tuple[bool, Any]:
