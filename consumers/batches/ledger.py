@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -61,12 +61,7 @@ class LedgerItem:
     attempt: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "request_id": self.request_id,
-            "specialist": self.specialist,
-            "tenant": self.tenant,
-            "attempt": self.attempt,
-        }
+        return asdict(self)
 
 
 @dataclass
