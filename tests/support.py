@@ -1,6 +1,7 @@
 """Small helpers that unit and integration tests share: polling until a condition holds, a
 JSON GET that returns the status of an HTTP error instead of raising it, the most holders an
-async gate (a cap, a limiter) let in at once, and ``switchboard`` run as a user runs it."""
+async gate (a cap, a limiter) let in at once, ``switchboard`` run as a user runs it, and a
+clock a test moves by hand."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ POLL_PAUSE_S = 0.05
 HTTP_TIMEOUT_S = 5.0
 #: How long one ``run_cli`` may take.
 CLI_TIMEOUT_S = 60.0
+#: The real ``asyncio.sleep``, kept for ``FakeClock.sleep``: a test may patch its clock's
+#: ``sleep`` in as ``asyncio.sleep``.
+_asyncio_sleep = asyncio.sleep
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
@@ -87,3 +91,28 @@ def one_error_line(proc: subprocess.CompletedProcess[str], returncode: int) -> s
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+class FakeClock:
+    """A clock a test moves by hand: calling it (or ``monotonic``) reads ``now``; ``advance``
+    moves it; ``sleep`` records the pause, lets other tasks run, then moves the clock that far
+    (never back, if a task moved it meanwhile)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        target = self.now + seconds
+        await _asyncio_sleep(0)
+        self.now = max(self.now, target)

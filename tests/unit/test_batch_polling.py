@@ -17,6 +17,7 @@ import pytest
 from consumers.batches import runner as runner_module
 from consumers.batches.ledger import BatchState, LedgerBatch
 from consumers.batches.runner import BatchJobError, BatchRunner, PollPolicy
+from tests.support import FakeClock
 
 
 def api_error(cls: type[anthropic.APIStatusError], status: int, **headers: str) -> Exception:
@@ -41,24 +42,9 @@ class Batches:
         return NS(id=batch_id, processing_status=step, request_counts=counts)
 
 
-class Clock:
-    """``time.monotonic`` and ``asyncio.sleep`` for the runner: sleeping moves the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
     monkeypatch.setattr(runner_module.time, "monotonic", clock.monotonic)
     monkeypatch.setattr(runner_module.asyncio, "sleep", clock.sleep)
     return clock
@@ -83,37 +69,37 @@ def wait_ended(script: Sequence[str | Exception], budget_s: float = 100.0) -> tu
     return asyncio.run(runner._wait_ended(batch, budget_s)), batches
 
 
-def test_waits_double_up_to_the_cap(clock: Clock) -> None:
+def test_waits_double_up_to_the_cap(clock: FakeClock) -> None:
     ended, batches = wait_ended(["in_progress"] * 4 + ["ended"])
     assert ended is True and batches.calls == 5
     assert clock.sleeps == [1.0, 2.0, 3.0, 3.0]
 
 
-def test_a_retry_after_longer_than_the_backoff_is_honoured(clock: Clock) -> None:
+def test_a_retry_after_longer_than_the_backoff_is_honoured(clock: FakeClock) -> None:
     limited = api_error(anthropic.RateLimitError, 429, **{"retry-after-ms": "2500"})
     ended, _ = wait_ended([limited, "in_progress", "ended"])
     assert ended is True
     assert clock.sleeps == [2.5, 2.0]
 
 
-def test_an_overloaded_api_is_polled_again_on_the_backoff(clock: Clock) -> None:
+def test_an_overloaded_api_is_polled_again_on_the_backoff(clock: FakeClock) -> None:
     overloaded = api_error(anthropic.InternalServerError, 529)
     ended, _ = wait_ended([overloaded, overloaded, "ended"])
     assert ended is True and clock.sleeps == [1.0, 2.0]
 
 
-def test_the_budget_ends_polling_and_leaves_the_batch_open(clock: Clock) -> None:
+def test_the_budget_ends_polling_and_leaves_the_batch_open(clock: FakeClock) -> None:
     ended, batches = wait_ended(["in_progress"] * 10, budget_s=5.0)
     assert ended is None
     assert sum(clock.sleeps) <= 5.0 and batches.calls == 3
 
 
-def test_a_batch_the_api_does_not_know_is_gone(clock: Clock) -> None:
+def test_a_batch_the_api_does_not_know_is_gone(clock: FakeClock) -> None:
     ended, _ = wait_ended([api_error(anthropic.NotFoundError, 404)])
     assert ended is False
 
 
-def test_a_bad_key_stops_the_job_with_the_reason(clock: Clock) -> None:
+def test_a_bad_key_stops_the_job_with_the_reason(clock: FakeClock) -> None:
     with pytest.raises(BatchJobError, match="polling batch b1 failed"):
         wait_ended([api_error(anthropic.AuthenticationError, 401)])
     assert clock.sleeps == []

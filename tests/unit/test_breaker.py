@@ -10,31 +10,13 @@ import pytest
 from consumers.resilience.breaker import BreakerState, CircuitBreaker
 from switchboard.core.classify import Failure
 from switchboard.core.errors import ErrorClass
+from tests.support import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 OVERLOAD = Failure(ErrorClass.TRANSIENT, "overloaded", "529", "OverloadedError", overload=True)
 SYSTEMIC = Failure(ErrorClass.FATAL, "authentication", "401", "AuthenticationError", systemic=True)
 NEUTRAL = Failure(ErrorClass.PERMANENT, "invalid_request", "400", "BadRequestError")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        """Let other tasks run, then let ``seconds`` pass (never turning the clock back)."""
-        self.sleeps.append(seconds)
-        target = self.now + seconds
-        await asyncio.sleep(0)
-        self.now = max(self.now, target)
 
 
 def make(clock: FakeClock, **kwargs: object) -> tuple[CircuitBreaker, list[tuple[str, int]]]:

@@ -16,15 +16,7 @@ from consumers.health import ProcessHealth
 from consumers.resilience.breaker import BreakerState
 from switchboard.core.errors import ConfigError
 from switchboard.core.ops_http import OpsServer
-from tests.support import get_json
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock, get_json
 
 
 @dataclass
@@ -48,8 +40,8 @@ class FakeBreaker:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[ProcessHealth, Clock, str]]:
-    clock = Clock()
+def served() -> Iterator[tuple[ProcessHealth, FakeClock, str]]:
+    clock = FakeClock()
     health = ProcessHealth(stale_after_s=15, broker_stale_after_s=15, clock=clock)
     server = OpsServer(0, health=health.health, ready=health.readiness).start()
     try:
@@ -75,7 +67,7 @@ def evaluate(
 
 
 def test_healthz_is_200_while_the_loop_beats_and_503_once_the_beat_is_stale(
-    served: tuple[ProcessHealth, Clock, str],
+    served: tuple[ProcessHealth, FakeClock, str],
 ) -> None:
     health, clock, url = served
     assert get_json(f"{url}/healthz")[0] == 200  # alive from construction: start-up grace
@@ -91,7 +83,7 @@ def test_healthz_is_200_while_the_loop_beats_and_503_once_the_beat_is_stale(
 
 
 def test_readyz_is_503_before_the_first_evaluation_and_200_when_every_check_passes(
-    served: tuple[ProcessHealth, Clock, str],
+    served: tuple[ProcessHealth, FakeClock, str],
 ) -> None:
     health, _clock, url = served
     code, body = get_json(f"{url}/readyz")
@@ -102,7 +94,7 @@ def test_readyz_is_503_before_the_first_evaluation_and_200_when_every_check_pass
     assert set(body["checks"]) == {"assigned", "broker", "index_synced", "breakers", "heartbeat"}
 
 
-def test_readyz_names_an_unassigned_consumer(served: tuple[ProcessHealth, Clock, str]) -> None:
+def test_readyz_names_an_unassigned_consumer(served: tuple[ProcessHealth, FakeClock, str]) -> None:
     health, _clock, url = served
     evaluate(health, runtimes={"router": FakeRuntime([("t", 0)]), "relay": FakeRuntime([])})
     code, body = get_json(f"{url}/readyz")
@@ -111,7 +103,7 @@ def test_readyz_names_an_unassigned_consumer(served: tuple[ProcessHealth, Clock,
 
 
 def test_readyz_names_an_open_breaker_but_not_a_half_open_one(
-    served: tuple[ProcessHealth, Clock, str],
+    served: tuple[ProcessHealth, FakeClock, str],
 ) -> None:
     health, _clock, url = served
     breakers = {
@@ -128,7 +120,7 @@ def test_readyz_names_an_open_breaker_but_not_a_half_open_one(
 
 
 def test_readyz_fails_on_an_unsynced_index_a_silent_broker_and_a_stale_loop(
-    served: tuple[ProcessHealth, Clock, str],
+    served: tuple[ProcessHealth, FakeClock, str],
 ) -> None:
     health, clock, url = served
     evaluate(health, index=FakeIndex(999.0))

@@ -11,20 +11,9 @@ import pytest
 from consumers.resilience.ratelimit import AimdLimiter, TenantLimiter, TokenBucket
 from switchboard.core.classify import Failure
 from switchboard.core.errors import ErrorClass
-from tests.support import most_at_once
+from tests.support import FakeClock, most_at_once
 
 WALL = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --- TokenBucket ----------------------------------------------------------------------------
@@ -46,7 +35,7 @@ BUCKET_CASES: list[tuple[str, float, int, list[tuple[float, int, float]]]] = [
     ids=[case[0] for case in BUCKET_CASES],
 )
 def test_token_bucket(rate: float, burst: int, steps: list[tuple[float, int, float]]) -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     bucket = TokenBucket(rate, burst, clock)
     for advance_s, n, wait in steps:
         clock.advance(advance_s)
@@ -54,7 +43,7 @@ def test_token_bucket(rate: float, burst: int, steps: list[tuple[float, int, flo
 
 
 def test_token_bucket_rejects_impossible_requests() -> None:
-    bucket = TokenBucket(1.0, 2, FakeClock())
+    bucket = TokenBucket(1.0, 2, FakeClock(100.0))
     for n in (0, 3):
         with pytest.raises(ValueError):
             bucket.try_acquire(n)
@@ -67,7 +56,7 @@ def test_token_bucket_rejects_impossible_requests() -> None:
 
 
 def test_tenants_have_their_own_buckets_and_overrides() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = TenantLimiter(
         default_rate=2.0, default_burst=2, overrides={"vip": (100.0, 5)}, clock=clock
     )
@@ -79,13 +68,15 @@ def test_tenants_have_their_own_buckets_and_overrides() -> None:
 
 
 def test_default_shape_is_1000_per_second() -> None:
-    limiter = TenantLimiter(clock=FakeClock())
+    limiter = TenantLimiter(clock=FakeClock(100.0))
     assert all(limiter.check("t") == 0.0 for _ in range(1000))
     assert limiter.check("t") == pytest.approx(0.001)
 
 
 def test_least_recently_seen_tenants_are_forgotten() -> None:
-    limiter = TenantLimiter(default_rate=1.0, default_burst=1, max_tenants=2, clock=FakeClock())
+    limiter = TenantLimiter(
+        default_rate=1.0, default_burst=1, max_tenants=2, clock=FakeClock(100.0)
+    )
     assert limiter.check("a") == 0.0
     assert limiter.check("b") == 0.0
     assert limiter.check("a") > 0  # a is now the most recently seen
@@ -114,7 +105,7 @@ def aimd(clock: FakeClock, **kwargs: int | float) -> AimdLimiter:
 
 
 def test_additive_increase_once_per_window_of_successes_up_to_maximum() -> None:
-    limiter = aimd(FakeClock(), initial=4, maximum=6)
+    limiter = aimd(FakeClock(100.0), initial=4, maximum=6)
     limits = []
     for _ in range(20):
         limiter.record_success()
@@ -124,7 +115,7 @@ def test_additive_increase_once_per_window_of_successes_up_to_maximum() -> None:
 
 
 def test_multiplicative_decrease_at_most_once_per_cooldown_floored_at_minimum() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = aimd(clock, initial=16, minimum=3, cooldown_s=1.0)
     limiter.record_failure(OVERLOAD)
     assert limiter.limit == 8
@@ -140,7 +131,7 @@ def test_multiplicative_decrease_at_most_once_per_cooldown_floored_at_minimum() 
 
 
 def test_in_flight_never_exceeds_the_limit() -> None:
-    limiter = aimd(FakeClock(), initial=3)
+    limiter = aimd(FakeClock(100.0), initial=3)
 
     def within_the_limit(_call: int) -> None:
         assert limiter.in_flight <= limiter.limit
@@ -154,7 +145,7 @@ def test_in_flight_never_exceeds_the_limit() -> None:
 
 
 def test_after_a_decrease_no_call_starts_until_in_flight_is_below_the_new_limit() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = aimd(clock, initial=4)
 
     async def scenario() -> list[int]:
@@ -189,7 +180,7 @@ def test_after_a_decrease_no_call_starts_until_in_flight_is_below_the_new_limit(
 
 
 def test_waiters_are_served_in_arrival_order() -> None:
-    limiter = aimd(FakeClock(), initial=1)
+    limiter = aimd(FakeClock(100.0), initial=1)
 
     async def scenario() -> list[int]:
         order: list[int] = []
@@ -207,7 +198,7 @@ def test_waiters_are_served_in_arrival_order() -> None:
 
 
 def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
-    limiter = aimd(FakeClock(), initial=1)
+    limiter = aimd(FakeClock(100.0), initial=1)
 
     async def scenario() -> None:
         async with asyncio.timeout(2):
@@ -270,13 +261,13 @@ HEADER_CASES: list[tuple[str, dict[str, int], dict[str, str], int]] = [
 def test_observe_headers_caps_the_limit(
     options: dict[str, int], headers: dict[str, str], expected: int
 ) -> None:
-    limiter = aimd(FakeClock(), initial=8, **options)
+    limiter = aimd(FakeClock(100.0), initial=8, **options)
     limiter.observe_headers(headers)
     assert limiter.limit == expected
 
 
 def test_a_header_cap_lasts_until_the_reset_or_fresher_headers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = aimd(clock, initial=8)
     limiter.observe_headers(_headers(requests=2, reset_in_s=10.0))
     assert limiter.limit == 2
@@ -292,7 +283,7 @@ def test_a_header_cap_lasts_until_the_reset_or_fresher_headers() -> None:
 
 
 def test_fresher_headers_wake_waiters() -> None:
-    limiter = aimd(FakeClock(), initial=4)
+    limiter = aimd(FakeClock(100.0), initial=4)
 
     async def scenario() -> None:
         async with asyncio.timeout(2):
@@ -325,4 +316,4 @@ def test_impossible_limiters_are_rejected(make: Callable[[], AimdLimiter]) -> No
 
 def test_release_without_acquire_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
-        aimd(FakeClock()).release()
+        aimd(FakeClock(100.0)).release()

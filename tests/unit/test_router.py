@@ -15,6 +15,7 @@ from consumers.runtime.memory import MemoryRuntime, MemorySink
 from switchboard.core import headers as h
 from switchboard.core.settings import DEFAULTS, Settings
 from switchboard.core.status import ResponseStatus
+from tests.support import FakeClock
 
 from .memory_kit import (
     TOPICS,
@@ -27,14 +28,6 @@ from .memory_kit import (
     responses,
     router_runtime,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _runtime(

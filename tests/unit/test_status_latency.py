@@ -18,8 +18,9 @@ from switchboard.cli.status_cmds import latency_cell, render
 from switchboard.console.cache import ThroughputSample, _sample, latency, latency_chart
 from switchboard.core.metrics import LATENCY_BUCKETS_S, LoopHistogram
 from switchboard.core.topics import Topics
+from tests.support import FakeClock
 
-from .test_status_view import NOW, Clock, _backend_consumer, _backend_publisher, _report
+from .test_status_view import NOW, _backend_consumer, _backend_publisher, _report
 from .test_worker import ScriptedBackend, WorkerStage, _task
 
 T = Topics("unit")
@@ -59,12 +60,12 @@ def test_the_window_counts_what_was_observed_since_it_started_and_forgets_after_
     )
     e2e = LoopHistogram("t_e2e", "t", ["specialist"], buckets=LATENCY_BUCKETS_S, registry=None)
     e2e.labels("backend").observe(9.0)  # before the publisher: not its to report
-    clock = Clock()
+    clock = FakeClock()
     window = LatencyWindow("backend", clock=clock, stages=stages, e2e=e2e)
     for seconds in (0.3, 0.3, 0.3, 2.0):
         e2e.labels("backend").observe(seconds)
     stages.labels("model", "backend").observe(0.04)
-    clock.t += 5
+    clock.now += 5
     first = window.report()
     total = first["stages"]["total"]
     assert (first["window_s"], total["count"], total["window"]) == (
@@ -76,9 +77,9 @@ def test_the_window_counts_what_was_observed_since_it_started_and_forgets_after_
     assert first["stages"]["model"]["count"] == 1 and first["stages"]["route"]["count"] == 0
     assert first["stages"]["route"]["p50_ms"] is None
     assert set(first["stages"]) == set(STAGES)
-    clock.t += 70  # a minute later with nothing new: the window is empty, the start is not
+    clock.now += 70  # a minute later with nothing new: the window is empty, the start is not
     e2e.labels("backend").observe(0.01)
-    clock.t += 1
+    clock.now += 1
     later = window.report()["stages"]["total"]
     assert (later["count"], sum(later["cumulative"])) == (1, 5)
 

@@ -33,6 +33,7 @@ from switchboard.cli.main import main
 from switchboard.cli.status_cmds import render
 from switchboard.core.status import ResponseStatus
 from switchboard.core.topics import Topics
+from tests.support import FakeClock
 
 from .test_worker import ScriptedBackend, WorkerStage, _task
 
@@ -222,25 +223,17 @@ def test_the_terminal_page_shows_lag_stale_and_breakers() -> None:
 
 
 # --- the rolling window and the publisher --------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_the_window_reports_growth_over_the_last_hour_only() -> None:
-    clock = Clock()
+    clock = FakeClock()
     window = UsageWindow(3600, clock)
     assert window.over_window({"calls": 0}) == ({"calls": 0}, 0.0)
-    clock.t += 1800
+    clock.now += 1800
     assert window.over_window({"calls": 30}) == ({"calls": 30}, 1800.0)
-    clock.t += 1800
+    clock.now += 1800
     assert window.over_window({"calls": 50})[0] == {"calls": 50}  # all within the hour
-    clock.t += 1800  # the snapshot of 30 calls is now an hour old: the baseline
+    clock.now += 1800  # the snapshot of 30 calls is now an hour old: the baseline
     assert window.over_window({"calls": 60}) == ({"calls": 30}, 3600.0)
-    clock.t += 7200  # nothing in two hours
+    clock.now += 7200  # nothing in two hours
     assert window.over_window({"calls": 60}) == ({"calls": 0}, 3600.0)
 
 

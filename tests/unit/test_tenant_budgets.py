@@ -25,19 +25,12 @@ from switchboard.core import headers as h
 from switchboard.core.settings import SPECIALISTS
 from switchboard.core.tenants import TenantPolicy, TenantsConfig, TenantsSource
 from switchboard.core.topics import RETRY_TIERS_S
+from tests.support import FakeClock
 
 from .memory_kit import TOPICS, decoded_response, encoded, request, router_runtime
 
 #: 2026-12-15 11:00:00 UTC.
 NOW = datetime(2026, 12, 15, 11, 0, tzinfo=UTC).timestamp()
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- rate shares ------------------------------------------------------------------------------
@@ -56,20 +49,20 @@ def _granted(limiters: dict[int, TenantLimiter], clock: FakeClock, seconds: floa
 
 
 def test_two_routers_with_partition_shares_allow_the_rate_not_twice_it() -> None:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     a, b = (TenantLimiter(60.0, 60, clock=clock, partitions=6) for _ in range(2))
     owners = {p: (a if p < 3 else b) for p in range(6)}
     granted = _granted(owners, clock, 10.0)
     assert 600 <= granted <= 600 + 60 + 12  # 10 s at 60/s, plus the burst (6 x 10 at once)
     # The control: the same two routers with a whole bucket each allow about twice the rate.
-    clock2 = FakeClock()
+    clock2 = FakeClock(0.0)
     c, d = (TenantLimiter(60.0, 60, clock=clock2) for _ in range(2))
     whole = _granted({p: (c if p < 3 else d) for p in range(6)}, clock2, 10.0)
     assert whole >= 1150
 
 
 def test_a_router_holding_every_partition_allows_the_whole_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = TenantLimiter(60.0, 60, clock=clock, partitions=6)
     assert 600 <= _granted(dict.fromkeys(range(6), limiter), clock, 10.0) <= 672
     assert limiter.share("acme") == (10.0, 10)
@@ -79,13 +72,13 @@ def test_a_one_token_share_per_partition_under_admits() -> None:
     """Why the docs ask for a burst of a few per partition: a full one-token bucket wastes
     its refill time until the next request of that partition arrives (here ~75% of the rate
     is granted, never more than it)."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = TenantLimiter(60.0, 6, clock=clock, partitions=6)
     assert 300 <= _granted(dict.fromkeys(range(6), limiter), clock, 10.0) < 600
 
 
 def test_a_new_partition_count_resplits_the_rate() -> None:
-    limiter = TenantLimiter(60.0, 12, clock=FakeClock(), partitions=6)
+    limiter = TenantLimiter(60.0, 12, clock=FakeClock(0.0), partitions=6)
     assert limiter.share("t") == (10.0, 2)
     limiter.set_partitions(3)
     assert limiter.share("t") == (20.0, 4)
