@@ -2,9 +2,9 @@
 
 A pipeline (router, relay, backend worker) runs over SASL_SSL against the secure local broker
 (a real SCRAM password), with an Anthropic API key the fake model server insists on, a tenant
-signing key, console users and (for `switchboard settings`) registry credentials in
-SCHEMA_REGISTRY_URL. Requests are answered, retried once (a scripted 529), dead-lettered (a
-scripted HTTP 400) and rejected (unsigned, bad signature). Then every secret value is looked for in: the log lines Switchboard
+signing key, console users, a content encryption key (SWITCHBOARD_ENCRYPTION_KEYS) and (for
+`switchboard settings`) registry credentials in SCHEMA_REGISTRY_URL. Requests are answered,
+retried once (a scripted 529), dead-lettered (a scripted HTTP 400) and rejected (unsigned, bad signature). Then every secret value is looked for in: the log lines Switchboard
 wrote (text and JSON, INFO and up), the raw bytes of every record on every topic of the run
 (keys, values, header names and values: requests, tasks, responses, retry tiers, DLQ, status),
 the Prometheus exposition (/metrics), `switchboard status --json` and `switchboard settings`
@@ -14,6 +14,7 @@ a metric label and one in the log stream and shows the same search finds each of
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -33,6 +34,7 @@ from prometheus_client import REGISTRY, Counter, generate_latest
 from consumers.app import Pipeline
 from producers.client import SwitchboardClient
 from switchboard.core import logs
+from switchboard.core.envelope import keyring_from_json
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from switchboard.devtools.secure_kafka import SecureKafka
 
@@ -77,7 +79,9 @@ def test_no_configured_secret_appears_in_any_output(
         "signing key": f"sign-{uuid.uuid4().hex}",
         "console password": f"console-{uuid.uuid4().hex}",
         "registry password": f"registry-{uuid.uuid4().hex}",
+        "content key": base64.b64encode(os.urandom(32)).decode(),
     }
+    content_keys = json.dumps({"keys": {"c1": secrets["content key"]}, "primary": "c1"})
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text(
         "tenants:\n  acme:\n    require_signature: true\n"
@@ -100,6 +104,7 @@ def test_no_configured_secret_appears_in_any_output(
             anthropic_base_url=fake.base_url,
             tenants_file=tenants,
             console_users=console_users,
+            encryption_keys=content_keys,
             status_interval_s=0.5,
         )
         create_topics(settings, kafka)
@@ -119,7 +124,11 @@ def test_no_configured_secret_appears_in_any_output(
                 p.add_relay()
                 p.add_worker("backend", concurrency=4)
 
-            kw: dict[str, Any] = {"topic_prefix": settings.topic_prefix, "tenant": "acme"}
+            kw: dict[str, Any] = {
+                "topic_prefix": settings.topic_prefix,
+                "tenant": "acme",
+                "keyring": keyring_from_json(content_keys),
+            }
             key = ("k1", secrets["signing key"])
             with (
                 RunningPipeline(settings, kafka, setup) as running,
@@ -143,6 +152,7 @@ def test_no_configured_secret_appears_in_any_output(
                     "SWITCHBOARD_TOPIC_PREFIX": settings.topic_prefix,
                     "ANTHROPIC_API_KEY": secrets["anthropic api key"],
                     "SWITCHBOARD_CONSOLE_USERS": console_users,
+                    "SWITCHBOARD_ENCRYPTION_KEYS": content_keys,
                 }
                 status = _cli(["status", "--json"], status_env)
                 assert b'"groups"' in status or b"groups" in status, status[-500:]
