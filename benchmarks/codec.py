@@ -3,7 +3,9 @@
 The router's own per-record work without Kafka or asyncio: ``SingleObjectCodec.decode`` of a
 request, the router's validation (``Router._validate``, driven without an event loop: it only
 awaits when a request has no command, and these all have one), building the task, and
-``SingleObjectCodec.encode``. The figure is the median over repetitions of the mean per call.
+``SingleObjectCodec.encode``. The figure is the median over repetitions of the mean per call,
+in this process's CPU time (on cores shared with other work, wall time also counts the time
+the process waited to run; it is reported beside it).
 The parts are timed alone too (decode, the router's validation with building the task, encode),
 and the same loop through a codec without the compiled fast path (``avro_compiled``), i.e.
 fastavro alone as before it, with fastavro's bare reader and writer for reference.
@@ -12,6 +14,7 @@ fastavro alone as before it, with fastavro's bare reader and writer for referenc
 from __future__ import annotations
 
 import statistics
+import time
 import timeit
 from io import BytesIO
 from typing import Any
@@ -93,17 +96,21 @@ def run(payloads: Payloads, quick: bool) -> dict[str, Any]:
     number, repeat = (200, 7) if quick else (1000, 15)
     per_call = len(values) * number
 
-    def us(fn: Any) -> float:
-        runs = timeit.repeat(fn, number=number, repeat=repeat)
+    def us(fn: Any, timer: Any = time.process_time) -> float:
+        # CPU time of this process by default: the cost per message, not how long other
+        # processes on the shared cores kept this one waiting (wall time is reported too).
+        runs = timeit.repeat(fn, number=number, repeat=repeat, timer=timer)
         return statistics.median(runs) / per_call * 1e6
 
     value = us(full_with(codec))
+    wall = us(full_with(codec), timer=time.perf_counter)
     return {
         "value": round(value, 2),
         "unit": "µs",
         "target": "<= 10 µs",
         "passed": value <= 10.0,
         "detail": {
+            "wall_clock_us": round(wall, 2),
             "decode_us": round(us(decode_with(codec)), 2),
             "validate_and_task_us": round(us(validate_only), 2),
             "encode_us": round(us(encode_with(codec)), 2),
@@ -112,6 +119,7 @@ def run(payloads: Payloads, quick: bool) -> dict[str, Any]:
             "fastavro_only_encode_us": round(us(encode_with(plain)), 2),
             "bare_fastavro_read_plus_write_us": round(us(bare_fastavro), 2),
             "record_bytes": round(statistics.mean(len(v) for v in values)),
-            "method": f"timeit, median of {repeat} repetitions of {number}x{len(values)} records",
+            "method": f"timeit, median of {repeat} repetitions of {number}x{len(values)} records, "
+            "process CPU time (wall_clock_us: the same by the wall clock)",
         },
     }
