@@ -309,15 +309,35 @@ def _selection_fields(form: FormData) -> list[tuple[str, str]]:
     return [(k, str(v)) for k, v in form.multi_items() if k in keep and str(v).strip()]
 
 
-def _resolve(console: Console, form: FormData) -> tuple[str, ReplayFilter, Selection, dict, dict]:
-    source = console.source(str(form.get("source") or "dlq"))
-    flt, stage = parse_filter(form, source)
-    if flt.is_empty and stage is None and form.get("all") != "1":
-        raise BadInput("choose records, or a filter, or tick 'every dead letter'")
-    chosen, _letters, acks, replays = choose(
-        console, source, flt, stage, form.get("include_acked") == "1"
-    )
-    return source, flt, chosen, acks, replays
+@dataclass(frozen=True)
+class _Action:
+    """A replay's or purge's checked request: its form and the dead letters it selects."""
+
+    form: FormData
+    source: str
+    flt: ReplayFilter
+    chosen: Selection
+    replays: dict[str, Any]
+
+
+async def _action(request: Request, verb: str) -> _Action | Response:
+    """The action's form and selection, or the page refusing it: 403 from ``_action_form``,
+    400 for a selection that does not parse or selects nothing on purpose."""
+    console: Console = request.app.state.console
+    form = await _action_form(request, verb)
+    if isinstance(form, Response):
+        return form
+    try:
+        source = console.source(str(form.get("source") or "dlq"))
+        flt, stage = parse_filter(form, source)
+        if flt.is_empty and stage is None and form.get("all") != "1":
+            raise BadInput("choose records, or a filter, or tick 'every dead letter'")
+        chosen, _letters, _acks, replays = choose(
+            console, source, flt, stage, form.get("include_acked") == "1"
+        )
+    except (BadInput, ConfigError) as exc:
+        return error_page(request, 400, str(exc))
+    return _Action(form, source, flt, chosen, replays)
 
 
 def _filter_json(flt: ReplayFilter, form: FormData) -> dict[str, Any]:
@@ -333,14 +353,11 @@ def _filter_json(flt: ReplayFilter, form: FormData) -> dict[str, Any]:
 async def plan(request: Request) -> Response:
     """The dry run: what a replay (or purge) of the selection would do; nothing is written."""
     console: Console = request.app.state.console
-    form = await _action_form(request, "a replay or purge")
-    if isinstance(form, Response):
-        return form
+    act = await _action(request, "a replay or purge")
+    if isinstance(act, Response):
+        return act
+    form, source, chosen = act.form, act.source, act.chosen
     action = "purge" if form.get("action") == "purge" else "replay"
-    try:
-        source, _flt, chosen, _acks, replays = _resolve(console, form)
-    except (BadInput, ConfigError) as exc:
-        return error_page(request, 400, str(exc))
     if action == "purge":
         return page(
             request,
@@ -356,7 +373,7 @@ async def plan(request: Request) -> Response:
         )
     store = console.store(source)
     settled = await asyncio.to_thread(store.settled_requests, chosen.records)
-    the_plan = plan_replay(chosen.records, replayed=replays, settled=settled)
+    the_plan = plan_replay(chosen.records, replayed=act.replays, settled=settled)
     skipped = the_plan.skipped_counts()
     if chosen.hidden_acked:
         skipped["acknowledged"] = chosen.hidden_acked
@@ -377,42 +394,35 @@ async def plan(request: Request) -> Response:
 
 async def replay(request: Request) -> Response:
     console: Console = request.app.state.console
-    form = await _action_form(request, "replay")
-    if isinstance(form, Response):
-        return form
+    act = await _action(request, "replay")
+    if isinstance(act, Response):
+        return act
+    form, source, chosen = act.form, act.source, act.chosen
     try:
-        source, flt, chosen, _acks, replays = _resolve(console, form)
         rate = float(str(form.get("rate") or DEFAULT_REPLAY_RATE))
         if not 0 < rate <= console.max_replay_rate:
             raise BadInput(f"rate {rate:g}: give 0 < rate <= {console.max_replay_rate:g} a second")
-    except (BadInput, ConfigError, ValueError) as exc:
+    except (BadInput, ValueError) as exc:
         return error_page(request, 400, str(exc))
     store = console.store(source)
     settled = await asyncio.to_thread(store.settled_requests, chosen.records)
-    the_plan = plan_replay(chosen.records, replayed=replays, settled=settled)
+    the_plan = plan_replay(chosen.records, replayed=act.replays, settled=settled)
     missing = await asyncio.to_thread(
         store.missing_topics, {str(x.origin_topic) for x in the_plan.to_send}
     )
     if missing:
         return error_page(request, 409, f"origin topic {', '.join(missing)} does not exist")
     if the_plan.to_send:
-        await asyncio.to_thread(
-            store.ensure_ledgers,
-            replication_factor=console.replication_factor,
-            retention_ms=console.dlq_retention_ms,
-        )
+        await _ensure_ledgers(console, store)
     assert console.producer is not None
     replayer = Replayer(console.producer, console.topics, replay_id=new_replay_id(), rate=rate)
     result = await replayer.replay(the_plan.to_send)
     outcome = [(x, "sent", "") for x in result.sent] + [(x, "failed", e) for x, e in result.failed]
     skipped = the_plan.skipped_counts()
     await _audit(
-        console,
-        request.user,
+        request,
         "replay",
-        source,
-        _filter_json(flt, form),
-        matched=len(chosen.records) + chosen.hidden_acked,
+        act,
         done=len(result.sent),
         failed=len(result.failed),
         skipped=skipped,
@@ -437,30 +447,20 @@ async def replay(request: Request) -> Response:
 
 async def purge(request: Request) -> Response:
     console: Console = request.app.state.console
-    form = await _action_form(request, "purge")
-    if isinstance(form, Response):
-        return form
-    try:
-        source, flt, chosen, _acks, _replays = _resolve(console, form)
-    except (BadInput, ConfigError) as exc:
-        return error_page(request, 400, str(exc))
+    act = await _action(request, "purge")
+    if isinstance(act, Response):
+        return act
+    form, source, chosen = act.form, act.source, act.chosen
     store = console.store(source)
     if chosen.records:
-        await asyncio.to_thread(
-            store.ensure_ledgers,
-            replication_factor=console.replication_factor,
-            retention_ms=console.dlq_retention_ms,
-        )
+        await _ensure_ledgers(console, store)
     assert console.producer is not None
     reason = str(form.get("reason") or "").strip() or f"console: {request.user.name}"
     done = await acknowledge(console.producer, console.topics, chosen.records, reason=reason)
     await _audit(
-        console,
-        request.user,
+        request,
         "purge",
-        source,
-        _filter_json(flt, form),
-        matched=len(chosen.records) + chosen.hidden_acked,
+        act,
         done=done,
         failed=0,
         skipped={"already_acknowledged": chosen.hidden_acked} if chosen.hidden_acked else {},
@@ -482,14 +482,20 @@ async def purge(request: Request) -> Response:
     )
 
 
+async def _ensure_ledgers(console: Console, store: DeadLetterStore) -> None:
+    """The replay and acknowledgement ledgers of ``store``'s topic, created when missing."""
+    await asyncio.to_thread(
+        store.ensure_ledgers,
+        replication_factor=console.replication_factor,
+        retention_ms=console.dlq_retention_ms,
+    )
+
+
 async def _audit(
-    console: Console,
-    user: User,
+    request: Request,
     action: str,
-    source: str,
-    flt: dict[str, Any],
+    act: _Action,
     *,
-    matched: int,
     done: int,
     failed: int,
     skipped: dict[str, int],
@@ -498,14 +504,16 @@ async def _audit(
 ) -> None:
     """One audit event (who, when, what filter, how many) on the audit topic; the console's
     memory has it before the page answers."""
+    console: Console = request.app.state.console
+    user: User = request.user
     event = {
         "at_ms": now_ms(),
         "user": user.name,
         "role": str(user.role),
         "action": action,
-        "source": source,
-        "filter": flt,
-        "matched": matched,
+        "source": act.source,
+        "filter": _filter_json(act.flt, act.form),
+        "matched": len(act.chosen.records) + act.chosen.hidden_acked,
         "count": done,
         "failed": failed,
         "skipped": skipped,
