@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -44,6 +44,7 @@ from switchboard.core.topics import Topics
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.support import wait_for
 
+from . import console_kit
 from .console_kit import worker_failure
 from .harness import RunningPipeline, create_topics, settings_for_test
 
@@ -87,22 +88,8 @@ def seed_plan(n: int = 500) -> list[Seeded]:
     return [*plan, Seeded(ROUTED, "data", "initech", "permanent", stage="route")]
 
 
-PERMANENT = Failure(
-    ErrorClass.PERMANENT,
-    "invalid_request",
-    "prompt rejected",
-    "BadRequestError",
-    provider_status=400,
-    provider_request_id="req_fake",
-)
-EXHAUSTED = Failure(
-    ErrorClass.TRANSIENT,
-    "overloaded",
-    "Overloaded",
-    "OverloadedError",
-    provider_status=529,
-    overload=True,
-)
+PERMANENT = replace(console_kit.PERMANENT, provider_request_id="req_fake")
+EXHAUSTED = replace(console_kit.EXHAUSTED, overload=True)
 
 
 async def _seed(settings: Settings, kafka: dict[str, Any], plan: list[Seeded]) -> None:
