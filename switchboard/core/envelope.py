@@ -38,12 +38,10 @@ import json
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from switchboard.core import headers as h
 from switchboard.core.errors import ConfigError, DecodeError, ProcessStop
-from switchboard.core.filewatch import FileWatch
+from switchboard.core.filewatch import ReloadedFromFile, read_config_file
 from switchboard.core.findings import META_FORMAT, META_JOB, META_KIND, META_START_LINE
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
 from switchboard.core.settings import Settings
@@ -77,8 +75,6 @@ SEALED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 CLEAR_METADATA_KEYS: Final = frozenset(
     {"routed_at_ms", "route_ms", META_KIND, META_JOB, META_START_LINE, META_FORMAT}
 )
-#: How often the reload thread looks at the keyring file's mtime.
-RELOAD_EVERY_S: Final = 1.0
 #: The settings an operator sets to give a process its keys (named in every key error).
 KEY_SETTINGS: Final = "SWITCHBOARD_KEYRING_FILE or SWITCHBOARD_ENCRYPTION_KEYS"
 
@@ -183,34 +179,19 @@ def keyring_from_json(text: str, source: str = "SWITCHBOARD_ENCRYPTION_KEYS") ->
 def load_keyring(path: Path) -> Keyring:
     """Read and validate a keyring file (JSON, YAML or TOML, by its extension)."""
     source = f"keyring file {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KeyringError(f"{source}: cannot read it ({exc.strerror})") from exc
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return keyring_from_json(text, source)
-    try:
-        if suffix in (".yaml", ".yml"):
-            data: Any = yaml.safe_load(text) or {}
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            raise KeyringError(f"{source}: name it .json, .yaml, .yml or .toml")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError):
-        raise KeyringError(f"{source}: not valid {suffix[1:]}") from None
+    data = read_config_file(
+        path, source, KeyringError, formats=("json", "yaml", "toml"), quote_parse_errors=False
+    )
     return parse_keyring(data, source)
 
 
-class KeyringSource:
+class KeyringSource(ReloadedFromFile):
     """The current keyring: fixed, or a file reloaded when it changes (a bad edit keeps the
     last good keyring and logs one line; ``keyring`` is one reference swap per reload)."""
 
     def __init__(self, keyring: Keyring, path: Path | None = None) -> None:
+        super().__init__(path, "keyring-reload")
         self.keyring = keyring
-        self.path = path
-        self.reloads = 0
-        self._watch = FileWatch(path, "keyring-reload") if path is not None else None
 
     @classmethod
     def from_settings(cls, keyring_file: Path | None, keys_json: str | None) -> KeyringSource:
@@ -226,33 +207,18 @@ class KeyringSource:
             return cls(keyring_from_json(keys_json))
         return cls(Keyring())
 
-    def reload_if_changed(self) -> bool:
-        """Reload when the file's mtime moved; True when a new keyring took effect."""
-        if self._watch is None or not self._watch.moved():
-            return False
-        try:
-            keyring = load_keyring(self._watch.path)
-        except KeyringError as exc:
-            log.error("%s; keeping the last good keyring", exc)
-            return False
+    bad_file = KeyringError
+    what = "keyring"
+
+    def _reload(self, path: Path) -> None:
+        keyring = load_keyring(path)
         self.keyring = keyring
-        self.reloads += 1
         log.info(
             "keyring %s reloaded: keys %s, primary %s",
-            self._watch.path,
+            path,
             ", ".join(keyring.keys),
             keyring.primary,
         )
-        return True
-
-    def start(self, every_s: float = RELOAD_EVERY_S) -> None:
-        """Watch the file from a daemon thread (nothing to do without a file)."""
-        if self._watch is not None:
-            self._watch.start(self.reload_if_changed, every_s)
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
 
 
 def _aad(key_id: str, contract: str, request_id: str, field: str) -> bytes:

@@ -18,22 +18,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from switchboard.core.errors import ErrorClass, SwitchboardError
-from switchboard.core.filewatch import FileWatch
+from switchboard.core.filewatch import ReloadedFromFile, read_config_file
 from switchboard.core.settings import SPECIALISTS
 
 log = logging.getLogger(__name__)
 
-#: How often the reload thread looks at the file's mtime.
-RELOAD_EVERY_S: Final = 1.0
 #: What the signature covers is versioned, so the scheme can change without ambiguity.
 SIGNATURE_SCHEME: Final = b"sb-hmac-sha256-v1"
 
@@ -146,26 +142,9 @@ class TenantsConfig(BaseModel):
 
 def load_tenants(path: Path) -> TenantsConfig:
     """Read and validate the tenants file; raises ``TenantsFileError`` with one line."""
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TenantsFileError(f"tenants file {path}: cannot read it ({exc.strerror})") from exc
-    try:
-        if suffix in (".yaml", ".yml"):
-            data: Any = yaml.safe_load(text) or {}
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            raise TenantsFileError(
-                f"tenants file {path}: name it .yaml, .yml or .toml (the extension picks the "
-                "format)"
-            )
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TenantsFileError(f"tenants file {path}: not valid {suffix[1:]}: {first}") from exc
-    if not isinstance(data, dict):
-        raise TenantsFileError(f"tenants file {path}: the top level must be a mapping")
+    data = read_config_file(
+        path, f"tenants file {path}", TenantsFileError, formats=("yaml", "toml")
+    )
     try:
         return TenantsConfig.model_validate(data)
     except ValidationError as exc:
@@ -175,7 +154,7 @@ def load_tenants(path: Path) -> TenantsConfig:
         raise TenantsFileError(f"tenants file {path}: {key}: {error['msg']}{more}") from exc
 
 
-class TenantsSource:
+class TenantsSource(ReloadedFromFile):
     """The current tenants configuration: fixed, or a file reloaded when it changes.
 
     ``config`` is a plain attribute read (one reference swap per reload), so the router reads
@@ -189,11 +168,9 @@ class TenantsSource:
         *,
         on_change: Callable[[TenantsConfig], None] | None = None,
     ) -> None:
+        super().__init__(path, "tenants-reload")
         self.config = config
-        self.path = path
-        self.reloads = 0
         self._on_change = on_change
-        self._watch = FileWatch(path, "tenants-reload") if path is not None else None
 
     @classmethod
     def from_file(cls, path: Path) -> TenantsSource:
@@ -211,31 +188,15 @@ class TenantsSource:
         self._on_change = on_change
         on_change(self.config)
 
-    def reload_if_changed(self) -> bool:
-        """Reload when the file's mtime moved; True when a new configuration took effect. A
-        bad edit keeps the last good configuration and logs one error line."""
-        if self.path is None or self._watch is None or not self._watch.moved():
-            return False
-        try:
-            config = load_tenants(self.path)
-        except TenantsFileError as exc:
-            log.error("%s; keeping the last good tenants configuration", exc)
-            return False
+    bad_file = TenantsFileError
+    what = "tenants configuration"
+
+    def _reload(self, path: Path) -> None:
+        config = load_tenants(path)
         self.config = config
-        self.reloads += 1
         if self._on_change is not None:
             self._on_change(config)
-        log.info("tenants file %s reloaded: %d tenants", self.path, len(config.tenants))
-        return True
-
-    def start(self, every_s: float = RELOAD_EVERY_S) -> None:
-        """Watch the file from a daemon thread (nothing to do without a file)."""
-        if self._watch is not None:
-            self._watch.start(self.reload_if_changed, every_s)
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
+        log.info("tenants file %s reloaded: %d tenants", path, len(config.tenants))
 
 
 #: Kafka's and the Schema Registry's own topics: never a reply topic.
