@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from consumers.replay.parsing import iso, pointer
 from switchboard.core import headers as h
@@ -27,6 +27,20 @@ def message_headers(msg: Message) -> list[tuple[str, bytes | None]]:
     raw = msg.headers() or []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v.encode() if isinstance(v, str) else v) for k, v in items]
+
+
+class _RecordField:
+    """A text field of a view's decoded DeadLetter as a read-only attribute of the same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, view: None, owner: type) -> _RecordField: ...
+    @overload
+    def __get__(self, view: DeadLetterView, owner: type) -> str | None: ...
+    def __get__(self, view: DeadLetterView | None, owner: type) -> _RecordField | str | None:
+        return self if view is None else view._field(self.name)
 
 
 @dataclass(frozen=True)
@@ -88,29 +102,13 @@ class DeadLetterView:
     def error_class(self) -> str:
         return str(self._field("error_class") or UNDECODABLE)
 
-    @property
-    def error_code(self) -> str | None:
-        return self._field("error_code")
-
-    @property
-    def request_id(self) -> str | None:
-        return self._field("request_id")
-
-    @property
-    def tenant(self) -> str | None:
-        return self._field("tenant")
-
-    @property
-    def specialist(self) -> str | None:
-        return self._field("specialist")
-
-    @property
-    def stage(self) -> str | None:
-        return self._field("stage")
-
-    @property
-    def origin_topic(self) -> str | None:
-        return self._field("origin_topic")
+    # The DeadLetter's own text fields, read as they are (None when absent or undecodable).
+    error_code = _RecordField()
+    request_id = _RecordField()
+    tenant = _RecordField()
+    specialist = _RecordField()
+    stage = _RecordField()
+    origin_topic = _RecordField()
 
     @property
     def origin_timestamp_ms(self) -> int:
