@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -34,8 +36,9 @@ from switchboard.core.envelope import KeyUnavailable, content_codec, sealed_key_
 from switchboard.core.serde import REQUEST, RESPONSE
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.support import wait_for
+from tests.unit.review_corpus import CORPUS, corpus_documents, offline_review
 
-from .harness import RunningPipeline, create_topics, settings_for_test
+from .harness import RunningPipeline, create_topics, running_pipeline, settings_for_test
 from .helpers import read_topic, topic_bytes
 
 POISON = "POISON-ENC"
@@ -204,3 +207,54 @@ def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_i
                 answer = client.result(request_id, 30)
     assert answer.status == "answered" and phrase in answer.content
     assert fake.stats().total_calls == 1
+
+
+def test_an_encrypted_review_finds_what_the_offline_review_finds_and_leaks_no_document_text(
+    kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
+) -> None:
+    """``switchboard review`` of the corpus with a keyring: the workers open each part's prompt
+    and sealed metadata (path, headings, context), the job opens the findings, and the report
+    holds the broker-free review's findings; no document line appears in any topic."""
+    keyring = tmp_path / "keyring.yaml"
+    keyring.write_text(f"keys:\n  r1: {base64.b64encode(os.urandom(32)).decode()}\n")
+    specialists = "backend,security"
+    with running_pipeline(
+        kafka_bootstrap, kafka_config, concurrency=16, keyring_file=keyring
+    ) as settings:
+        out = tmp_path / "report"
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "SWITCHBOARD_TOPIC_PREFIX": settings.topic_prefix,
+            "SWITCHBOARD_KEYRING_FILE": str(keyring),
+        }
+        env.pop("ANTHROPIC_API_KEY", None)
+        args = [".", "--exclude", "expected.json", "--specialists", specialists, "--out", str(out)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "switchboard.cli.main", "review", *args, "--fail-on", "none"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=CORPUS,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outputs = topic_bytes(kafka_config, settings.topic_prefix)
+    report = json.loads((out / "report.json").read_text())
+    assert report["failed"] == []
+    found = {
+        (f["location"]["path"], f["rule_id"], f["location"]["start_line"])
+        for d in report["documents"]
+        for f in d["findings"]
+    }
+    documents = corpus_documents()
+    expected = offline_review(documents, specialists.split(","))
+    assert found and found == {
+        (f.location.path, f.rule_id, f.location.start_line) for f in expected.findings
+    }
+    lines = [
+        line.strip() for d in documents for line in d.text.splitlines() if len(line.strip()) >= 30
+    ]
+    assert len(lines) > 50
+    leaks = [line for line in lines if any(line.encode() in blob for blob in outputs.values())]
+    assert leaks == []
