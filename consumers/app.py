@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,7 +27,7 @@ from consumers.router import Router, RouterRules, tenant_controls
 from consumers.runtime import ConsumerRuntime, Handler, RuntimeConfig
 from consumers.runtime.failures import FailureStrategy
 from consumers.runtime.lag import LagMonitor
-from consumers.specialists.backends import ClaudeBackend, OfflineBackend, SpecialistBackend
+from consumers.specialists.backends import OfflineBackend, SpecialistBackend, claude_backend
 from consumers.specialists.instrumented import InstrumentedBackend
 from consumers.status.publisher import ProcessIdentity, StatusPublisher
 from consumers.tenancy import UsageTail, partition_count
@@ -58,19 +58,11 @@ def make_backend(settings: Settings, limiter: AimdLimiter | None = None) -> Spec
     """Claude when an API key is set, else the offline rulebook."""
     if settings.anthropic_api_key is None:
         return OfflineBackend()
-    from anthropic import AsyncAnthropic  # here, not at the top: routers and relays never need it
-
-    client = AsyncAnthropic(
-        api_key=settings.anthropic_api_key.get_secret_value(),
-        base_url=settings.anthropic_base_url,
-        timeout=settings.anthropic_timeout_s,
-        max_retries=settings.anthropic_max_retries,
-    )
-    on_headers: Callable[[Mapping[str, str]], None] | None = (
-        limiter.observe_headers if limiter is not None else None
-    )
-    return ClaudeBackend(
-        client, settings.models, max_tokens=settings.max_output_tokens, on_headers=on_headers
+    return claude_backend(
+        settings,
+        # One connection per call the limiter may let run at once, all kept alive.
+        connections=limiter.maximum if limiter is not None else settings.concurrency,
+        on_headers=limiter.observe_headers if limiter is not None else None,
     )
 
 
@@ -383,6 +375,8 @@ class Pipeline:
         for task in self._index_syncs:
             task.cancel()
         await asyncio.gather(*self._index_syncs, return_exceptions=True)
+        for worker in self.workers.values():
+            await worker.close()  # the model clients' connection pools
         await asyncio.to_thread(self.producer.close)
         if self._index is not None:
             await asyncio.to_thread(self._index.close)

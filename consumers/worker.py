@@ -273,6 +273,12 @@ class SpecialistWorker:
             self._breaker.release()  # abandoned (revoke or shutdown): no verdict on the model
             raise
 
+    async def close(self) -> None:
+        """Close the backend's connections, if it holds any (a model client's pool)."""
+        aclose = getattr(self._backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     def _response(
         self, request: Mapping[str, Any], answer: Answer, attempt: int, picked_ms: int
     ) -> Outbound:

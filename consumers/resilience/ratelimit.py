@@ -11,10 +11,14 @@
 - ``AimdLimiter``: how many provider calls may run at once, learnt like TCP's congestion
   window: one more after a window of successes, halved on an overload signal (429/529/5xx),
   and capped while the provider's ``anthropic-ratelimit-*-remaining`` headers run low.
+- ``ProviderBudget``: the provider's requests- and tokens-per-minute buckets, mirrored from
+  its ``anthropic-ratelimit-*`` headers and the usage of each answer, so a call that would
+  exceed what remains waits before it is sent instead of earning a 429.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -29,7 +33,14 @@ from switchboard.core.settings import DEFAULTS
 if TYPE_CHECKING:
     from switchboard.core.classify import Failure
 
-__all__ = ["AimdLimiter", "TenantLimiter", "TokenBucket"]
+__all__ = [
+    "AimdLimiter",
+    "CallCost",
+    "ProviderBudget",
+    "Reservation",
+    "TenantLimiter",
+    "TokenBucket",
+]
 
 #: Float slack when comparing refilled tokens: 1/rate seconds must buy exactly one token.
 _EPSILON: Final = 1e-9
@@ -335,6 +346,11 @@ class AimdLimiter:
         return self._clock() + max(0.0, reset.timestamp() - self._wall_clock())
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _int_or_none(value: str | None) -> int | None:
     if value is None:
         return None
@@ -342,3 +358,263 @@ def _int_or_none(value: str | None) -> int | None:
         return max(0, int(value))
     except ValueError:
         return None
+
+
+#: The provider's per-minute limits that its ``anthropic-ratelimit-{family}-*`` headers report.
+#: ``tokens`` is the most restrictive of the token limits: followed only when a response names
+#: neither ``input-tokens`` nor ``output-tokens`` (the API names them; a proxy may not).
+BUDGET_FAMILIES: Final = ("requests", "input-tokens", "output-tokens", "tokens")
+_SPECIFIC_TOKENS: Final = ("input-tokens", "output-tokens")
+#: The share of each limit left unspent: the provider's bucket and ours refill on two clocks a
+#: network hop apart, and a call sent on the last token of ours may find the provider's a few
+#: tokens short. A constant offset of the level, it costs no throughput.
+BUDGET_HEADROOM: Final = 0.01
+#: A level below this many minutes' worth of overspend is not believed (a garbled header).
+_MAX_DEBT_MINUTES: Final = 1.0
+
+
+class CallCost:
+    """What one model call takes from the provider's limits: one request, its input tokens that
+    the limit counts (uncached input and cache writes; cache reads are free) and its output
+    tokens (reserved as ``max_tokens`` up front, as the API does, then the actual count)."""
+
+    __slots__ = ("input_tokens", "output_tokens", "requests")
+
+    def __init__(self, input_tokens: int, output_tokens: int, requests: int = 1) -> None:
+        self.input_tokens = max(0, int(input_tokens))
+        self.output_tokens = max(0, int(output_tokens))
+        self.requests = requests
+
+    def of(self, family: str) -> int:
+        if family == "requests":
+            return self.requests
+        if family == "input-tokens":
+            return self.input_tokens
+        if family == "output-tokens":
+            return self.output_tokens
+        return self.input_tokens + self.output_tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"CallCost(input_tokens={self.input_tokens}, output_tokens={self.output_tokens}, "
+            f"requests={self.requests})"
+        )
+
+
+class _MinuteBucket:
+    """One per-minute limit as the provider's headers describe it: ``limit`` a minute,
+    replenished continuously (``limit / 60`` a second) up to ``limit``."""
+
+    __slots__ = ("level", "limit", "updated")
+
+    def __init__(self, limit: int, level: float, now: float) -> None:
+        self.limit = limit
+        self.level = level
+        self.updated = now
+
+    @property
+    def rate(self) -> float:
+        return self.limit / 60.0
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(float(self.limit), self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_for(self, amount: int) -> float:
+        """Seconds until ``amount`` fits with the headroom left over (more than the limit
+        waits for a full bucket)."""
+        need = min(amount + max(1.0, self.limit * BUDGET_HEADROOM), self.limit)
+        return 0.0 if self.level + _EPSILON >= need else (need - self.level) / self.rate
+
+
+class Reservation:
+    """A call's place in a ``ProviderBudget``: what it took, when, and how much every limit
+    had handed out in all once it took its share (``marks``), so a response's headers can be
+    read against the calls sent after it (at their estimates: a correction of a later call
+    is not seen there, which errs by the estimates' error, not by their size)."""
+
+    __slots__ = ("charged", "cost", "marks", "sent")
+
+    def __init__(
+        self, cost: CallCost, sent: float, marks: dict[str, float], charged: frozenset[str]
+    ) -> None:
+        self.cost = cost
+        self.sent = sent
+        self.marks = marks
+        #: The buckets it was taken from (a limit learnt later never held it).
+        self.charged = charged
+
+
+class ProviderBudget:
+    """The provider's request and token limits, mirrored from its rate-limit headers, so a call
+    that would exceed what remains waits here instead of earning a 429.
+
+    - Sized from the headers: ``anthropic-ratelimit-{family}-limit`` is the bucket (a minute's
+      worth, refilled at ``limit / 60`` a second), ``-remaining`` its level when the provider
+      admitted that call; ``-reset`` (when it is full again) follows from those two.
+    - ``acquire(cost)`` waits, first come first served, until every known bucket holds the
+      call's cost, and takes it. Before any header there is nothing to follow: calls go.
+    - ``observe(headers, reservation)`` re-reads the level from a response: ``remaining`` at
+      the call's admission, plus the refill since it was sent, minus what the calls sent after
+      it took; the provider's count wins over ours, so other processes' calls on the same key
+      and any error of the estimates are corrected on every response.
+    - ``settle(reservation, actual)`` books the difference between the estimate and the usage
+      the response reports; ``refund(reservation)`` gives back a call the provider refused.
+
+    One event loop; every state change happens without awaiting.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, _MinuteBucket] = {}
+        #: What each limit has handed out in all, as estimated when each call was sent.
+        self._spent: dict[str, float] = dict.fromkeys(BUDGET_FAMILIES, 0.0)
+        self._waiters = FifoWaiters()
+        #: A caller is waiting for its cost to fit; the others queue behind it.
+        self._turn_taken = False
+        self._woken: asyncio.Future[None] | None = None
+        #: How often, and how long in all, callers slept for the limits (for reports).
+        self.waits = 0
+        self.waited_s = 0.0
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The limits followed now (none before the first header)."""
+        return tuple(self._buckets)
+
+    def level(self, family: str) -> float | None:
+        """What ``family``'s bucket holds now, as this budget reckons it; None if unknown."""
+        bucket = self._buckets.get(family)
+        if bucket is None:
+            return None
+        bucket.refill(self._clock())
+        return bucket.level
+
+    def limit(self, family: str) -> int | None:
+        bucket = self._buckets.get(family)
+        return None if bucket is None else bucket.limit
+
+    # --- taking ----------------------------------------------------------------------------
+
+    def try_reserve(self, cost: CallCost) -> Reservation | float:
+        """Take ``cost`` now (a ``Reservation``), or say how many seconds until it would fit."""
+        now = self._clock()
+        wait = 0.0
+        for family, bucket in self._buckets.items():
+            bucket.refill(now)
+            wait = max(wait, bucket.wait_for(cost.of(family)))
+        if wait > 0.0:
+            return wait
+        marks: dict[str, float] = {}
+        for family in BUDGET_FAMILIES:
+            amount = cost.of(family)
+            self._spent[family] += amount
+            marks[family] = self._spent[family]
+            held = self._buckets.get(family)
+            if held is not None:
+                held.level -= min(amount, held.limit)
+        return Reservation(cost, now, marks, frozenset(self._buckets))
+
+    async def acquire(self, cost: CallCost | Callable[[], CallCost]) -> Reservation:
+        """Wait until the call's cost fits, then take it. Callers that must wait are served in
+        arrival order, one at a time, so a large call is not starved by small ones
+        (cancellable: an abandoned wait takes nothing). ``cost`` may be a function, asked again
+        on every try: an estimate learnt while a caller waits counts at once."""
+        cost_now = cost if callable(cost) else (lambda: cost)
+        if not self._turn_taken:
+            taken = self.try_reserve(cost_now())
+            if isinstance(taken, Reservation):
+                return taken
+            self._turn_taken = True
+        else:
+            await self._waiters.wait(self._pass_turn)  # handed the turn by the caller before
+        try:
+            while True:
+                taken = self.try_reserve(cost_now())
+                if isinstance(taken, Reservation):
+                    return taken
+                self.waits += 1
+                self.waited_s += await self._sleep(taken)
+        finally:
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        if not self._waiters.wake_next():
+            self._turn_taken = False
+
+    async def _sleep(self, seconds: float) -> float:
+        """Sleep ``seconds``, or less if an answer gives tokens back (``_nudge``); how long."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        woken: asyncio.Future[None] = loop.create_future()
+        self._woken = woken
+        timer = loop.call_later(seconds, _resolve, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._woken = None
+        return loop.time() - began
+
+    def _nudge(self) -> None:
+        """The levels rose (an answer took less than reserved, or fresh headers): the caller
+        sleeping for tokens looks again."""
+        woken = self._woken
+        if woken is not None:
+            _resolve(woken)
+
+    # --- learning --------------------------------------------------------------------------
+
+    def observe(self, headers: Mapping[str, str], reservation: Reservation | None = None) -> None:
+        """Read the ``anthropic-ratelimit-*`` headers of the response to ``reservation``'s call
+        (None: a response to no call of this budget, taken as fresh)."""
+        lowered = {
+            k.lower(): v for k, v in headers.items() if k.lower().startswith("anthropic-ratelimit-")
+        }
+        seen = [
+            family for family in BUDGET_FAMILIES if f"anthropic-ratelimit-{family}-limit" in lowered
+        ]
+        if any(family in seen for family in _SPECIFIC_TOKENS) and "tokens" in seen:
+            seen.remove("tokens")
+            self._buckets.pop("tokens", None)
+        now = self._clock()
+        for family in seen:
+            limit = _int_or_none(lowered.get(f"anthropic-ratelimit-{family}-limit"))
+            remaining = _int_or_none(lowered.get(f"anthropic-ratelimit-{family}-remaining"))
+            if not limit or remaining is None:
+                continue
+            level = float(min(remaining, limit))
+            bucket = self._buckets.get(family)
+            if reservation is not None:
+                # Refilled since the provider counted this call; taken by the calls sent after.
+                later = self._spent[family] - reservation.marks[family]
+                level += max(0.0, now - reservation.sent) * (limit / 60.0) - later
+            level = max(-limit * _MAX_DEBT_MINUTES, min(float(limit), level))
+            if bucket is None:
+                self._buckets[family] = _MinuteBucket(limit, level, now)
+            else:
+                bucket.refill(now)
+                bucket.limit, bucket.level = limit, level
+        self._nudge()
+
+    def settle(self, reservation: Reservation, actual: CallCost) -> None:
+        """The call ended with ``actual`` usage: book the difference from its estimate."""
+        for family in BUDGET_FAMILIES:
+            delta = actual.of(family) - reservation.cost.of(family)
+            if delta == 0:
+                continue
+            # Not booked in ``_spent``: that counts what calls took when they were sent, and a
+            # correction booked there would look, to the calls sent before this one, like a
+            # call sent after them.
+            bucket = self._buckets.get(family)
+            if bucket is not None and family in reservation.charged:
+                bucket.level = min(float(bucket.limit), bucket.level - delta)
+        reservation.cost = actual
+        self._nudge()
+
+    def refund(self, reservation: Reservation) -> None:
+        """The provider refused the call (a 429): it took nothing, so give its share back."""
+        self.settle(reservation, CallCost(0, 0, requests=0))

@@ -38,6 +38,8 @@ class Admission:
 
     retry_after_s: float | None
     headers: dict[str, str]
+    #: The tokens taken from the tokens bucket (0 when refused or without a tokens limit).
+    tokens: int = 0
 
     @property
     def admitted(self) -> bool:
@@ -86,7 +88,8 @@ class RateLimiter:
                 headers[f"anthropic-ratelimit-{name}-{field}"] = value
                 if name == "tokens":
                     headers[f"anthropic-ratelimit-input-tokens-{field}"] = value
-        return Admission(wait if wait > 0.0 else None, headers)
+        taken = tokens if wait == 0.0 and self.tpm is not None else 0
+        return Admission(wait if wait > 0.0 else None, headers, taken)
 
     def _bucket(self, api_key: str, name: str, limit: int, now: float) -> TokenBucket:
         bucket = self._buckets.get((api_key, name))

@@ -91,6 +91,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         admission = state.admit(api_key, split)
         if not admission.admitted:
             raise _rate_limited(admission)
+        call.tokens = admission.tokens
         fault = state.pick_fault(last_user_text(params["messages"]), call.key)
         await asyncio.sleep(state.draw_latency_s())
         if fault is not None and fault.kind == "status":

@@ -71,6 +71,8 @@ class CallRecord:
     outcome: str
     key: str | None
     seconds: float
+    #: Tokens the call took from its key's tokens-per-minute bucket (0 without limits).
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class CallTracker:
     key: str | None = None
     status: int = 0
     outcome: str = "client_gone"
+    tokens: int = 0
 
 
 @dataclass
@@ -275,7 +278,12 @@ class FakeState:
             raise
         finally:
             record = CallRecord(
-                call.at, call.status, call.outcome, call.key, time.monotonic() - call.started
+                call.at,
+                call.status,
+                call.outcome,
+                call.key,
+                time.monotonic() - call.started,
+                call.tokens,
             )
             with self._lock:
                 self._counts.in_flight -= 1
