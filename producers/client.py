@@ -25,7 +25,13 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from switchboard.core import headers as h
 from switchboard.core import tracing
 from switchboard.core.aio_producer import AsyncProducer, Outbound
-from switchboard.core.envelope import Keyring, KeyringSource, encrypting, key_headers
+from switchboard.core.envelope import (
+    Keyring,
+    KeyringSource,
+    KeyUnavailable,
+    encrypting,
+    key_headers,
+)
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
 from switchboard.core.settings import DEFAULTS
@@ -135,6 +141,9 @@ class _Responses:
         self._futures: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]
         ] = {}
+        #: Awaited responses sealed with a key this client lacks: ``wait`` raises the error
+        #: (naming the key) at once instead of timing out.
+        self._unreadable: dict[str, KeyUnavailable] = {}
         self.duplicates = 0
         self._tail = TopicTail(kafka, topic, self._on_message, name="client-responses")
 
@@ -154,7 +163,11 @@ class _Responses:
                 # A lookup and the live tail may both read a response that just arrived.
                 self.duplicates += 0 if lookup else 1
                 return
-        record = self._codec.decode(RESPONSE, msg.value() or b"", self._topic)
+        try:
+            record = self._codec.decode(RESPONSE, msg.value() or b"", self._topic)
+        except KeyUnavailable as exc:
+            self._fail(request_id, exc)
+            return
         response = Response(
             request_id=request_id,
             status=record["status"],
@@ -172,6 +185,14 @@ class _Responses:
             self._lock.notify_all()
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future, response)
+
+    def _fail(self, request_id: str, exc: KeyUnavailable) -> None:
+        with self._lock:
+            self._unreadable[request_id] = exc
+            waiters = self._futures.pop(request_id, [])
+            self._lock.notify_all()
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_reject, future, exc)
 
     def __len__(self) -> int:
         with self._lock:
@@ -201,6 +222,8 @@ class _Responses:
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while request_id not in self._results:
+                if (unreadable := self._unreadable.get(request_id)) is not None:
+                    raise unreadable
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise _timeout(request_id, timeout_s)
@@ -212,6 +235,8 @@ class _Responses:
         with self._lock:
             if request_id in self._results:
                 return self._results[request_id]
+            if (unreadable := self._unreadable.get(request_id)) is not None:
+                raise unreadable
             future: asyncio.Future[Response] = loop.create_future()
             self._futures.setdefault(request_id, []).append((loop, future))
         try:
@@ -223,6 +248,7 @@ class _Responses:
         with self._lock:
             self._wanted.discard(request_id)
             self._results.pop(request_id, None)
+            self._unreadable.pop(request_id, None)
 
     def close(self) -> None:
         self._tail.stop()
@@ -248,6 +274,11 @@ def _send_ender(span: Span | None) -> Any:
 def _resolve(future: asyncio.Future[Response], response: Response) -> None:
     if not future.done():
         future.set_result(response)
+
+
+def _reject(future: asyncio.Future[Response], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _timeout(request_id: str, timeout_s: float) -> ResultTimeout:

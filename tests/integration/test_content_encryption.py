@@ -174,7 +174,8 @@ def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_i
 ) -> None:
     """A task sealed with ``k9`` reaches a worker whose keyring holds only ``k1``: the worker
     stops with ``KeyUnavailable`` naming k9 and the settings to fix, writes no dead letter and
-    no response, and commits nothing past the record; a worker given k9 answers it, once."""
+    no response, and commits nothing past the record; a worker given k9 answers it, once; a
+    client without k9 gets that error from ``result`` instead of a timeout."""
     keys = {name: base64.b64encode(os.urandom(32)).decode() for name in ("k1", "k9")}
 
     def keyring(*names: str) -> str:
@@ -207,6 +208,13 @@ def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_i
                 answer = client.result(request_id, 30)
     assert answer.status == "answered" and phrase in answer.content
     assert fake.stats().total_calls == 1
+    # A client without k9 is told so by result(), at once, instead of a timeout.
+    with SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as blind:
+        assert blind.lookup([request_id], timeout=20) == {}
+        began = time.monotonic()
+        with pytest.raises(KeyUnavailable, match="'k9'"):
+            blind.result(request_id, 20)
+        assert time.monotonic() - began < 1
 
 
 def test_an_encrypted_review_finds_what_the_offline_review_finds_and_leaks_no_document_text(
