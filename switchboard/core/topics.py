@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import overload
 
 from switchboard.core.settings import SPECIALISTS
 
@@ -81,58 +82,46 @@ class TopicSpec:
     config: dict[str, str]
 
 
+class _Named:
+    """A topic of one pipeline: ``<prefix>.<name>``, read as an attribute of ``Topics``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, topics: None, owner: type) -> _Named: ...
+    @overload
+    def __get__(self, topics: Topics, owner: type) -> str: ...
+    def __get__(self, topics: Topics | None, owner: type) -> _Named | str:
+        return self if topics is None else f"{topics.prefix}.{self.name}"
+
+
 @dataclass(frozen=True)
 class Topics:
     """The names of every topic under one prefix (``switchboard`` by default)."""
 
     prefix: str = "switchboard"
 
-    @property
-    def requests(self) -> str:
-        return f"{self.prefix}.requests"
-
-    @property
-    def responses(self) -> str:
-        return f"{self.prefix}.responses"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.prefix}.dlq"
-
-    @property
-    def parking_lot(self) -> str:
-        """Where replayed records that fail again go, so a replay never loops."""
-        return f"{self.prefix}.dlq.parking-lot"
-
-    @property
-    def dlq_replays(self) -> str:
-        """The ledger of replayed dead letters (compacted, keyed by DLQ pointer)."""
-        return f"{self.prefix}.dlq.replays"
-
-    @property
-    def dlq_acks(self) -> str:
-        """The ledger of acknowledged dead letters (compacted, keyed by DLQ pointer)."""
-        return f"{self.prefix}.dlq.acks"
-
-    @property
-    def status(self) -> str:
-        """Every process's latest status report (compacted, keyed by process id)."""
-        return f"{self.prefix}.status"
-
-    @property
-    def audit(self) -> str:
-        """The console's audit trail of replays and purges (one JSON event a record)."""
-        return f"{self.prefix}.audit"
+    requests = _Named("requests")
+    responses = _Named("responses")
+    dlq = _Named("dlq")
+    #: Where replayed records that fail again go, so a replay never loops.
+    parking_lot = _Named("dlq.parking-lot")
+    #: The ledger of replayed dead letters (compacted, keyed by DLQ pointer).
+    dlq_replays = _Named("dlq.replays")
+    #: The ledger of acknowledged dead letters (compacted, keyed by DLQ pointer).
+    dlq_acks = _Named("dlq.acks")
+    #: Every process's latest status report (compacted, keyed by process id).
+    status = _Named("status")
+    #: The console's audit trail of replays and purges (one JSON event a record).
+    audit = _Named("audit")
+    #: The ledger of ``--batch-api`` review jobs' Message Batches (compacted, by batch id).
+    review_batches = _Named("review.batches")
 
     def audit_spec(self, retention_ms: int) -> TopicSpec:
         """The audit trail: kept as long as the dead letters it speaks of. Created by the
         console when missing, not by ``topics ensure``."""
         return TopicSpec(TopicRole.AUDIT, self.audit, {"retention.ms": str(retention_ms)})
-
-    @property
-    def review_batches(self) -> str:
-        """The ledger of ``--batch-api`` review jobs' Message Batches (compacted, by batch id)."""
-        return f"{self.prefix}.review.batches"
 
     def review_batches_spec(self, retention_ms: int) -> TopicSpec:
         """The batch ledger: compacted (latest state per batch), deleted after ``retention_ms``
