@@ -183,7 +183,7 @@ def run(
     # Sized for drains of a few seconds at the rates this machine shows (raw ~30-100k/s,
     # Switchboard ~1-2k/s); the rate is the 10th-90th percentile slope, so N only sets precision.
     n_raw = 40_000 if quick else 150_000
-    raw_records = payloads.requests(n_raw)
+    raw_records = payloads.requests(n_raw, headers=True)  # as the client writes them
     router_records = raw_records[: 8_000 if quick else 40_000]
     chain_records = raw_records[: 6_000 if quick else 30_000]
 

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from producers.client import build_request
 from switchboard.cli.bootstrap import local_broker
 from switchboard.core.admin import ensure_topics
 from switchboard.core.kafka_clients import producer_config
+from switchboard.core.routing import routing_headers
 from switchboard.core.serde import REQUEST, SingleObjectCodec
 from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.core.topics import Topics, TopicSpec
@@ -116,9 +117,11 @@ class Payloads:
     def __init__(self) -> None:
         self.codec = SingleObjectCodec()
 
-    def requests(self, n: int, prefix: str = "r") -> list[tuple[bytes, bytes]]:
-        """``n`` (key, value) pairs; commands cycle over the five specialists."""
-        out = []
+    def requests(self, n: int, prefix: str = "r", *, headers: bool = False) -> list[Any]:
+        """``n`` (key, value) pairs; commands cycle over the five specialists. ``headers``:
+        (key, value, headers) triples instead, with the routing headers the client writes
+        (``routing_headers``, the client's own function), as users' requests carry them."""
+        out: list[Any] = []
         for i in range(n):
             specialist = SPECIALISTS[i % len(SPECIALISTS)]
             request = build_request(
@@ -126,7 +129,8 @@ class Payloads:
                 tenant=f"tenant-{i % TENANTS}",
                 request_id=f"{prefix}{i:08d}",
             )
-            out.append((request["request_id"].encode(), self.codec.encode(REQUEST, request, "")))
+            key, value = request["request_id"].encode(), self.codec.encode(REQUEST, request, "")
+            out.append((key, value, routing_headers(request)) if headers else (key, value))
         return out
 
     def tasks(self, n: int, specialist: str, prefix: str = "t") -> list[tuple[bytes, bytes]]:
@@ -145,13 +149,15 @@ class Payloads:
         return out
 
 
-def preload(kafka: dict[str, Any], topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    """Write ``records`` to ``topic`` as fast as the client allows, and wait for every ack."""
+def preload(kafka: dict[str, Any], topic: str, records: Sequence[Sequence[Any]]) -> None:
+    """Write ``records`` ((key, value) pairs or (key, value, headers) triples) to ``topic`` as
+    fast as the client allows, and wait for every ack."""
     producer = Producer(producer_config(kafka, **{"linger.ms": 20, "batch.size": 1_000_000}))
-    for key, value in records:
+    for key, value, *rest in records:
+        headers = rest[0] if rest else None
         while True:
             try:
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, headers=headers)
                 break
             except BufferError:
                 producer.poll(0.05)

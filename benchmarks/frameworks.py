@@ -45,7 +45,7 @@ def run(
 ) -> dict[str, Any]:
     envs = envs if envs is not None else prepare()
     scale = 1 if quick else 4
-    records = payloads.requests(max(_SIZES.values()) * scale)
+    records = payloads.requests(max(_SIZES.values()) * scale, headers=True)
     rates: dict[str, list[float]] = {"switchboard": []}
     rounds = 1 if quick else 2
 

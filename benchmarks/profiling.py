@@ -93,7 +93,7 @@ def run(
     if shutil.which("py-spy") is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
     RESULTS.mkdir(exist_ok=True)
-    records = payloads.requests(n)
+    records = payloads.requests(n, headers=True)
     report: dict[str, Any] = {}
     with bench.pipeline_topics(3) as topics:
         preload(bench.config, topics.requests, records)

@@ -222,7 +222,8 @@ def generator(spec: dict[str, Any], ctl: Control) -> None:
     payloads = Payloads()
     phases = spec["phases"]
     loads = [
-        payloads.requests(int(p["rate"] * p["seconds"]), prefix=f"{p['label']}-") for p in phases
+        payloads.requests(int(p["rate"] * p["seconds"]), prefix=f"{p['label']}-", headers=True)
+        for p in phases
     ]
     producer = Producer(producer_config(spec["kafka"]))
     topic = spec["topic"]
@@ -241,10 +242,10 @@ def generator(spec: dict[str, Any], ctl: Control) -> None:
             due = min(total, int(elapsed * rate) + 1)
             behind_max = max(behind_max, (due - sent) / rate)
             while sent < due:
-                key, value = records[sent]
+                key, value, headers = records[sent]
                 ts = int((start_wall + sent / rate) * 1000)
                 try:
-                    producer.produce(topic, value, key, timestamp=ts)
+                    producer.produce(topic, value, key, timestamp=ts, headers=headers)
                 except BufferError:
                     producer.poll(0.01)
                     continue

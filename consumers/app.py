@@ -32,6 +32,7 @@ from consumers.specialists.instrumented import InstrumentedBackend
 from consumers.status.publisher import ProcessIdentity, StatusPublisher
 from consumers.tenancy import UsageTail, partition_count
 from consumers.triage_model import ModelTriage
+from consumers.validation import BodyRules
 from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
 from switchboard.core.aio_producer import AsyncProducer
@@ -256,6 +257,7 @@ class Pipeline:
                 on_state_change=_export_breaker_state,
             ),
             limiter=limiter,
+            rules=BodyRules.from_settings(self.settings),
         )
         self.workers[specialist] = worker
         _export_breaker_state(worker.breaker.name, worker.breaker.state)

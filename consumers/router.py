@@ -27,11 +27,13 @@ from consumers.outcomes import Outcomes, now_ms, replay_headers
 from consumers.resilience.ratelimit import TenantLimiter
 from consumers.runtime import Context, Record
 from consumers.tenancy.usage import BudgetVerdict, TenantUsage
-from consumers.triage import KeywordTriage, TriageResult, parse_command
+from consumers.triage import KeywordTriage, TriageResult
+from consumers.validation import BodyRules, header_request, invalid_utf8, validate_body
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.envelope import key_headers
 from switchboard.core.errors import DecodeError, RequestInvalid
+from switchboard.core.routing import request_schema_ids, signed_routing
 from switchboard.core.serde import REQUEST, Codec
 from switchboard.core.settings import DEFAULTS, SPECIALISTS, Settings
 from switchboard.core.status import ResponseStatus
@@ -50,8 +52,6 @@ RECENT_IDS_MAX: Final = 200_000
 RATE_LIMITED: Final = "rate_limited"
 #: The default rate when only some tenants have one (``SWITCHBOARD_TENANT_RATE_PER_S=0``).
 UNLIMITED_RATE: Final = 1e12
-#: C0 control characters a prompt may not hold (tab, newline and carriage return are text).
-_CONTROL: Final = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\r"}
 
 #: Records to deliver now, or an awaitable of them (see the runtime's Handler).
 Outputs = Sequence[Outbound] | Awaitable[Sequence[Outbound]]
@@ -118,6 +118,24 @@ def tenant_controls(settings: Settings) -> tuple[TenantsSource, TenantLimiter | 
     return source, limiter
 
 
+#: Routing-header combinations (tenant, specialist, priority, reply topic) whose decision the
+#: router keeps, at most: all are dropped when more arrive (or the tenants file changes).
+MAX_LANES: Final = 10_000
+_UNKNOWN: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """The header path's decision for one combination of routing headers."""
+
+    tenant: str
+    policy: TenantPolicy
+    topic: str
+    #: A value up to this size holds a prompt within the tenant's limit (the prompt is part of
+    #: the value); a larger one goes to the decoding path, which measures the prompt.
+    max_value: int
+
+
 class RecentIds:
     """Request ids routed recently (bounded, time-limited): a producer retry is routed once."""
 
@@ -169,11 +187,19 @@ class Router:
         self._outcomes = outcomes
         self._index = index
         self._rules = rules
+        self._body_rules = BodyRules(rules.max_metadata_entries, rules.max_metadata_bytes)
         self._triage: Triage = triage or KeywordTriage()
         self._limiter = limiter
         #: Without a tenants file: ``SWITCHBOARD_TENANTS`` (any tenant when empty), unsigned.
         self.tenants = tenants or TenantsSource(TenantsConfig.from_names(rules.tenants))
         self._recent = RecentIds(rules.dedup_window_s)
+        # The header path's lookups, once: request schemas this code reads (a task must be
+        # decodable by the workers), task topics and each specialist's model.
+        self._schemas = request_schema_ids()
+        self._task_topics = {s: topics.tasks(s) for s in SPECIALISTS}
+        self._batch_topics = {s: topics.batch_tasks(s) for s in SPECIALISTS}
+        self._lanes: dict[tuple[Any, Any, Any, Any], _Lane | None] = {}
+        self._lanes_config: TenantsConfig | None = None
         self.duplicates = 0
         self._usage = usage
         self.partitions = 1
@@ -191,6 +217,9 @@ class Router:
         fast path); an awaitable only when it must wait (index barrier, model triage). Bytes
         that do not decode raise ``DecodeError`` (the runtime dead-letters them)."""
         received_ms = now_ms()
+        routed = self._route_by_headers(msg, ctx, received_ms)
+        if routed is not None:
+            return routed
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
@@ -202,6 +231,149 @@ class Router:
         ):
             return self._route_after_sync(msg, ctx, request, received_ms)
         return self._route(msg, request, received_ms)
+
+    def _route_by_headers(
+        self, msg: Record, ctx: Context, received_ms: int
+    ) -> list[Outbound] | None:
+        """The header path: route a record the client wrote with routing headers from those
+        headers alone and forward its original bytes (the worker validates the body), or
+        drop it as a duplicate. None when anything calls for the body or for a refusal: the
+        decoding path then decides, with the exact reasons it always gives (a refusal is the
+        rare case; only routing and duplicates must be cheap).
+
+        What depends only on (tenant, specialist, priority, reply topic) is decided once per
+        tenants configuration and kept (``_lane``); per record remain the id, dedup, the
+        value's size, header limits, deadline, signature and rate."""
+        pairs = msg.headers()
+        if not pairs:
+            return None
+        facts = dict(pairs)  # the last value of each header, as everywhere
+        raw_id = facts.get(h.REQUEST_ID)
+        rules = self._rules
+        if (
+            not raw_id
+            or facts.get(h.SCHEMA) not in self._schemas
+            or len(facts) != len(pairs)  # a repeated header: the decoding path weighs each
+            or len(pairs) > rules.max_headers
+        ):
+            return None
+        config = self.tenants.config
+        if config is not self._lanes_config or len(self._lanes) > MAX_LANES:
+            self._lanes_config, self._lanes = config, {}
+        key = (
+            facts.get(h.TENANT),
+            facts.get(h.SPECIALIST),
+            facts.get(h.PRIORITY),
+            facts.get(h.REPLY_TO),
+        )
+        lane = self._lanes.get(key, _UNKNOWN)
+        if lane is _UNKNOWN:
+            lane = self._lanes[key] = self._lane(key, config)
+        if (
+            lane is None
+            or not self._index.synced(ctx.assigned_at)
+            or (self._usage is not None and not self._usage.ready)
+        ):
+            return None
+        value = msg.value() or b""
+        try:
+            if (
+                len(value) > lane.max_value
+                or max(map(len, facts)) + max(map(len, facts.values())) > rules.max_header_bytes
+            ):
+                return None  # maybe over a limit: the decoding path measures it exactly
+            request_id = raw_id.decode()
+            deadline = facts.get(h.DEADLINE_MS)
+            if deadline is not None and int(deadline) <= received_ms:
+                return None
+        except (TypeError, ValueError):  # a None header value, not UTF-8, not a number
+            return None
+        replay = h.REPLAY_ID in facts
+        if self._index.is_answered(request_id, replay=replay) or (
+            not replay and self._recent.seen(request_id)
+        ):
+            self.duplicates += 1
+            return []
+        if not request_id.strip() or (
+            lane.policy.require_signature
+            and not self._signed(facts, pairs, value, request_id, lane.tenant, lane.policy)
+        ):
+            return None
+        if (
+            self._limiter is not None
+            and self._limiter.check(lane.tenant, partition=msg.partition() or 0) > 0
+        ):
+            return None  # the decoding path asks again and answers or delays it
+        self._recent.add(request_id)
+        routed_ms = now_ms()
+        return [
+            Outbound(
+                lane.topic,
+                value,
+                raw_id,
+                [*pairs, (h.ROUTED, b"%d %d" % (routed_ms, routed_ms - received_ms))],
+            )
+        ]
+
+    def _lane(self, key: tuple[Any, Any, Any, Any], config: TenantsConfig) -> _Lane | None:
+        """What a (tenant, specialist, priority, reply topic) of routing headers allows under
+        ``config``: the task topic and the largest value that surely holds a prompt under
+        the tenant's limit; None when the decoding path must decide (a refusal, a budget)."""
+        raw_tenant, raw_specialist, priority, reply_to = key
+        try:
+            tenant = raw_tenant.decode()
+            specialist = raw_specialist.decode()
+            reply = reply_to.decode() if reply_to is not None else None
+        except (AttributeError, UnicodeDecodeError):
+            return None
+        policy = config.policy(tenant)
+        if (
+            policy is None
+            or specialist not in self._task_topics
+            or (policy.specialists is not None and specialist not in policy.specialists)
+            or (
+                policy.models is not None
+                and self._rules.models.get(specialist) not in policy.models
+            )
+            or (
+                self._usage is not None
+                and (
+                    policy.tokens_per_minute is not None
+                    or policy.tokens_per_day is not None
+                    or policy.dollars_per_month is not None
+                )
+            )
+            or (reply is not None and not self._reply_allowed(reply, policy))
+        ):
+            return None
+        topics = self._batch_topics if priority == b"BATCH" else self._task_topics
+        return _Lane(
+            tenant,
+            policy,
+            topics[specialist],
+            policy.max_prompt_bytes or self._rules.max_prompt_bytes,
+        )
+
+    @staticmethod
+    def _signed(
+        facts: dict[str, Any],
+        pairs: Any,
+        value: bytes,
+        request_id: str,
+        tenant: str,
+        policy: TenantPolicy,
+    ) -> bool:
+        """Whether a record routed by its headers carries a valid signature over its value,
+        id, tenant and routing headers (a forged routing header breaks it)."""
+        try:
+            key_id = facts[h.KEY_ID].decode()
+            signature = facts[h.SIGNATURE].decode()
+        except (KeyError, AttributeError, UnicodeDecodeError):
+            return False
+        secret = policy.secret(key_id)
+        return secret is not None and signature_ok(
+            signature, value, request_id, tenant, key_id, secret, signed_routing(pairs)
+        )
 
     async def _route_after_sync(
         self, msg: Record, ctx: Context, request: dict[str, Any], received_ms: int
@@ -342,22 +514,12 @@ class Router:
         """A request whose strings are not UTF-8: the caller's bad input, not a pipeline
         failure. Answered from its headers (nothing else is readable); with no request id
         header there is nobody to answer, and the DLQ keeps the bytes."""
-        headers = msg.headers()
-        request_id = h.header_value(headers, h.REQUEST_ID)
-        if not request_id:
+        request = header_request(msg.headers())
+        if request is None:
             raise DecodeError(f"a string in the request is not UTF-8: {exc}", code="invalid_utf8")
-        tenant = h.header_value(headers, h.TENANT) or "default"
-        request = {
-            "request_id": request_id,
-            "tenant": tenant,
-            "reply_to": h.header_value(headers, h.REPLY_TO),
-        }
-        reason = RequestInvalid(
-            f"the request holds bytes that are not UTF-8 (at byte {exc.start} of a string): "
-            "send every string UTF-8 encoded",
-            code="invalid_utf8",
+        return self._reject(
+            request, invalid_utf8(exc), self.tenants.config.policy(request["tenant"])
         )
-        return self._reject(request, reason, self.tenants.config.policy(tenant))
 
     def _check_signature(self, msg: Record, request: dict[str, Any], policy: TenantPolicy) -> None:
         """A tenant that must sign: ``sb-signature`` by one of its keys over this record."""
@@ -379,8 +541,8 @@ class Router:
         if (
             secret is None
             or (header_id, header_tenant) != (request["request_id"], tenant)
-            or not signature_ok(
-                signature, msg.value() or b"", header_id, header_tenant, key_id, secret
+            or not self._signature_verifies(
+                signature, msg, header_id, header_tenant, key_id, secret
             )
         ):
             # One reason for all three: which part failed would help a forger, not a caller.
@@ -389,6 +551,20 @@ class Router:
                 "sign with a current key of the tenant, and send the record unchanged",
                 code="bad_signature",
             )
+
+    @staticmethod
+    def _signature_verifies(
+        signature: str, msg: Record, request_id: str, tenant: str, key_id: str, secret: bytes
+    ) -> bool:
+        """The decoding path decides from the (signed) body, so either scheme will do: the
+        original one (value, id, tenant) or the one covering the routing headers too."""
+        value = msg.value() or b""
+        if signature_ok(signature, value, request_id, tenant, key_id, secret):
+            return True
+        routing = signed_routing(msg.headers())
+        return bool(routing) and signature_ok(
+            signature, value, request_id, tenant, key_id, secret, routing
+        )
 
     def _reply_allowed(self, reply_to: str, policy: TenantPolicy | None) -> bool:
         return (
@@ -489,53 +665,8 @@ class Router:
                 "deadline already passed when the request was routed: send a later deadline",
                 code="deadline_passed",
             )
-        metadata = request.get("metadata") or {}
-        if len(metadata) > rules.max_metadata_entries:
-            raise RequestInvalid(
-                f"metadata has {len(metadata)} entries; the limit is {rules.max_metadata_entries}",
-                code="too_much_metadata",
-            )
-        metadata_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
-        if metadata_bytes > rules.max_metadata_bytes:
-            raise RequestInvalid(
-                f"metadata is {metadata_bytes} bytes; the limit is {rules.max_metadata_bytes}: "
-                "keep metadata to short tags and ids",
-                code="too_much_metadata",
-            )
-        explicit = request.get("specialist")
-        command, prompt = parse_command(request.get("text") or "")
-        if request.get("prompt"):
-            prompt = request["prompt"]
-        size = len(prompt.encode("utf-8"))
         limit = policy.max_prompt_bytes or rules.max_prompt_bytes
-        if size > limit:
-            raise RequestInvalid(
-                f"prompt is {size} bytes; the limit is {limit}: shorten it or "
-                "split it into several requests",
-                code="prompt_too_large",
-            )
-        if not _CONTROL.isdisjoint(prompt):
-            bad = next(c for c in prompt if c in _CONTROL)
-            raise RequestInvalid(
-                f"the prompt holds control character U+{ord(bad):04X}: send plain text (tab "
-                "and newline are fine)",
-                code="control_characters",
-            )
-        if not prompt.strip():
-            raise RequestInvalid(
-                "the request has no question: send text such as '/backend design a rate limiter'",
-                code="empty_prompt",
-            )
-        name = explicit or command
-        if name is None:
-            return None, prompt
-        if name not in SPECIALISTS:
-            raise RequestInvalid(
-                f"unknown specialist {name!r}: use one of "
-                + ", ".join(f"/{s}" for s in SPECIALISTS),
-                code="unknown_specialist",
-            )
-        return name, prompt
+        return validate_body(request, self._body_rules, limit)
 
     def _over_limit(
         self, msg: Record, request: dict[str, Any], wait_s: float, mode: str

@@ -8,19 +8,17 @@ matches. Both are deterministic and pure.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from consumers.triage_keywords import KEYWORDS, Keywords
 from consumers.weighted_patterns import PatternGroups, normalise
+from switchboard.core.routing import parse_command
 from switchboard.core.settings import SPECIALISTS
 
 DEFAULT_SPECIALIST = "backend"
 # Added to the total before dividing, so a single weak keyword never reads as certainty.
 CONFIDENCE_PRIOR = 2.0
-
-_COMMAND = re.compile(r"\A\s*/(?P<command>\S*)\s*(?P<rest>.*)\Z", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -32,17 +30,7 @@ class TriageResult:
     reason: str
 
 
-def parse_command(text: str) -> tuple[str | None, str]:
-    """Split a leading "/command" from the prompt.
-
-    Returns ``(command_lowercased, rest)`` when ``text`` (after leading whitespace) starts with
-    "/", without checking the command against SPECIALISTS: the caller decides what an unknown
-    command means. Otherwise returns ``(None, text.strip())``.
-    """
-    match = _COMMAND.match(text)
-    if match is None:
-        return None, text.strip()
-    return match["command"].lower(), match["rest"].strip()
+__all__ = ["DEFAULT_SPECIALIST", "KeywordTriage", "TriageResult", "parse_command"]
 
 
 class KeywordTriage:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -28,16 +29,29 @@ from consumers.runtime import Context, Record
 from consumers.runtime.failures import FailureStrategy, RecordFailed
 from consumers.specialists.backends import Answer, SpecialistBackend
 from consumers.status.usage import UsageTotals
+from consumers.validation import (
+    BodyRules,
+    admit_routed,
+    header_request,
+    invalid_utf8,
+    routed_by_headers,
+)
 from switchboard.core import headers as h
 from switchboard.core import tracing
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import classify
-from switchboard.core.errors import DecodeError
+from switchboard.core.errors import DecodeError, RequestInvalid
 from switchboard.core.policy import DEADLINE_REACHED, Expire, Halt
 from switchboard.core.serde import REQUEST, Codec
 from switchboard.core.status import ResponseStatus
 
 log = logging.getLogger(__name__)
+
+
+async def _resolved(
+    outputs: Sequence[Outbound] | Awaitable[Sequence[Outbound]],
+) -> Sequence[Outbound]:
+    return await outputs if inspect.isawaitable(outputs) else outputs
 
 
 class SpecialistWorker:
@@ -54,8 +68,12 @@ class SpecialistWorker:
         failures: FailureStrategy,
         breaker: CircuitBreaker,
         limiter: AimdLimiter | None = None,
+        rules: BodyRules | None = None,
     ) -> None:
+        """``rules``: the body's limits, checked here for tasks the router routed from
+        headers (default: the settings' defaults)."""
         self.specialist = specialist
+        self._body_rules = rules or BodyRules()
         self._codec = codec
         self._outcomes = outcomes
         self._index = index
@@ -85,15 +103,55 @@ class SpecialistWorker:
         """Answer one task: at once when nothing needs waiting (an instant backend), else an
         awaitable the runtime runs as a task (model calls, barriers, retries)."""
         picked_ms = now_ms()
+        headers = msg.headers()
+        by_headers = routed_by_headers(headers)
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
+            answer_to = header_request(headers) if by_headers else None
+            if answer_to is not None and isinstance(exc.__cause__, UnicodeDecodeError):
+                return self._rejected(ctx, answer_to, invalid_utf8(exc.__cause__))
             raise RecordFailed(classify(exc), specialist=self.specialist) from exc
+        if by_headers:
+            # Routed from its headers alone: the body's checks are this worker's (the router's
+            # reasons and codes), before any model call.
+            try:
+                request = admit_routed(request, headers, self._body_rules)
+            except RequestInvalid as exc:
+                answer_to = header_request(headers) or {}
+                return self._rejected(ctx, {**request, **answer_to}, exc)
         if self._answer_now is not None:
             answered = self._try_answer_now(msg, ctx, request, picked_ms)
             if answered is not None:
                 return answered
         return self._handle(msg, ctx, request, picked_ms)
+
+    def _rejected(
+        self, ctx: Context, request: dict[str, Any], exc: RequestInvalid
+    ) -> Sequence[Outbound] | Awaitable[Sequence[Outbound]]:
+        """A header-routed task whose body the router would have refused: its one
+        ``rejected`` response (none when the request was answered already)."""
+        if not self._index.synced(ctx.assigned_at):
+            return self._rejected_after_sync(ctx, request, exc)
+        request_id = request["request_id"]
+        if self._index.is_answered(request_id) or self._index.busy(request_id):
+            self.skipped += 1
+            return []
+        self._index.mark_answered(request_id)
+        response = self._outcomes.response(
+            request,
+            ResponseStatus.REJECTED,
+            str(exc),
+            specialist=self.specialist,
+            error_code=exc.code,
+        )
+        return self._outcomes.recorded(response)
+
+    async def _rejected_after_sync(
+        self, ctx: Context, request: dict[str, Any], exc: RequestInvalid
+    ) -> Sequence[Outbound]:
+        await self._index.sync(ctx.assigned_at)
+        return await _resolved(self._rejected(ctx, request, exc))
 
     def _try_answer_now(
         self, msg: Record, ctx: Context, request: dict[str, Any], picked_ms: int

@@ -33,6 +33,7 @@ from switchboard.core.envelope import (
     key_headers,
 )
 from switchboard.core.kafka_clients import producer_config
+from switchboard.core.routing import routing_headers, signed_routing
 from switchboard.core.serde import REQUEST, RESPONSE, Codec, make_codec
 from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
@@ -332,12 +333,9 @@ class _ClientBase:
         request = build_request(text, reply_to=self.reply_topic, **kwargs)
         request_id = request["request_id"]
         self._responses.expect(request_id)
-        headers: list[tuple[str, bytes | str | None]] = [
-            (h.REQUEST_ID, request_id.encode()),
-            (h.TENANT, str(request["tenant"]).encode()),
-        ]
-        if self.reply_topic:
-            headers.append((h.REPLY_TO, self.reply_topic.encode()))
+        # The routing facts (id, tenant, reply topic; specialist, priority, deadline, schema
+        # when the text names a specialist): the router routes from them without decoding.
+        headers: list[tuple[str, bytes | str | None]] = list(routing_headers(request))
         topic = self.topics.requests
         span = None
         if self._tracer is not None:
@@ -351,7 +349,9 @@ class _ClientBase:
         value = self.codec.encode(REQUEST, request, topic)
         if self._signing_key is not None:
             key_id, secret = self._signing_key
-            signature = sign(value, request_id, str(request["tenant"]), key_id, secret)
+            signature = sign(
+                value, request_id, str(request["tenant"]), key_id, secret, signed_routing(headers)
+            )
             headers += [(h.KEY_ID, key_id.encode()), (h.SIGNATURE, signature.encode())]
         return request_id, Outbound(topic, value, request_id.encode(), headers), span
 

@@ -223,6 +223,7 @@ class ConsumerRuntime:
         self._consumer_ops: deque[ConsumerOp] = deque()
         self._last_activity = time.monotonic()
         self._dirty: list[Context] = []
+        self._store_scheduled = False
         #: Set once this member holds at least one partition (tests and the demo wait on it).
         self.assigned = asyncio.Event()
         #: When the latest assignment arrived (monotonic; 0.0 before the first).
@@ -280,8 +281,7 @@ class ConsumerRuntime:
                 if max_messages is not None:
                     want = min(want, max_messages - self.stats.received)
                 batch = await self._in_poll_thread(self._fetch, consumer, want)
-                for msg in batch:
-                    self._dispatch(msg)
+                self._dispatch_all(batch)
                 if batch:
                     self._last_activity = time.monotonic()
                 elif (
@@ -312,6 +312,59 @@ class ConsumerRuntime:
 
     # --- dispatch ----------------------------------------------------------------------
     def _dispatch(self, msg: Message) -> None:
+        """One record, as a batch of one."""
+        self._dispatch_all([msg])
+
+    def _dispatch_all(self, batch: Sequence[Message]) -> None:
+        """Hand each record of a fetched batch to the handler, in order.
+
+        A handler that answers at once (the common case: the router, an instant backend)
+        takes the fast path: no task, no slot, no future and no callback of its own; the
+        outputs of every such record of the batch are produced through one
+        ``DeliveryBatch``, and when all of them are acknowledged those records complete
+        together (one offset store per partition on the next loop turn). Records that wait
+        (or raise) become tasks, as before; in-order commits hold across both
+        (``PartitionTracker``).
+        """
+        fast: list[tuple[Record, Context, Sequence[Outbound]]] = []
+        deliveries = None
+        by_key = self.config.ordering == "key"
+        for msg in batch:
+            ctx = self._accept(msg)
+            if ctx is None:
+                continue
+            if by_key:
+                self._spawn(ctx, self._process(msg, ctx, None))
+                continue
+            try:
+                result = self._handler(msg, ctx)
+            except Exception as exc:
+                self._spawn(ctx, self._process(msg, ctx, None, exc))
+                continue
+            # A list or tuple is by far the common answer: skip the costlier awaitable check.
+            if (
+                type(result) is not list
+                and type(result) is not tuple
+                and inspect.isawaitable(result)
+            ):
+                self._spawn(ctx, self._process(msg, ctx, result))
+            elif not result:
+                self._complete(msg, ctx)  # nothing to deliver (a duplicate)
+            else:
+                if deliveries is None:
+                    deliveries = self._producer.batch(
+                        lambda failed, fast=fast: self._fast_delivered(fast, failed)
+                    )
+                ctx.fast_pending += 1
+                fast.append((msg, ctx, result))
+                for out in result:
+                    deliveries.add(out)
+        if deliveries is not None:
+            deliveries.seal()
+
+    def _accept(self, msg: Message) -> Context | None:
+        """The context of a record to handle, with its offset tracked; None for an error
+        event (raised when it stops the runtime) or a record of a partition no longer ours."""
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
@@ -327,30 +380,15 @@ class ConsumerRuntime:
                 if err.fatal():
                     raise KafkaException(err)
                 log.warning("consumer error: %s", err)
-            return
-        tp = cast(TP, (msg.topic(), msg.partition()))
-        ctx = self._parts.get(tp)
+            return None
+        ctx = self._parts.get(cast(TP, (msg.topic(), msg.partition())))
         if ctx is None or ctx.revoked:
-            return  # fetched just before a revoke: the next owner reads it again
+            return None  # fetched just before a revoke: the next owner reads it again
         self.stats.received += 1
         ctx.tracker.start(cast(int, msg.offset()))
         if not ctx.paused and self._over_bound(ctx):
             self._set_paused(ctx, True)
-        if self.config.ordering == "key":
-            self._spawn(ctx, self._process(msg, ctx, None))
-            return
-        try:
-            result = self._handler(msg, ctx)
-        except Exception as exc:
-            self._spawn(ctx, self._process(msg, ctx, None, exc))
-            return
-        # A list or tuple is by far the common answer: skip the costlier awaitable check.
-        if type(result) is not list and type(result) is not tuple and inspect.isawaitable(result):
-            self._spawn(ctx, self._process(msg, ctx, result))
-        else:
-            # The fast path: the handler answered without waiting on anything, so the record
-            # needs no task, no slot and no future: its outputs go straight to the producer.
-            self._deliver_fast(msg, ctx, result)
+        return ctx
 
     def _spawn(self, ctx: Context, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -386,30 +424,35 @@ class ConsumerRuntime:
             and not (ctx.batch and self._sem.contended)
         )
 
-    def _deliver_fast(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
-        if not outputs:
-            self._complete(msg, ctx)
-            return
-        remaining = len(outputs)
-        failure: list[KafkaError] = []
-        ctx.fast_pending += 1
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if err is not None:
-                failure.append(err)
-            if remaining:
-                return
+    def _fast_delivered(
+        self,
+        fast: list[tuple[Record, Context, Sequence[Outbound]]],
+        failed: list[tuple[KafkaError, Message]],
+    ) -> None:
+        """On the event loop, once every output of a batch's fast-path records is settled:
+        those records complete together. A record with an output that failed (rare:
+        librdkafka already retried it) is redelivered on the slow path, which retries or
+        dead-letters it; its offset stays open meanwhile."""
+        lost = _failed_outputs(failed)
+        done = 0
+        for msg, ctx, outputs in fast:
             ctx.fast_pending -= 1
-            if failure:
-                # Rare: redo the delivery on the slow path, which retries or dead-letters.
+            if lost is not None and (
+                not lost or any((o.topic, o.key, o.value) in lost for o in outputs)
+            ):
                 self._spawn(ctx, self._redeliver(msg, ctx, outputs))
-            else:
-                self._complete(msg, ctx)
-
-        for out in outputs:
-            self._producer.produce(out, delivered)
+                continue
+            ctx.tracker.finish(cast(int, msg.offset()))
+            done += 1
+            if not ctx.dirty:
+                ctx.dirty = True
+                self._dirty.append(ctx)
+        if done:
+            self.stats.completed += done
+            self._m_records.inc(done)
+            if len(self._dirty) and not self._store_scheduled:
+                self._store_scheduled = True
+                asyncio.get_running_loop().call_soon(self._store_dirty)
 
     async def _redeliver(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
         await self._deliver(msg, ctx, outputs)
@@ -552,11 +595,13 @@ class ConsumerRuntime:
         if not ctx.dirty:
             ctx.dirty = True
             self._dirty.append(ctx)
-            if len(self._dirty) == 1:
-                asyncio.get_running_loop().call_soon(self._store_dirty)
+        if not self._store_scheduled:
+            self._store_scheduled = True
+            asyncio.get_running_loop().call_soon(self._store_dirty)
 
     def _store_dirty(self) -> None:
         """Once per loop turn: store the committable offset of every partition that moved."""
+        self._store_scheduled = False
         dirty, self._dirty = self._dirty, []
         stores: list[tuple[Context, int]] = []
         share = self._share()
@@ -769,6 +814,20 @@ class ConsumerRuntime:
     async def _in_poll_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._poll_thread, lambda: fn(*args, **kwargs))
+
+
+def _failed_outputs(failed: list[tuple[KafkaError, Message]]) -> set[Any] | None:
+    """(topic, key, value) of each output whose delivery failed; None when none failed; an
+    empty set when a failure cannot be told apart (then every record of the batch is
+    redelivered: at least once)."""
+    if not failed:
+        return None
+    lost: set[Any] = set()
+    for _err, msg in failed:
+        if msg is None:
+            return set()
+        lost.add((msg.topic(), msg.key(), msg.value()))
+    return lost
 
 
 def _where(msg: Record) -> str:

@@ -23,7 +23,13 @@ from consumers.runtime.failures import FailurePath
 from consumers.runtime.loop import TP, Context, Handler, RunStats
 from consumers.runtime.message import MemoryRecord
 from consumers.runtime.observe import observed
-from switchboard.core.aio_producer import DeliveryCallback, DeliveryError, Outbound
+from switchboard.core.aio_producer import (
+    BatchDone,
+    DeliveryBatch,
+    DeliveryCallback,
+    DeliveryError,
+    Outbound,
+)
 from switchboard.core.classify import classify_kafka
 from switchboard.core.errors import ErrorClass, ProcessStop
 
@@ -69,6 +75,12 @@ class MemorySink:
             callback(exc.args[0], cast(Message, None))
         else:
             callback(None, cast(Message, delivered))
+
+    def batch(self, done: BatchDone) -> DeliveryBatch:
+        """As ``AsyncProducer.batch``: each record is delivered at once, ``done`` runs on the
+        event loop's next turn."""
+        loop = asyncio.get_running_loop()
+        return DeliveryBatch(self.produce, lambda b: loop.call_soon(b.run_done), done)
 
     def send(self, record: Outbound) -> asyncio.Future[MemoryRecord]:
         future: asyncio.Future[MemoryRecord] = asyncio.get_running_loop().create_future()

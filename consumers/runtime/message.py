@@ -15,7 +15,7 @@ from typing import Protocol
 
 from confluent_kafka import KafkaError
 
-from switchboard.core.aio_producer import DeliveryCallback, Outbound
+from switchboard.core.aio_producer import BatchDone, DeliveryBatch, DeliveryCallback, Outbound
 from switchboard.core.headers import RawHeaders
 
 #: librdkafka's timestamp types: (type, milliseconds); type 0 means "not available".
@@ -47,6 +47,7 @@ class Sink(Protocol):
     """Delivers outputs: ``AsyncProducer``, or ``MemorySink`` in unit tests."""
 
     def produce(self, record: Outbound, callback: DeliveryCallback) -> None: ...
+    def batch(self, done: BatchDone) -> DeliveryBatch: ...
     def send(self, record: Outbound) -> Awaitable[Delivered]: ...
     async def send_all(self, records: Sequence[Outbound]) -> Sequence[Delivered]: ...
 

@@ -8,6 +8,7 @@ Nothing on the hot path flushes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections import deque
@@ -47,6 +48,69 @@ class Outbound:
 
 class DeliveryError(KafkaException):
     """Raised when librdkafka gives up on a record (after its own retries and timeout)."""
+
+
+#: Called once when every record of a ``DeliveryBatch`` is settled: the (error, message) of
+#: those that failed (empty when all were delivered).
+BatchDone = Callable[[list[tuple[KafkaError, Message]]], None]
+
+
+class DeliveryBatch:
+    """One delivery accounting for many records: ``add`` produces each with one shared
+    callback, ``seal`` says none follow, and ``done`` runs once on the event loop when all
+    of them are settled.
+
+    The per-record callback runs on whichever thread polls the producer and only appends
+    to a deque and compares its length (both atomic under the GIL), so no record costs a
+    closure, a future or an event-loop callback of its own. ``settle`` hands the finished
+    batch to the event loop (the producer's drain).
+    """
+
+    __slots__ = ("_acks", "_added", "_done", "_failed", "_fired", "_produce", "_settle", "_total")
+
+    def __init__(
+        self,
+        produce: Callable[[Outbound, DeliveryCallback], None],
+        settle: Callable[[DeliveryBatch], None],
+        done: BatchDone,
+    ) -> None:
+        self._produce = produce
+        self._settle = settle
+        self._done = done
+        self._acks: deque[None] = deque()
+        self._failed: list[tuple[KafkaError, Message]] = []
+        self._added = 0
+        self._total = -1  # unknown until sealed
+        self._fired = itertools.count()
+
+    def add(self, record: Outbound) -> None:
+        """Produce ``record`` as part of this batch (on the event loop)."""
+        self._added += 1
+        self._produce(record, self._delivered)
+
+    def seal(self) -> None:
+        """No more records: ``done`` runs once every added one is settled (at once if they
+        are already, or if there are none)."""
+        self._total = self._added
+        if len(self._acks) == self._total:
+            self._fire()
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append((err, msg))
+        acks = self._acks
+        acks.append(None)
+        if len(acks) == self._total:
+            self._fire()
+
+    def _fire(self) -> None:
+        # The last acknowledgement and ``seal`` may both see the batch complete: once only.
+        if next(self._fired) == 0:
+            self._settle(self)
+
+    def run_done(self) -> None:
+        """On the event loop: tell the owner how the batch went."""
+        self._done(self._failed)
 
 
 class AsyncProducer:
@@ -112,16 +176,33 @@ class AsyncProducer:
         """
         if self.refused is not None:
             raise self.refused
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
         settled = self._settled
-        headers = record.headers
-        if headers and type(headers) is not list:
-            headers = list(headers)  # librdkafka takes a list (or dict); most already are
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             settled.append((callback, err, msg))  # on the poller thread; deque is thread-safe
 
+        self._produce(record, on_delivery)
+
+    def batch(self, done: BatchDone) -> DeliveryBatch:
+        """A ``DeliveryBatch`` on this producer: ``done`` runs on the event loop."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return DeliveryBatch(self._produce, self._settle_batch, done)
+
+    def _settle_batch(self, batch: DeliveryBatch) -> None:
+        # On the poller thread (or the loop's, when sealed complete): to the loop's drain.
+        self._settled.append((_run_batch, None, cast(Message, batch)))
+        self._wake_loop()
+
+    def _produce(self, record: Outbound, on_delivery: DeliveryCallback) -> None:
+        """``record`` to librdkafka; ``on_delivery`` runs on the thread that polls."""
+        if self.refused is not None:
+            raise self.refused
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        headers = record.headers
+        if headers and type(headers) is not list:
+            headers = list(headers)  # librdkafka takes a list (or dict); most already are
         while True:
             try:
                 self._producer.produce(
@@ -171,3 +252,8 @@ class AsyncProducer:
         self._running = False
         self._poller.join(timeout=POLLER_JOIN_TIMEOUT_S)
         return remaining
+
+
+def _run_batch(_err: KafkaError | None, batch: Any) -> None:
+    """The drain's callback for a settled ``DeliveryBatch`` (passed where a message goes)."""
+    batch.run_done()

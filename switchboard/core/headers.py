@@ -18,6 +18,18 @@ TRACESTATE = "tracestate"
 #: W3C baggage: carries the tenant across hops (``switchboard.core.tracing``).
 BAGGAGE = "baggage"
 
+# --- routing facts (``switchboard.core.routing``): the client writes them, the router routes
+# a record that has them from its headers alone and forwards the original bytes ----------
+#: The request's priority (``NORMAL``, ``BATCH``, ...): BATCH goes to the batch task topic.
+PRIORITY = "sb-priority"
+#: The request's ``deadline_ms`` (milliseconds since the epoch), when it has one.
+DEADLINE_MS = "sb-deadline-ms"
+#: Which request schema the value was written with: ``SpecialistRequest/v<n>/<fingerprint>``.
+SCHEMA = "sb-schema"
+#: On a task the router routed from headers alone (its body not yet validated: the worker
+#: validates it): "<routed at, ms since the epoch> <how long routing took, ms>".
+ROUTED = "sb-routed"
+
 # --- request signing (switchboard.core.tenants.sign) -------------------------------------
 #: Hex HMAC-SHA256 of the request (value bytes, request id and tenant headers, key id).
 SIGNATURE = "sb-signature"

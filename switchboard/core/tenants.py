@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final, Literal
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: What the signature covers is versioned, so the scheme can change without ambiguity.
 SIGNATURE_SCHEME: Final = b"sb-hmac-sha256-v1"
+#: The scheme of a record with routing headers: v1's inputs and those headers.
+SIGNATURE_SCHEME_ROUTED: Final = b"sb-hmac-sha256-v2"
 
 
 class TenantsFileError(SwitchboardError, ValueError):
@@ -214,21 +216,38 @@ def internal_topic(topic: str, pipeline_prefix: str) -> bool:
     )
 
 
-def sign(value: bytes, request_id: str, tenant: str, key_id: str, secret: bytes) -> str:
+def sign(
+    value: bytes,
+    request_id: str,
+    tenant: str,
+    key_id: str,
+    secret: bytes,
+    routing: Sequence[bytes] = (),
+) -> str:
     """The request's signature: hex HMAC-SHA256 over the scheme, the key id, the request id
-    and tenant headers and the value bytes, each length-prefixed (no two inputs collide)."""
+    and tenant headers and the value bytes, each length-prefixed (no two inputs collide).
+    ``routing``: the routing headers' names and values (``switchboard.core.routing.
+    signed_routing``); with any, the scheme is v2 and they are covered too, so a routing
+    header cannot be forged or added to a signed record."""
     mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for part in (SIGNATURE_SCHEME, key_id.encode(), request_id.encode(), tenant.encode(), value):
+    scheme = SIGNATURE_SCHEME_ROUTED if routing else SIGNATURE_SCHEME
+    for part in (scheme, key_id.encode(), request_id.encode(), tenant.encode(), value, *routing):
         mac.update(len(part).to_bytes(8, "big"))
         mac.update(part)
     return mac.hexdigest()
 
 
 def signature_ok(
-    signature: str, value: bytes, request_id: str, tenant: str, key_id: str, secret: bytes
+    signature: str,
+    value: bytes,
+    request_id: str,
+    tenant: str,
+    key_id: str,
+    secret: bytes,
+    routing: Sequence[bytes] = (),
 ) -> bool:
     """Whether ``signature`` is ``sign``'s for these inputs, in constant time."""
-    expected = sign(value, request_id, tenant, key_id, secret)
+    expected = sign(value, request_id, tenant, key_id, secret, routing)
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 

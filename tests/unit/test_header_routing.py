@@ -1,0 +1,298 @@
+"""Header routing on the in-memory runtime: the router routes a record with the client's routing
+headers from those headers alone and forwards its original bytes; the worker validates the body
+with the router's reasons before any model call; records without the headers, free text and
+refusals take the decoding path; a forged routing header cannot pass a signed tenant's fence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from consumers.answered import AnsweredLedger
+from consumers.outcomes import Stage
+from consumers.resilience.breaker import CircuitBreaker
+from consumers.runtime.memory import MemoryRuntime, MemorySink
+from consumers.specialists.backends import Answer
+from consumers.validation import BodyRules
+from consumers.worker import SpecialistWorker
+from switchboard.core import headers as h
+from switchboard.core.routing import routing_headers, signed_routing
+from switchboard.core.serde import REQUEST, SingleObjectCodec
+from switchboard.core.settings import SPECIALISTS
+from switchboard.core.status import ResponseStatus
+from switchboard.core.tenants import TenantsConfig, TenantsSource, sign
+
+from .memory_kit import (
+    TOPICS,
+    decoded_response,
+    encoded,
+    header,
+    request,
+    responses,
+    router_runtime,
+    strategy,
+)
+
+SECRET = "0123456789abcdef-acme"
+CONFIG = TenantsConfig.model_validate(
+    {
+        "unknown_tenants": "reject",
+        "tenants": {
+            "acme": {
+                "specialists": ["backend"],
+                "require_signature": True,
+                "signing_keys": {"k1": SECRET},
+            },
+            "open": {},
+        },
+    }
+)
+
+
+class CountingCodec(SingleObjectCodec):
+    """Counts request decodes: the header path must not decode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decodes = 0
+
+    def decode(self, contract: str, data: bytes | None, topic: str) -> dict[str, Any]:
+        self.decodes += contract == REQUEST
+        return super().decode(contract, data, topic)
+
+
+class Backend:
+    name = "instant"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def answer_now(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
+        self.prompts.append(prompt)
+        return Answer(ResponseStatus.ANSWERED, f"ok: {prompt}", backend="instant")
+
+    async def answer(self, specialist: str, prompt: str, request: Mapping[str, Any]) -> Answer:
+        return self.answer_now(specialist, prompt, request)
+
+
+class Stages:
+    """The router and the backend worker, each on its in-memory runtime, one sink each."""
+
+    def __init__(self, config: TenantsConfig = CONFIG, **rules: Any) -> None:
+        self.sink = MemorySink()
+        self.router_runtime, self.router = router_runtime(self.sink, tenants=TenantsSource(config))
+        self.codec = CountingCodec()
+        self.router._codec = self.codec
+        self.worker_sink = MemorySink()
+        failures = strategy(Stage.MODEL, self.worker_sink)
+        self.backend = Backend()
+        self.worker = SpecialistWorker(
+            "backend",
+            codec=failures.outcomes.codec,
+            outcomes=failures.outcomes,
+            index=AnsweredLedger(3600),
+            backend=self.backend,
+            failures=failures,
+            breaker=CircuitBreaker("backend:test", failure_threshold=2, open_s=0.05),
+            rules=BodyRules(**rules),
+        )
+        self.worker_runtime = MemoryRuntime(self.worker.handle, failures, self.worker_sink)
+
+    def send(
+        self,
+        record: dict[str, Any],
+        *,
+        value: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        key: tuple[str, str] | None = None,
+    ) -> None:
+        """As the client sends it: its routing headers (signed with ``key``)."""
+        value = encoded(record, TOPICS.requests) if value is None else value
+        hdrs: list[tuple[str, bytes | None]] = (
+            list(routing_headers(record)) if headers is None else headers
+        )
+        if key is not None:
+            signature = sign(
+                value,
+                record["request_id"],
+                record["tenant"],
+                key[0],
+                key[1].encode(),
+                signed_routing(hdrs),
+            )
+            hdrs += [(h.KEY_ID, key[0].encode()), (h.SIGNATURE, signature.encode())]
+        asyncio.run(
+            self.router_runtime.feed(
+                TOPICS.requests, value, key=record["request_id"].encode(), headers=hdrs
+            )
+        )
+
+    def tasks(self, specialist: str = "backend") -> list[Any]:
+        return self.sink.records(TOPICS.tasks(specialist))
+
+    def all_tasks(self) -> int:
+        return sum(len(self.sink.records(TOPICS.tasks(s))) for s in SPECIALISTS)
+
+    def work(self) -> list[dict[str, Any]]:
+        """Feed every backend task to the worker; its responses."""
+        for task in self.tasks():
+            asyncio.run(
+                self.worker_runtime.feed(
+                    TOPICS.tasks("backend"), task.value(), key=task.key(), headers=task.headers()
+                )
+            )
+        return responses(self.worker_sink)
+
+
+def test_a_header_routed_request_is_forwarded_byte_for_byte_without_a_decode() -> None:
+    stages = Stages()
+    record = request("/backend  size a pool", tenant="open")
+    value = encoded(record, TOPICS.requests)
+    stages.send(record, value=value)
+    [task] = stages.tasks()
+    assert task.value() == value and task.key() == record["request_id"].encode()
+    assert stages.codec.decodes == 0 and stages.router_runtime.fast_path == 1
+    assert header(task, h.SPECIALIST) == "backend" and header(task, h.ROUTED)
+    [response] = stages.work()
+    assert (response["status"], response["content"]) == ("answered", "ok: size a pool")
+    assert response["request_id"] == record["request_id"]
+    assert stages.backend.prompts == ["size a pool"]
+    assert "route" in response["stage_latency_ms"] and "queue" in response["stage_latency_ms"]
+
+
+def test_batch_priority_goes_to_the_batch_topic_from_its_header() -> None:
+    stages = Stages()
+    stages.send(request("/backend size a pool", tenant="open", priority="BATCH"))
+    assert len(stages.sink.records(TOPICS.batch_tasks("backend"))) == 1
+    assert stages.codec.decodes == 0
+
+
+def test_a_duplicate_is_dropped_on_the_header_path() -> None:
+    stages = Stages()
+    record = request("/backend size a pool", tenant="open")
+    stages.send(record)
+    stages.send(record)
+    assert len(stages.tasks()) == 1 and stages.router.duplicates == 1
+    assert stages.codec.decodes == 0
+
+
+def test_records_without_routing_headers_and_free_text_take_the_decoding_path() -> None:
+    stages = Stages()
+    plain = request("/backend size a pool", tenant="open")
+    stages.send(plain, headers=[(h.REQUEST_ID, plain["request_id"].encode())])
+    free = request("why is my API slow and how do I paginate it", tenant="open")
+    stages.send(free)
+    assert header_names(free) == {h.REQUEST_ID, h.TENANT}  # no specialist: triage decides
+    assert stages.codec.decodes == 2 and stages.all_tasks() == 2
+    [task] = stages.tasks()
+    assert header(task, h.ROUTED) is None  # validated by the router: re-encoded
+    [response] = stages.work()
+    assert response["content"] == "ok: size a pool"
+
+
+def header_names(record: dict[str, Any]) -> set[str]:
+    return {name for name, _value in routing_headers(record)}
+
+
+def _rejected_by_worker(stages: Stages) -> dict[str, Any]:
+    assert len(stages.tasks()) == 1
+    [response] = stages.work()
+    assert response["status"] == ResponseStatus.REJECTED and stages.backend.prompts == []
+    assert stages.codec.decodes == 0
+    return response
+
+
+def _rejected_by_router(record: dict[str, Any], value: bytes | None = None) -> dict[str, Any]:
+    """The decoding path's answer for the same body (no routing headers)."""
+    stages = Stages()
+    stages.send(record, value=value, headers=[(h.REQUEST_ID, record["request_id"].encode())])
+    [response] = stages.sink.records(TOPICS.responses)
+    assert stages.all_tasks() == 0
+    return decoded_response(response)
+
+
+def test_bad_bodies_are_rejected_by_the_worker_with_the_routers_reasons() -> None:
+    bodies = [
+        request("/backend size\x07 a pool", tenant="open"),
+        request("/backend   ", tenant="open"),
+        request("/backend size a pool", tenant="open", metadata={f"k{i}": "v" for i in range(40)}),
+    ]
+    for record in bodies:
+        stages = Stages()
+        stages.send(record)
+        response = _rejected_by_worker(stages)
+        expected = _rejected_by_router(record)
+        assert (response["error_code"], response["content"]) == (
+            expected["error_code"],
+            expected["content"],
+        )
+        assert response["error_code"] in {
+            "control_characters",
+            "empty_prompt",
+            "too_much_metadata",
+        }
+
+
+def test_a_body_that_is_not_utf8_is_rejected_by_the_worker() -> None:
+    stages = Stages()
+    record = request("/backend size a pool", tenant="open")
+    value = encoded(record, TOPICS.requests).replace(b"size", b"s\xffze")
+    stages.send(record, value=value)
+    response = _rejected_by_worker(stages)
+    assert response["error_code"] == "invalid_utf8"
+    assert response["error_code"] == _rejected_by_router(record, value)["error_code"]
+
+
+def test_a_body_that_does_not_match_its_headers_is_rejected() -> None:
+    stages = Stages()
+    record = request("/security audit the login", tenant="open")
+    forged = [
+        (name, b"backend" if name == h.SPECIALIST else value)
+        for name, value in routing_headers(record)
+    ]
+    stages.send(record, headers=list(forged))
+    response = _rejected_by_worker(stages)
+    assert response["error_code"] == "routing_mismatch" and "specialist" in response["content"]
+
+
+def test_a_value_over_the_prompt_limit_is_decoded_and_checked_by_the_router() -> None:
+    stages = Stages()
+    stages.router._rules = type(stages.router._rules)(max_prompt_bytes=40)
+    stages.send(request("/backend " + "x" * 60, tenant="open"))
+    [response] = responses(stages.sink)
+    assert response["error_code"] == "prompt_too_large" and stages.codec.decodes == 1
+
+
+def test_a_signed_request_is_routed_by_headers_and_a_forged_header_is_refused() -> None:
+    stages = Stages()
+    good = request("/backend size a pool", tenant="acme")
+    stages.send(good, key=("k1", SECRET))
+    assert len(stages.tasks()) == 1 and stages.codec.decodes == 0
+    # The tenant may ask backend only; a signed /security request with its header rewritten
+    # to backend would pass the specialist fence if the signature did not cover the header.
+    sneaky = request("/security audit the login", tenant="acme")
+    value = encoded(sneaky, TOPICS.requests)
+    honest = routing_headers(sneaky)
+    signature = sign(
+        value, sneaky["request_id"], "acme", "k1", SECRET.encode(), signed_routing(honest)
+    )
+    forged: list[tuple[str, bytes | None]] = [
+        (name, b"backend" if name == h.SPECIALIST else v) for name, v in honest
+    ]
+    forged += [(h.KEY_ID, b"k1"), (h.SIGNATURE, signature.encode())]
+    stages.send(sneaky, value=value, headers=forged)
+    [response] = responses(stages.sink)
+    assert response["error_code"] == "bad_signature" and len(stages.tasks()) == 1
+    # Honestly signed, the same request meets the specialist fence on the decoding path.
+    stages.send(request("/security audit the login", tenant="acme"), key=("k1", SECRET))
+    codes = [r["error_code"] for r in responses(stages.sink)]
+    assert codes == ["bad_signature", "specialist_not_allowed"]
+
+
+def test_refusals_on_the_header_path_are_the_decoding_paths() -> None:
+    stages = Stages()
+    stages.send(request("/backend size a pool", tenant="stranger"))
+    stages.send(request("/backend size a pool", tenant="open", reply_to="__consumer_offsets"))
+    codes = [r["error_code"] for r in responses(stages.sink)]
+    assert codes == ["unknown_tenant", "forbidden_reply_to"] and stages.all_tasks() == 0
