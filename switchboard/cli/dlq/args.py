@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from consumers.replay.view import ERROR_CLASSES
@@ -31,6 +32,17 @@ record_id = parsed_by(_record_id)
 rate = positive_number("records a second", hint="leave --rate out for no limit")
 
 
+#: The filters that take one value a flag, repeated for OR: flag, how a value is read, and the
+#: metavar and help (None: argparse's own).
+_REPEATABLE_FILTERS: tuple[tuple[str, Callable[[str], Any], str | None, str | None], ...] = (
+    ("--error-class", error_class, "CLASS", ", ".join(ERROR_CLASSES)),
+    ("--error-code", non_empty, "CODE", "e.g. invalid_request, decode_error"),
+    ("--specialist", specialist, "NAME", ", ".join(SPECIALISTS)),
+    ("--tenant", non_empty, None, None),
+    ("--request-id", non_empty, None, None),
+)
+
+
 def _add_source(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--parking-lot",
@@ -42,32 +54,10 @@ def _add_source(cmd: argparse.ArgumentParser) -> None:
 
 def _add_filters(cmd: argparse.ArgumentParser) -> None:
     group = cmd.add_argument_group("filters (repeat a flag for OR; different flags AND)")
-    group.add_argument(
-        "--error-class",
-        type=error_class,
-        action="append",
-        default=[],
-        metavar="CLASS",
-        help=", ".join(ERROR_CLASSES),
-    )
-    group.add_argument(
-        "--error-code",
-        type=non_empty,
-        action="append",
-        default=[],
-        metavar="CODE",
-        help="e.g. invalid_request, decode_error",
-    )
-    group.add_argument(
-        "--specialist",
-        type=specialist,
-        action="append",
-        default=[],
-        metavar="NAME",
-        help=", ".join(SPECIALISTS),
-    )
-    group.add_argument("--tenant", type=non_empty, action="append", default=[])
-    group.add_argument("--request-id", type=non_empty, action="append", default=[])
+    for flag, parse, metavar, help_text in _REPEATABLE_FILTERS:
+        group.add_argument(
+            flag, type=parse, action="append", default=[], metavar=metavar, help=help_text
+        )
     group.add_argument(
         "--id",
         type=record_id,
