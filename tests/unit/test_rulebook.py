@@ -152,12 +152,20 @@ def test_seed_requests_get_twelve_different_answers(rulebook: OfflineRulebook) -
     assert len({a.content.splitlines()[0] for a in answers}) == len(SEED_CASES)
 
 
-@pytest.mark.parametrize("specialist", SPECIALISTS)
+@pytest.fixture(params=SPECIALISTS)
+def typical(
+    request: pytest.FixtureRequest, rulebook: OfflineRulebook
+) -> tuple[str, str, OfflineAnswer]:
+    """Each specialist, the rule its typical request must match first, and its answer to it."""
+    specialist: str = request.param
+    prompt, primary = TYPICAL[specialist]
+    return specialist, primary, rulebook.answer(specialist, prompt)
+
+
 def test_answer_has_title_sections_in_order_and_an_honest_footer(
-    rulebook: OfflineRulebook, specialist: str
+    typical: tuple[str, str, OfflineAnswer],
 ) -> None:
-    prompt, _ = TYPICAL[specialist]
-    answer = rulebook.answer(specialist, prompt)
+    specialist, _, answer = typical
     lines = answer.content.rstrip("\n").splitlines()
 
     assert isinstance(answer, OfflineAnswer)
@@ -172,12 +180,10 @@ def test_answer_has_title_sections_in_order_and_an_honest_footer(
     )
 
 
-@pytest.mark.parametrize("specialist", SPECIALISTS)
 def test_each_specialist_answers_its_typical_request_with_its_own_rule(
-    rulebook: OfflineRulebook, specialist: str
+    typical: tuple[str, str, OfflineAnswer],
 ) -> None:
-    prompt, primary = TYPICAL[specialist]
-    answer = rulebook.answer(specialist, prompt)
+    specialist, primary, answer = typical
     assert answer.matched_rules[0] == primary
     assert all(rule.startswith(f"{specialist}.") for rule in answer.matched_rules)
 
