@@ -16,12 +16,10 @@ from typing import Any
 
 from consumers.batches import BatchItem, PollPolicy, run_batch_job
 from consumers.batches.job import require_key
+from consumers.batches.results import BATCH_PRICE_FACTOR
 from producers.client import build_request
 from producers.review import job as review_job
 from switchboard.core.settings import Settings
-
-#: The Batches API bills half price: what ``--budget`` compares against.
-BATCH_PRICE_FACTOR = 0.5
 
 
 def batch_items(plan: Any, to_send: list[Any]) -> list[BatchItem]:
