@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda: {"G10": frameworks.run(bench, payloads, args.quick, peer_envs)},
     )
     step("priority", {"G12"}, lambda: {"G12": priority.run(bench, args.quick)})
+    from benchmarks import index_memory
+
+    step("index", {"G13"}, lambda: {"G13": index_memory.run(bench, args.quick)})
 
     results["duration_s"] = round(time.monotonic() - began, 1)
     print(f"[{results['duration_s']:6.1f}s] done\n")

@@ -53,6 +53,8 @@ PRUNE_EVERY_S: Final = 60.0
 CONSUME_BATCH: Final = 5000
 CONSUME_WAIT_S: Final = 0.05
 FETCH_WAIT_MAX_MS: Final = 10
+#: librdkafka's prefetch queue of the tail (its default is 64 MiB): bounds a catch-up's memory.
+QUEUED_MAX_KBYTES: Final = 8192
 #: The timeout of each broker request the tail makes (watermarks, offsets for times).
 REQUEST_TIMEOUT_S: Final = 10.0
 #: How long ``close`` waits for the tail's thread before closing the consumer.
@@ -206,7 +208,15 @@ class AnsweredIndex(AnsweredLedger):
         self._state = state
         self._budget = budget or StoreBudget()
         self._consumer = Consumer(
-            reader_config(config, "answered-index", **{"fetch.wait.max.ms": FETCH_WAIT_MAX_MS})
+            reader_config(
+                config,
+                "answered-index",
+                **{
+                    "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+                    # A catch-up reads as fast as it stores: no need to queue more ahead.
+                    "queued.max.messages.kbytes": QUEUED_MAX_KBYTES,
+                },
+            )
         )
         self.partitions = partitions or _partition_count(self._consumer, responses_topic)
         #: Read on the event loop, changed on the tail thread (a dict swap is atomic).

@@ -23,15 +23,17 @@ and a restarted one finds its predecessor's stores (the lock dies with the proce
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from rocksdict import (
+    BlockBasedIndexType,
     BlockBasedOptions,
     Cache,
     DBCompressionType,
@@ -46,13 +48,20 @@ log = logging.getLogger(__name__)
 ANSWER: Final = b"a"
 TIME: Final = b"t"
 NEXT_OFFSET: Final = b"m:next"
-#: Shared by every store of a process: the block cache and the memtables' budget.
-BLOCK_CACHE_BYTES: Final = 16 << 20
-MEMTABLE_BUDGET_BYTES: Final = 32 << 20
+#: Shared by every store of a process: the block cache, which the memtables' budget is
+#: charged to (so 64 MiB bounds both), and which holds the index and filter blocks too
+#: (partitioned: a store of tens of millions of answers pages them, never holds them all).
+BLOCK_CACHE_BYTES: Final = 64 << 20
+MEMTABLE_BUDGET_BYTES: Final = 16 << 20
 #: One store's memtable size (flushed to disk when full).
 WRITE_BUFFER_BYTES: Final = 4 << 20
 #: Deletions go in batches of this many while pruning.
 PRUNE_BATCH: Final = 10_000
+
+
+def _keys_from(db: Rdict, start: bytes) -> Iterator[bytes]:
+    """The keys of a raw-mode store from ``start`` on (rocksdict types them loosely)."""
+    return cast(Iterator[bytes], db.keys(from_key=start))
 
 
 def _ts(ms: int) -> bytes:
@@ -86,6 +95,10 @@ class StoreBudget:
         table.set_block_cache(self._cache)
         table.set_bloom_filter(10, False)  # most lookups are misses: new requests
         table.set_cache_index_and_filter_blocks(True)  # their memory counts in the cache too
+        table.set_partition_filters(True)
+        table.set_index_type(BlockBasedIndexType.two_level_index_search())
+        table.set_metadata_block_size(4096)
+        table.set_pin_top_level_index_and_filter(True)
         options.set_block_based_table_factory(table)
         return options
 
@@ -139,7 +152,7 @@ class AnswerStore:
         batch = WriteBatch(raw_mode=True)
         dropped = pending = 0
         gone: set[bytes] = set()  # deleted in the batch not yet written
-        for key in db.keys(from_key=TIME):
+        for key in _keys_from(db, TIME):
             if key >= end:
                 break
             rid = key[9:]
@@ -159,10 +172,10 @@ class AnswerStore:
             db.write(batch)
         return dropped
 
-    def answers(self) -> list[bytes]:
-        """Every request id held (tests and tools; reads the whole store)."""
+    def answers(self, limit: int | None = None) -> list[bytes]:
+        """The request ids held, in key order, at most ``limit`` (tests and tools)."""
         out = []
-        for key in self._db.keys(from_key=ANSWER):
+        for key in itertools.islice(_keys_from(self._db, ANSWER), limit):
             if not key.startswith(ANSWER):
                 break
             out.append(key[1:])

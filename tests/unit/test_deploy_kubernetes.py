@@ -352,6 +352,11 @@ def test_deployment_follows_the_contract(name: str) -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
     assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
+    if name != "relay":  # the router and workers keep the answered index's stores there
+        assert {"mountPath": "/var/lib/switchboard", "name": "answered"} in container[
+            "volumeMounts"
+        ]
+        assert {"name": "answered", "emptyDir": {"sizeLimit": "20Gi"}} in spec["volumes"]
     assert spec["automountServiceAccountToken"] is False
 
     # Config from the ConfigMap, secrets from the Secret, static membership from the pod name.

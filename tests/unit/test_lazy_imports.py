@@ -2,8 +2,8 @@
 
 Each case builds, in a fresh interpreter, what ``switchboard router`` / ``relay`` / ``worker``
 build (the CLI parser, then the Pipeline and its consumers, not run), and reports whether
-``anthropic`` got imported. Only the answered index's tail is stubbed: it is the one part that
-talks to a broker while being built. The producer connects lazily (to a closed port here).
+``anthropic`` got imported. Only the answered index is stubbed (an in-memory ledger): it is the
+one part that talks to a broker while being built. The producer connects lazily (to a closed port here).
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ import pytest
 BUILD = """
 import json, os, sys
 
-import consumers.answered
+import consumers.app
+from consumers.answered import AnsweredLedger
 
-class NoTail:  # the answered index reads its topic at construction: no broker in unit tests
-    def __init__(self, *args, **kwargs): pass
-    def barrier(self): raise AssertionError("not run")
-    def stop(self): pass
-
-consumers.answered.TopicTail = NoTail
+# The answered index reads the topics' metadata at construction: no broker in unit tests.
+consumers.app.Pipeline._open_index = lambda self: AnsweredLedger(3600)
 
 from switchboard.cli.main import build_parser
 from switchboard.core.settings import Settings

@@ -1,0 +1,245 @@
+"""G13: the answered index's memory per process over the full dedup horizon.
+
+The load to simulate: 1,000 answers a second kept for the default horizon of 7 days is
+604.8 million answers in the response topic. A process holds only its share: the response
+partitions matching its consumers' partitions (co-partitioning), each in an on-disk store.
+
+What is measured (``python -m benchmarks --only G13``): the response topic (``PARTITIONS``
+partitions) is preloaded with ``N`` answers (keys of 32 hex characters, the ``sb-status``
+header, timestamps spread over the last 7 days, as the log holds them), then a fresh process
+(a child, so its memory is its own) follows ``FOLLOWED`` of the partitions, as a worker
+holding that share would, and rebuilds its stores from the topic. Its RSS is sampled while
+it reads; after the catch-up 100,000 lookups (half hits) are timed. The result: RSS at the
+end, the RSS growth per answer read over the second half of the catch-up (the slope the
+extrapolation uses), and RSS extrapolated to the full share of a member holding 1 of 12
+partitions (50.4 million answers) and to all 604.8 million in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+
+from benchmarks.env import BenchKafka
+from switchboard.core import headers as h
+from switchboard.core.admin import ensure_topics
+from switchboard.core.topics import TopicSpec
+
+ANSWERS_PER_S: Final = 1000
+HORIZON_S: Final = 7 * 24 * 3600
+FULL_HORIZON_ANSWERS: Final = ANSWERS_PER_S * HORIZON_S  # 604.8 million
+PARTITIONS: Final = 4
+FOLLOWED: Final = (0, 1)  # half of the topic: the child must read only these
+#: A deployment's share for the extrapolation: one member holding 1 of 12 partitions.
+SHARE_OF: Final = 12
+TARGET_MB: Final = 200.0
+PRELOAD_QUICK: Final = 1_000_000
+PRELOAD_FULL: Final = 6_000_000
+LOOKUPS: Final = 100_000
+
+
+def run(bench: BenchKafka, quick: bool) -> dict[str, Any]:
+    n = PRELOAD_QUICK if quick else PRELOAD_FULL
+    topic = f"bench-index-{uuid.uuid4().hex[:10]}.responses"
+    ensure_topics(
+        bench.admin,
+        [TopicSpec("responses", topic, {"retention.ms": str(HORIZON_S * 1000)})],
+        partitions=PARTITIONS,
+        replication_factor=1,
+    )
+    state = Path(tempfile.mkdtemp(prefix="sb-index-bench-"))
+    try:
+        t0 = time.monotonic()
+        _preload(bench.config, topic, n)
+        preload_s = time.monotonic() - t0
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.index_memory",
+                json.dumps({"kafka": bench.config, "topic": topic, "state": str(state)}),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        for future in bench.admin.delete_topics([topic], operation_timeout=30).values():
+            with contextlib.suppress(Exception):  # a leftover topic is not a failure
+                future.result(timeout=30)
+    slope = child["rss_slope_bytes_per_answer"]
+    share = FULL_HORIZON_ANSWERS // SHARE_OF
+    extrapolated = {
+        f"1_of_{SHARE_OF}_partitions_{share / 1e6:.1f}M": round(
+            (child["rss_end"] + max(0.0, slope) * (share - child["answers"])) / 2**20, 1
+        ),
+        f"all_{FULL_HORIZON_ANSWERS / 1e6:.1f}M_in_one_process": round(
+            (child["rss_end"] + max(0.0, slope) * (FULL_HORIZON_ANSWERS - child["answers"]))
+            / 2**20,
+            1,
+        ),
+    }
+    rss_mb = round(child["rss_end"] / 2**20, 1)
+    worst = max(rss_mb, *extrapolated.values())
+    return {
+        "value": rss_mb,
+        "target": f"< {TARGET_MB:g} MB RSS per process (measured and extrapolated)",
+        "passed": worst < TARGET_MB,
+        "detail": {
+            "preloaded": n,
+            "partitions": PARTITIONS,
+            "followed": list(FOLLOWED),
+            "answers_read": child["answers"],
+            "read_only_followed": child["answers"] == child["expected"],
+            "preload_s": round(preload_s, 1),
+            "catchup_s": round(child["catchup_s"], 1),
+            "catchup_per_s": round(child["answers"] / max(child["catchup_s"], 1e-9)),
+            "rss_start_mb": round(child["rss_start"] / 2**20, 1),
+            "rss_peak_mb": round(child["rss_peak"] / 2**20, 1),
+            "rss_end_mb": rss_mb,
+            "rss_slope_bytes_per_answer": round(slope, 3),
+            "disk_bytes_per_answer": round(child["disk_bytes"] / max(child["answers"], 1), 1),
+            "lookup_us": round(child["lookup_us"], 2),
+            "extrapolated_rss_mb": extrapolated,
+            "old_dict_index_bytes_per_answer": child["dict_bytes_per_answer"],
+            "rss_samples": child["samples"],
+        },
+    }
+
+
+def _preload(kafka: dict[str, Any], topic: str, n: int) -> None:
+    """``n`` answers with timestamps spread evenly over the last 7 days (oldest first); not
+    ``benchmarks.env.preload``, which writes no timestamps."""
+    now_ms = int(time.time() * 1000)
+    start = now_ms - HORIZON_S * 1000 + 3_600_000  # an hour inside the horizon
+    step = (now_ms - start) / n
+    status: list[tuple[str, str | bytes | None]] = [(h.STATUS, b"answered")]
+    from confluent_kafka import Producer
+
+    from switchboard.core.kafka_clients import producer_config
+
+    producer = Producer(producer_config(kafka, **{"linger.ms": 50, "batch.size": 1_000_000}))
+    for i in range(n):
+        key = uuid.uuid4().hex.encode()
+        while True:
+            try:
+                producer.produce(topic, b"", key, headers=status, timestamp=int(start + i * step))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"could not preload {n} answers into {topic}")
+
+
+def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: follow ``FOLLOWED`` partitions, rebuild, measure."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from consumers.answered import AnsweredIndex, partition_of
+    from consumers.answered_store import StateDir
+
+    proc = psutil.Process()
+    kafka, topic = spec["kafka"], spec["topic"]
+    probe = Consumer({**kafka, "group.id": f"probe-{uuid.uuid4().hex}"})
+    expected = 0
+    for p in FOLLOWED:
+        low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        expected += high - low
+    probe.close()
+    rss_start = proc.memory_info().rss
+    index = AnsweredIndex(
+        kafka, topic, HORIZON_S, state=StateDir(Path(spec["state"]), topic), partitions=PARTITIONS
+    )
+    samples: list[tuple[int, int]] = []
+    peak = rss_start
+
+    async def catch_up() -> float:
+        nonlocal peak
+        began = time.monotonic()
+        index.follow("bench", FOLLOWED)
+        sync = asyncio.ensure_future(index.sync(time.monotonic()))
+        while not sync.done():
+            await asyncio.sleep(0.5)
+            rss = proc.memory_info().rss
+            peak = max(peak, rss)
+            samples.append((_read(index), rss))
+        await sync
+        return time.monotonic() - began
+
+    catchup_s = asyncio.run(catch_up())
+    answers = _read(index)
+    rss_end = proc.memory_info().rss
+    peak = max(peak, rss_end)
+    held = [
+        rid.decode()
+        for store in index._stores.values()
+        for rid in store.answers(LOOKUPS // 2 // len(FOLLOWED))
+    ]
+    probes = held + [uuid.uuid4().hex for _ in range(LOOKUPS - len(held))]
+    random.shuffle(probes)
+    t0 = time.perf_counter()
+    hits = sum(index.is_answered(rid) for rid in probes)
+    lookup_us = (time.perf_counter() - t0) / len(probes) * 1e6
+    assert hits == len(held), "every held answer is found, no other"
+    assert all(partition_of(rid, PARTITIONS) in FOLLOWED for rid in held)
+    disk = sum(f.stat().st_size for f in index._state.path.rglob("*") if f.is_file())
+    index.close()
+    # The slope over the second half of the catch-up: past the caches' warm-up.
+    half = [s for s in samples if s[0] >= answers / 2] or samples[-2:]
+    if len(half) >= 2 and half[-1][0] > half[0][0]:
+        slope = (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0])
+    else:
+        slope = 0.0
+    return {
+        "answers": answers,
+        "expected": expected,
+        "catchup_s": catchup_s,
+        "rss_start": rss_start,
+        "rss_end": rss_end,
+        "rss_peak": peak,
+        "rss_slope_bytes_per_answer": slope,
+        "disk_bytes": disk,
+        "lookup_us": lookup_us,
+        "dict_bytes_per_answer": _dict_bytes_per_answer(),
+        "samples": [(a, round(r / 2**20, 1)) for a, r in samples[:: max(1, len(samples) // 20)]],
+    }
+
+
+def _read(index: Any) -> int:
+    """Answers read so far: the offsets the index reached in its partitions."""
+    return sum(index._next.values())
+
+
+def _dict_bytes_per_answer(n: int = 200_000) -> float:
+    """What the previous in-memory index (a dict of request id -> timestamp) cost per answer."""
+    import tracemalloc
+
+    tracemalloc.start()
+    table = {uuid.uuid4().hex: 1_700_000_000_000 + i for i in range(n)}
+    size, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del table
+    return round(size / n, 1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    print(json.dumps(_child(json.loads(sys.argv[1]))))
