@@ -386,6 +386,7 @@ class Pipeline:
         if self.usage is not None:
             await asyncio.to_thread(self.usage.close)
             self.usage = None
+        self.codec.keys.stop()  # the keyring file's watch thread, when there is one
 
 
 def _export_breaker_state(name: str, state: BreakerState) -> None:
