@@ -694,6 +694,38 @@ def test_registry_decode_errors(registry: tuple[FakeRegistry, str]) -> None:
         codec.decode(REQUEST, None, TOPIC)
 
 
+def test_registry_codec_takes_the_compiled_path_with_the_serializers_framing(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    """After one record through confluent-kafka's serializer, a topic's records are framed and
+    written by the compiled writer: the same bytes as the serializer's, read back the same;
+    corrupt bytes behind the known schema id give the serializer path's DecodeError."""
+    _, url = registry
+    codec, plain = registry_codec(url), registry_codec(url)
+    plain._compiled.clear()  # confluent-kafka's serializers only
+    for contract, record in FULL_RECORDS:
+        first = codec.encode(contract, record, TOPIC)
+        assert (contract, TOPIC) in codec._fast_prefixes
+        assert (
+            codec.encode(contract, record, TOPIC) == first == plain.encode(contract, record, TOPIC)
+        )
+        assert codec._fast_ids[(contract, first[1:5])]
+        assert codec.decode(contract, first, TOPIC) == plain.decode(contract, first, TOPIC)
+        for damaged in (first[:-3], first + b"\x00", first[:5] + b"\xff" * 12):
+            outcomes = []
+            for c in (codec, plain):
+                try:
+                    outcomes.append(c.decode(contract, damaged, TOPIC))
+                except DecodeError as exc:
+                    outcomes.append((exc.code, str(exc)))
+            assert outcomes[0] == outcomes[1]
+    reader = registry_codec(url)  # a consumer that never encoded: learns the id from the registry
+    framed = codec.encode(REQUEST, REQUEST_FULL, TOPIC)
+    assert reader.decode(REQUEST, framed, TOPIC) == plain.decode(REQUEST, framed, TOPIC)
+    assert reader._fast_ids[(REQUEST, framed[1:5])]
+    assert reader.decode(REQUEST, framed, TOPIC) == plain.decode(REQUEST, framed, TOPIC)
+
+
 def test_registry_outage_is_transient_not_a_decode_error(
     registry: tuple[FakeRegistry, str],
 ) -> None:
