@@ -220,7 +220,7 @@ class SingleObjectCodec:
         # version, and the reader schema to resolve it into (None when already the latest).
         self._readers: dict[bytes, tuple[str, int, Any, Any]] = {}
         # The compiled fast path (``avro_compiled``) of each contract's latest version, where
-        # its schema compiles: the writer by contract, the reader by fingerprint. fastavro
+        # its schema compiles: the writer by contract, the reader by its 10-byte header. fastavro
         # (above) stays the authority: anything the fast path raises on goes through it.
         self._fast_writers: dict[str, Callable[[Mapping[str, Any]], bytes]] = {}
         self._fast_readers: dict[bytes, tuple[str, Callable[[bytes, int], dict[str, Any]]]] = {}
@@ -231,7 +231,10 @@ class SingleObjectCodec:
             with contextlib.suppress(Unsupported):
                 compiled = compile_record(plain, SINGLE_OBJECT_MARKER + latest.fingerprint)
                 self._fast_writers[contract] = compiled.write
-                self._fast_readers[latest.fingerprint] = (contract, compiled.read)
+                self._fast_readers[SINGLE_OBJECT_MARKER + latest.fingerprint] = (
+                    contract,
+                    compiled.read,
+                )
             self._writers[contract] = (
                 SINGLE_OBJECT_MARKER + latest.fingerprint,
                 latest_parsed,
@@ -278,8 +281,8 @@ class SingleObjectCodec:
 
     def decode(self, contract: str, data: bytes | None, topic: str) -> dict[str, Any]:
         """The ``contract`` record in ``data``, resolved into the latest version's shape."""
-        if type(data) is bytes and data[:2] == SINGLE_OBJECT_MARKER:
-            fast = self._fast_readers.get(data[2:_HEADER_LEN])
+        if type(data) is bytes:
+            fast = self._fast_readers.get(data[:_HEADER_LEN])  # keyed by marker + fingerprint
             if fast is not None and fast[0] == contract:
                 try:
                     return fast[1](data, _HEADER_LEN)

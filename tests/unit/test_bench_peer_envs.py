@@ -108,3 +108,28 @@ def test_a_peer_that_cannot_be_installed_fails_naming_it_and_pips_error(
         venvs.ensure("p", tmp_path / "venvs", log=lambda _line: None)
     with pytest.raises(venvs.PeerEnvError, match="no requirements file"):
         venvs.ensure("nobody", tmp_path / "venvs", log=lambda _line: None)
+
+
+def test_a_peer_that_cannot_be_installed_ends_the_run_before_anything_is_measured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import __main__ as cli
+    from benchmarks import frameworks
+
+    class NoBroker:
+        bootstrap = "127.0.0.1:1"
+        started = False
+
+        def stop_if_started(self) -> None:
+            pass
+
+    def cannot_install(log: object = print) -> dict[str, procs.PeerPython]:
+        raise venvs.PeerEnvError("G10 peer 'quix': pip install -r r.txt failed (exit 1):\nboom")
+
+    measured: list[str] = []
+    monkeypatch.setattr(cli.BenchKafka, "connect", classmethod(lambda cls: NoBroker()))
+    monkeypatch.setattr(frameworks, "prepare", cannot_install)
+    monkeypatch.setattr(frameworks, "run", lambda *args, **kwargs: measured.append("G10"))
+    assert cli.main(["--only", "G10", "--quick"]) == 1
+    assert "G10 peer 'quix': pip install -r r.txt failed (exit 1):\nboom" in capsys.readouterr().err
+    assert measured == []
