@@ -4,7 +4,9 @@ provider enforcing requests- and tokens-per-minute limits).
 G7 offers a preloaded backlog (offered rate far above C/W), so the target is C/W. Achieved is
 M / (last response - first response + W): the first response comes W after the worker starts,
 so this is responses per second of worker time, waves and refill gaps included. G7 is also the
-consumer runtime's own benchmark: ``python -m benchmarks --only G7`` prints the 6-cell table.
+consumer runtime's own benchmark: ``python -m benchmarks --only G7`` prints the table. Its SDK
+cells put the real ``AsyncAnthropic`` against the fake provider (own process) and are judged
+like the others.
 """
 
 from __future__ import annotations
@@ -78,34 +80,69 @@ def g7(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
     for w_s, cap in grid:
         waves = (4 if quick else 6) if w_s <= 1 else 3
         cells.append(g7_cell(bench, payloads, w_s, cap, waves))
-    sdk_grid = [(1.0, 100)] if quick else [(1.0, 100), (5.0, 500)]
+    # The real AsyncAnthropic against the fake provider, at C=100 and C=500 (100 calls a
+    # second either way: W=5 for C=500); the full run adds W=5 at C=100.
+    sdk_grid = [(1.0, 100), (5.0, 500)] if quick else [(1.0, 100), (5.0, 100), (5.0, 500)]
     sdk = [g7_cell(bench, payloads, w, c, 4 if w <= 1 else 3, backend="sdk") for w, c in sdk_grid]
-    worst = min(c["ratio"] for c in cells)
+    sleep_worst = min(c["ratio"] for c in cells)
+    sdk_worst = min(c["ratio"] for c in sdk)
+    worst = min(sleep_worst, sdk_worst)
     rebalanced = sum(c["rebalances"] for c in cells + sdk)
     return {
         "value": worst,
         "target": ">= 0.90, no rebalance",
-        # G7 is defined on a simulated model of W s: the sleep cells. The SDK cells show the
-        # real client's own ceiling (its CPU per call), reported beside them, not judged.
         "passed": worst >= 0.90 and rebalanced == 0,
         "detail": {
             "cells": cells,
             "sdk_cells": sdk,
+            "sleep_worst": sleep_worst,
+            "sdk_worst": sdk_worst,
             "rebalances": rebalanced,
-            "note": "value = the worst asyncio.sleep cell; quick runs W=1 only"
-            if quick
-            else "value = the worst asyncio.sleep cell",
+            "note": "value = the worst cell, asyncio.sleep and SDK alike"
+            + ("; quick runs the sleep cells at W=1 only" if quick else ""),
         },
     }
 
 
+#: G8's two provider limits: (name, rpm, tpm, what binds). Requests: 10 a second, tokens far
+#: above. Tokens: 15,000 a minute (250 a second: a question here counts about 13 tokens, the
+#: persona behind its cache breakpoint is free once written), requests far above.
+G8_VARIANTS: tuple[tuple[str, int, int, str], ...] = (
+    ("requests", 600, 2_000_000, "requests"),
+    ("tokens", 60_000, 15_000, "tokens"),
+)
+
+
 def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
-    """Answered calls per second against the provider's binding limit, once its initial burst
-    (a full bucket) is spent; every 429 must end answered, not failed or dead-lettered."""
-    rpm, tpm, latency_ms, cap = 600, 2_000_000, 200.0, 64
+    """G8 against each binding limit in turn; the value is the worse of the two."""
+    variants = {
+        name: g8_variant(bench, payloads, quick, rpm, tpm, binds)
+        for name, rpm, tpm, binds in G8_VARIANTS
+    }
+    values = [v["value"] for v in variants.values()]
+    worst = None if None in values else min(v for v in values if v is not None)
+    return {
+        "value": worst,
+        "target": ">= 0.90, no 429 unhandled",
+        "passed": all(v["passed"] for v in variants.values()),
+        "detail": {
+            "variants": {name: v["detail"] for name, v in variants.items()},
+            "note": "value = the worse of the requests-bound and the tokens-bound run",
+        },
+    }
+
+
+def g8_variant(
+    bench: BenchKafka, payloads: Payloads, quick: bool, rpm: int, tpm: int, binds: str
+) -> dict[str, Any]:
+    """Answered calls (``binds="requests"``) or the tokens they took (``"tokens"``) per second
+    against the provider's binding limit, once its initial burst (a full bucket) is spent;
+    every 429 must end answered, not failed or dead-lettered."""
+    latency_ms, cap = 200.0, 64
     seconds = 16.0 if quick else 60.0
-    binding = rpm / 60
-    m = int(binding * seconds * 3)
+    binding = (rpm if binds == "requests" else tpm) / 60
+    calls_per_s = binding if binds == "requests" else binding / 13
+    m = int(calls_per_s * seconds * 3)
     records = payloads.tasks(m, "backend", prefix="rl")
     kafka = bench.config
     with bench.pipeline_topics(1) as topics:
@@ -141,8 +178,8 @@ def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
             statuses[status] = statuses.get(status, 0) + 1
         dead = len(read_topics(kafka, [topics.dlq]))
     calls = sorted(results["fake"].get("calls", []))
-    limited = [at for at, status, _o in calls if status == 429]
-    ok = [at for at, status, _o in calls if status == 200]
+    limited = [at for at, status, _o, _t in calls if status == 429]
+    ok = [(at, tokens) for at, status, _o, tokens in calls if status == 200]
     if not calls or not ok:
         return {
             "value": None,
@@ -154,7 +191,8 @@ def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
     start = limited[0] if limited else calls[0][0] + 2.0
     end = calls[-1][0]
     window = max(1e-9, end - start)
-    achieved = sum(1 for at in ok if start <= at <= end) / window
+    inside = [tokens for at, tokens in ok if start <= at <= end]
+    achieved = (len(inside) if binds == "requests" else sum(inside)) / window
     ratio = achieved / binding
     unhandled = statuses.get("failed", 0) + dead
     return {
@@ -162,23 +200,40 @@ def g8(bench: BenchKafka, payloads: Payloads, quick: bool) -> dict[str, Any]:
         "target": ">= 0.90, no 429 unhandled",
         "passed": ratio >= 0.90 and unhandled == 0,
         "detail": {
+            "binds": binds,
             "rpm": rpm,
             "tpm": tpm,
-            "binding_per_s": binding,
+            "binding_per_s": round(binding, 2),
             "achieved_per_s": round(achieved, 2),
+            "answered_calls_per_s": round(len(inside) / window, 2),
             "window_s": round(window, 1),
             "provider_latency_ms": latency_ms,
             "cap": cap,
             "calls": len(calls),
             "http_429": len(limited),
+            # The worker knows nothing of the limits before the first response's headers: its
+            # first wave (up to the cap) may be refused; after that the budget waits instead.
+            "http_429_after_5s": sum(1 for at in limited if at >= calls[0][0] + 5.0),
+            # What the fake admitted, second by second from the first call (calls or tokens).
+            "admitted_per_second": _per_second(ok, calls[0][0], binds),
             "answered_responses": statuses.get("answered", 0),
             "failed_responses": statuses.get("failed", 0),
             "dead_letters": dead,
-            "note": "binding limit = rpm (tpm enforced but not binding); the fake's initial "
-            "burst (a full minute's bucket) is spent before the run; window runs from "
-            "the first 429 (bucket empty) to the last call",
+            "note": f"binding limit = {binds} per minute (the other enforced, not binding); "
+            "the fake's initial burst (a full minute's bucket) is spent before the run; "
+            "window runs from the first 429 (bucket empty) to the last call"
+            + ("; achieved = tokens the fake admitted per second" if binds == "tokens" else ""),
         },
     }
+
+
+def _per_second(ok: list[tuple[float, int]], began: float, binds: str) -> list[int]:
+    out: list[int] = []
+    for at, tokens in ok:
+        second = int(at - began)
+        out.extend([0] * (second + 1 - len(out)))
+        out[second] += 1 if binds == "requests" else tokens
+    return out
 
 
 def _values(kafka: dict[str, Any], topic: str) -> list[bytes]:

@@ -321,16 +321,17 @@ def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
         tpm=spec.get("tpm"),
         cache_min_tokens=spec.get("cache_min_tokens", 0),
     ).start()
+    ctl.ready({"base_url": fake.base_url})
+    ctl.wait_go()
     if spec.get("prespend_key"):
-        # The buckets start full (a minute's worth); spend that burst now, as steady traffic
-        # from this key would have, so the run measures the sustained limit.
+        # The buckets start full (a minute's worth); spend that burst at "go", as steady
+        # traffic from this key would have, so the run measures the sustained limit (spent
+        # before "go", the worker's start-up time would refill part of it).
         from switchboard.devtools.fake_anthropic.prompts import PromptSplit
 
         one = PromptSplit(cache_key=None, cached_tokens=0, uncached_tokens=1, cache_ttl_s=0.0)
         while fake.state.admit(spec["prespend_key"], one).admitted:
             pass
-    ctl.ready({"base_url": fake.base_url})
-    ctl.wait_go()
     while not ctl.stopping():
         time.sleep(0.05)
     stats = fake.stats()
@@ -338,6 +339,6 @@ def fake_provider(spec: dict[str, Any], ctl: Control) -> None:
         {
             "total_calls": stats.total_calls,
             "max_in_flight": stats.max_in_flight,
-            "calls": [(c.at, c.status, c.outcome) for c in stats.calls],
+            "calls": [(c.at, c.status, c.outcome, c.tokens) for c in stats.calls],
         }
     )
