@@ -121,7 +121,6 @@ def tenant_controls(settings: Settings) -> tuple[TenantsSource, TenantLimiter | 
 #: Routing-header combinations (tenant, specialist, priority, reply topic) whose decision the
 #: router keeps, at most: all are dropped when more arrive (or the tenants file changes).
 MAX_LANES: Final = 10_000
-_UNKNOWN: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +243,10 @@ class Router:
         What depends only on (tenant, specialist, priority, reply topic) is decided once per
         tenants configuration and kept (``_lane``); per record remain the id, dedup, the
         value's size, header limits, deadline, signature and rate."""
-        pairs = msg.headers()
-        if not pairs:
+        headers = msg.headers()
+        if not headers:
             return None
+        pairs = list(h.header_pairs(headers)) if type(headers) is not list else headers
         facts = dict(pairs)  # the last value of each header, as everywhere
         raw_id = facts.get(h.REQUEST_ID)
         rules = self._rules
@@ -266,8 +266,9 @@ class Router:
             facts.get(h.PRIORITY),
             facts.get(h.REPLY_TO),
         )
-        lane = self._lanes.get(key, _UNKNOWN)
-        if lane is _UNKNOWN:
+        if key in self._lanes:
+            lane = self._lanes[key]
+        else:
             lane = self._lanes[key] = self._lane(key, config)
         if (
             lane is None
@@ -561,7 +562,7 @@ class Router:
         value = msg.value() or b""
         if signature_ok(signature, value, request_id, tenant, key_id, secret):
             return True
-        routing = signed_routing(msg.headers())
+        routing = signed_routing(h.header_pairs(msg.headers()))
         return bool(routing) and signature_ok(
             signature, value, request_id, tenant, key_id, secret, routing
         )

@@ -114,32 +114,45 @@ def header_request(headers: RawHeaders) -> dict[str, Any] | None:
     }
 
 
-def routed_by_headers(headers: RawHeaders) -> bool:
-    """Whether a task was routed from its headers alone (its body is not validated yet)."""
-    return h.header_value(headers, h.ROUTED) is not None
+def routed_by_headers(facts: Mapping[str, Any]) -> bool:
+    """Whether a task was routed from its headers alone (its body is not validated yet);
+    ``facts``: the task's headers as a dict (the last value of each)."""
+    return h.ROUTED in facts
 
 
-def admit_routed(request: dict[str, Any], headers: RawHeaders, rules: BodyRules) -> dict[str, Any]:
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def admit_routed(
+    request: dict[str, Any], facts: Mapping[str, Any], rules: BodyRules
+) -> dict[str, Any]:
     """A task the router routed from headers, decoded by the worker: the request to answer
     (prompt, specialist and the router's timing filled in, as a routed task has them), or
     ``RequestInvalid`` raised with the reason the router would have given. A body that does
     not say what its headers said (id, tenant, specialist, priority, reply topic, deadline) is
-    rejected ``routing_mismatch``: the router's decisions were made on the headers."""
-    facts = {
-        "request_id": (str(request.get("request_id")), h.header_value(headers, h.REQUEST_ID)),
-        "tenant": (str(request.get("tenant")), h.header_value(headers, h.TENANT)),
-        "specialist": (named_specialist(request), h.header_value(headers, h.SPECIALIST)),
-        "priority": (
+    rejected ``routing_mismatch``: the router's decisions were made on the headers.
+    ``facts``: the task's headers as a dict (the last value of each)."""
+    deadline = request.get("deadline_ms")
+    said = (
+        ("request_id", str(request.get("request_id")), _text(facts.get(h.REQUEST_ID))),
+        ("tenant", str(request.get("tenant")), _text(facts.get(h.TENANT))),
+        ("specialist", named_specialist(request), _text(facts.get(h.SPECIALIST))),
+        (
+            "priority",
             str(request.get("priority") or "NORMAL"),
-            h.header_value(headers, h.PRIORITY) or "NORMAL",
+            _text(facts.get(h.PRIORITY)) or "NORMAL",
         ),
-        "reply_to": (request.get("reply_to") or None, h.header_value(headers, h.REPLY_TO)),
-        "deadline_ms": (
-            None if request.get("deadline_ms") is None else str(request["deadline_ms"]),
-            h.header_value(headers, h.DEADLINE_MS),
+        ("reply_to", request.get("reply_to") or None, _text(facts.get(h.REPLY_TO))),
+        (
+            "deadline_ms",
+            None if deadline is None else str(deadline),
+            _text(facts.get(h.DEADLINE_MS)),
         ),
-    }
-    wrong = [name for name, (body, header) in facts.items() if body != header]
+    )
+    wrong = [name for name, body, header in said if body != header]
     if wrong:
         raise RequestInvalid(
             f"the request's routing headers do not say what its body says ({', '.join(wrong)}): "
@@ -151,7 +164,7 @@ def admit_routed(request: dict[str, Any], headers: RawHeaders, rules: BodyRules)
     task["specialist"] = specialist
     task["prompt"] = prompt
     meta = dict(task.get("metadata") or {})
-    routed_at, _, route_ms = (h.header_value(headers, h.ROUTED) or "").partition(" ")
+    routed_at, _, route_ms = (_text(facts.get(h.ROUTED)) or "").partition(" ")
     meta["routed_at_ms"] = routed_at
     meta["route_ms"] = route_ms or "0"
     task["metadata"] = meta

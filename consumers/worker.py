@@ -104,7 +104,8 @@ class SpecialistWorker:
         awaitable the runtime runs as a task (model calls, barriers, retries)."""
         picked_ms = now_ms()
         headers = msg.headers()
-        by_headers = routed_by_headers(headers)
+        facts = dict(headers) if headers else {}
+        by_headers = routed_by_headers(facts)
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
@@ -116,7 +117,7 @@ class SpecialistWorker:
             # Routed from its headers alone: the body's checks are this worker's (the router's
             # reasons and codes), before any model call.
             try:
-                request = admit_routed(request, headers, self._body_rules)
+                request = admit_routed(request, facts, self._body_rules)
             except RequestInvalid as exc:
                 answer_to = header_request(headers) or {}
                 return self._rejected(ctx, {**request, **answer_to}, exc)

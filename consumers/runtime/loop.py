@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -273,6 +275,7 @@ class ConsumerRuntime:
             on_revoke=self._cb_revoke,
             on_lost=self._cb_lost,
         )
+        prefetched: Awaitable[list[Message]] | None = None
         try:
             while not self._stopping:
                 if max_messages is not None and self.stats.received >= max_messages:
@@ -280,7 +283,16 @@ class ConsumerRuntime:
                 want = self.config.batch_size
                 if max_messages is not None:
                     want = min(want, max_messages - self.stats.received)
-                batch = await self._in_poll_thread(self._fetch, consumer, want)
+                if prefetched is None:
+                    prefetched = self._in_poll_thread(self._fetch, consumer, want)
+                batch = await prefetched
+                prefetched = None
+                if batch and max_messages is None:
+                    # A backlog: fetch the next batch on the poll thread while this one is
+                    # handled here (librdkafka's fetch and the handlers overlap).
+                    prefetched = asyncio.ensure_future(
+                        self._in_poll_thread(self._fetch, consumer, want)
+                    )
                 self._dispatch_all(batch)
                 if batch:
                     self._last_activity = time.monotonic()
@@ -291,6 +303,10 @@ class ConsumerRuntime:
                 ):
                     break
         finally:
+            if prefetched is not None:
+                # Fetched past the stop: never handled, so never committed (read again later).
+                with contextlib.suppress(Exception):
+                    await prefetched
             await self._shutdown()
         if self._refused is not None:
             raise self._refused
@@ -352,9 +368,7 @@ class ConsumerRuntime:
                 self._complete(msg, ctx)  # nothing to deliver (a duplicate)
             else:
                 if deliveries is None:
-                    deliveries = self._producer.batch(
-                        lambda failed, fast=fast: self._fast_delivered(fast, failed)
-                    )
+                    deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
                 ctx.fast_pending += 1
                 fast.append((msg, ctx, result))
                 for out in result:

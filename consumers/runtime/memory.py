@@ -80,7 +80,11 @@ class MemorySink:
         """As ``AsyncProducer.batch``: each record is delivered at once, ``done`` runs on the
         event loop's next turn."""
         loop = asyncio.get_running_loop()
-        return DeliveryBatch(self.produce, lambda b: loop.call_soon(b.run_done), done)
+
+        def settle(batch: DeliveryBatch) -> None:
+            loop.call_soon(batch.run_done)
+
+        return DeliveryBatch(self.produce, settle, done)
 
     def send(self, record: Outbound) -> asyncio.Future[MemoryRecord]:
         future: asyncio.Future[MemoryRecord] = asyncio.get_running_loop().create_future()

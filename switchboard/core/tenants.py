@@ -20,7 +20,7 @@ import hmac
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -237,17 +237,10 @@ def sign(
     return mac.hexdigest()
 
 
-def signature_ok(
-    signature: str,
-    value: bytes,
-    request_id: str,
-    tenant: str,
-    key_id: str,
-    secret: bytes,
-    routing: Sequence[bytes] = (),
-) -> bool:
-    """Whether ``signature`` is ``sign``'s for these inputs, in constant time."""
-    expected = sign(value, request_id, tenant, key_id, secret, routing)
+def signature_ok(signature: str, *inputs: Any) -> bool:
+    """Whether ``signature`` is ``sign(*inputs)``'s (value, request id, tenant, key id,
+    secret and, optionally, routing headers), in constant time."""
+    expected = sign(*inputs)
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
