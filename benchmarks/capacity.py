@@ -35,9 +35,10 @@ def _task_topics(topics: Topics) -> list[str]:
 
 
 def stage_specs(
-    kind: str, bench: BenchKafka, topics: Topics, hops: str, **extra: Any
+    kind: str, bench: BenchKafka, topics: Topics, hops: str, routers: int = 1, **extra: Any
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    """The processes of one system: ``kind`` raw or switchboard; ``hops`` router or chain."""
+    """The processes of one system: ``kind`` raw or switchboard; ``hops`` router or chain;
+    ``routers``: how many Switchboard router processes share the requests topic."""
     kafka = bench.config
     tasks = _task_topics(topics)
     if kind == "raw":
@@ -82,7 +83,10 @@ def stage_specs(
             specs.append((f"{kind}-worker", f"{module}:worker", spec))
         return specs
     base = {"kafka": kafka, "prefix": topics.prefix, **extra}
-    specs = [("sb-router", "switchboard", {**base, "roles": ["router"]})]
+    specs = [
+        (f"sb-router-{i + 1}" if i else "sb-router", "switchboard", {**base, "roles": ["router"]})
+        for i in range(routers)
+    ]
     if hops == "chain":
         specs.append(("sb-worker", "switchboard", {**base, "roles": ["worker:all"]}))
     return specs
@@ -96,17 +100,20 @@ def drain(
     partitions: int = 3,
     timeout_s: float = 120.0,
     python: procs.PeerPython | None = None,
+    routers: int = 1,
     **extra: Any,
 ) -> dict[str, Any]:
     """Preload ``records``, run the system until every output is there, and measure.
 
     ``python``: the interpreter the stages run in (a G10 peer's venv); None: the fork server.
+    ``routers``: Switchboard router processes (``benchmarks.scaling``).
     """
     with bench.pipeline_topics(partitions) as topics:
         preload(bench.config, topics.requests, records)
         outputs = _task_topics(topics) if hops == "router" else [topics.responses]
         stages = [
-            procs.start(*s, python=python) for s in stage_specs(kind, bench, topics, hops, **extra)
+            procs.start(*s, python=python)
+            for s in stage_specs(kind, bench, topics, hops, routers, **extra)
         ]
         wm = Watermarks(bench.config, outputs)
         try:
