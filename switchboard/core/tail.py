@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, Final, cast
 
@@ -55,6 +55,62 @@ FETCH_WAIT_MAX_MS: Final = 10
 STOP_JOIN_TIMEOUT_S: Final = 5.0
 
 
+class Barriers:
+    """The read-your-writes barriers of a reader thread (a ``TopicTail``, the answered index).
+
+    Each barrier is a future, resolved once the reader's next offsets reach the high watermarks
+    its partitions had when the reader took it up. ``request`` may be called from any thread;
+    ``take_requests``, ``resolve`` and ``fail`` run on the reader's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[concurrent.futures.Future[None]] = []
+        self._waiting: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
+        #: Kafka refused the reader (credentials, TLS, ACL): every barrier fails with it.
+        self.refused: KafkaAccessError | None = None
+
+    def request(self) -> concurrent.futures.Future[None]:
+        """A new barrier (failed at once when the reader was refused)."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self.refused is not None:
+            future.set_exception(self.refused)
+            return future
+        with self._lock:
+            self._requests.append(future)
+        return future
+
+    def take_requests(self, ends: Callable[[], dict[int, int]]) -> None:
+        """Mark each barrier requested since the last call with ``ends()`` (partition -> its
+        high watermark now)."""
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for future in requests:
+            self._waiting.append((ends(), future))
+
+    def resolve(self, next_offsets: Mapping[int, int]) -> None:
+        """Resolve each barrier whose every partition is read up to its mark."""
+        if not self._waiting:
+            return
+        still = []
+        for marks, future in self._waiting:
+            if all(next_offsets.get(p, 0) >= high for p, high in marks.items()):
+                future.set_result(None)
+            else:
+                still.append((marks, future))
+        self._waiting = still
+
+    def fail(self, exc: KafkaAccessError) -> None:
+        """Fail every waiting and future barrier with ``exc`` (the reader has stopped)."""
+        self.refused = exc
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for future in [*requests, *(f for _marks, f in self._waiting)]:
+            if not future.done():
+                future.set_exception(exc)
+        self._waiting = []
+
+
 class TopicTail:
     """Reads ``topic`` from ``since_ms`` (a timestamp) or from its end, calling ``on_message``.
 
@@ -77,12 +133,8 @@ class TopicTail:
             reader_config(config, "tail", **{"fetch.wait.max.ms": FETCH_WAIT_MAX_MS})
         )
         self._next: dict[int, int] = {}
-        self._barriers: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
-        self._requests: list[concurrent.futures.Future[None]] = []
-        self._lock = threading.Lock()
+        self._barriers = Barriers()
         self._running = True
-        #: Kafka refused this tail (credentials, TLS, ACL): every barrier fails with it.
-        self._refused: KafkaAccessError | None = None
         self._assign(since_ms)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -148,17 +200,11 @@ class TopicTail:
 
     def barrier(self) -> concurrent.futures.Future[None]:
         """A future resolved when everything now in the topic has been read."""
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if self._refused is not None:
-            future.set_exception(self._refused)
-            return future
-        with self._lock:
-            self._requests.append(future)
-        return future
+        return self._barriers.request()
 
     def _run(self) -> None:
         while self._running:
-            self._take_barrier_requests()
+            self._barriers.take_requests(self._ends)
             try:
                 batch = self._consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S)
             except RuntimeError:  # closed under us during stop()
@@ -177,43 +223,24 @@ class TopicTail:
                     self._on_message(msg)
                 except Exception:  # a bad record must not stop the tail
                     log.exception("tail %s: on_message failed", self._topic)
-            self._resolve_barriers()
+            self._barriers.resolve(self._next)
 
     def _fail(self, exc: KafkaAccessError) -> None:
         """Fail every waiting and future barrier with ``exc`` (the tail has stopped)."""
         log.error("tail %s stopped: %s", self._topic, exc)
-        self._refused = exc
-        with self._lock:
-            requests, self._requests = self._requests, []
-        for future in [*requests, *(f for _marks, f in self._barriers)]:
-            if not future.done():
-                future.set_exception(exc)
-        self._barriers = []
+        self._barriers.fail(exc)
 
-    def _take_barrier_requests(self) -> None:
-        with self._lock:
-            requests, self._requests = self._requests, []
-        for future in requests:
-            marks = {}
-            for partition in self._next:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, partition),
-                    timeout=BARRIER_QUERY_TIMEOUT_S,
-                    cached=False,
-                )
-                marks[partition] = high
-            self._barriers.append((marks, future))
-
-    def _resolve_barriers(self) -> None:
-        if not self._barriers:
-            return
-        still = []
-        for marks, future in self._barriers:
-            if all(self._next.get(p, 0) >= high for p, high in marks.items()):
-                future.set_result(None)
-            else:
-                still.append((marks, future))
-        self._barriers = still
+    def _ends(self) -> dict[int, int]:
+        """Each read partition's high watermark, asked of the broker now."""
+        marks = {}
+        for partition in self._next:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, partition),
+                timeout=BARRIER_QUERY_TIMEOUT_S,
+                cached=False,
+            )
+            marks[partition] = high
+        return marks
 
     def stop(self) -> None:
         self._running = False
