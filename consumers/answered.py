@@ -53,8 +53,9 @@ PRUNE_EVERY_S: Final = 60.0
 CONSUME_BATCH: Final = 5000
 CONSUME_WAIT_S: Final = 0.05
 FETCH_WAIT_MAX_MS: Final = 10
-#: librdkafka's prefetch queue of the tail (its default is 64 MiB): bounds a catch-up's memory.
+#: librdkafka's prefetch queue and fetch size for the tail: bound a catch-up's memory.
 QUEUED_MAX_KBYTES: Final = 8192
+FETCH_MAX_BYTES: Final = 4 << 20
 #: The timeout of each broker request the tail makes (watermarks, offsets for times).
 REQUEST_TIMEOUT_S: Final = 10.0
 #: How long ``close`` waits for the tail's thread before closing the consumer.
@@ -213,8 +214,10 @@ class AnsweredIndex(AnsweredLedger):
                 "answered-index",
                 **{
                     "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
-                    # A catch-up reads as fast as it stores: no need to queue more ahead.
+                    # A catch-up reads as fast as it stores: no need to queue or fetch more
+                    # ahead (librdkafka's defaults: 64 MiB queued, 50 MiB a fetch).
                     "queued.max.messages.kbytes": QUEUED_MAX_KBYTES,
+                    "fetch.max.bytes": FETCH_MAX_BYTES,
                 },
             )
         )

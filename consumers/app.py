@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from consumers.answered import AnsweredIndex
+from consumers.answered import AnsweredIndex, resolve_horizon
+from consumers.answered_store import StateDir
 from consumers.health import BEAT_INTERVAL_S, ProcessHealth
 from consumers.outcomes import Outcomes, Stage
 from consumers.relay import RetryRelay
@@ -35,9 +36,11 @@ from consumers.triage_model import ModelTriage
 from consumers.validation import BodyRules
 from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
+from switchboard.core.admin import partition_counts, retention_ms
 from switchboard.core.aio_producer import AsyncProducer
 from switchboard.core.envelope import content_codec
-from switchboard.core.kafka_clients import producer_config
+from switchboard.core.errors import ConfigError
+from switchboard.core.kafka_clients import make_admin, producer_config
 from switchboard.core.policy import RetryPolicy
 from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.core.topics import RETRY_TIERS_S, GroupRole, Topics
@@ -86,6 +89,7 @@ class Pipeline:
         self.codec = content_codec(self.settings)
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
+        self._router_follows = False
         self._index_syncs: set[asyncio.Task[None]] = set()
         #: The router's group-wide usage (only with a tenants file, where budgets live).
         self.usage: UsageTail | None = None
@@ -104,10 +108,68 @@ class Pipeline:
     @property
     def index(self) -> AnsweredIndex:
         if self._index is None:
-            self._index = AnsweredIndex(
-                self.kafka, self.topics.responses, self.settings.dedup_window_s
-            )
+            self._index = self._open_index()
         return self._index
+
+    def _open_index(self) -> AnsweredIndex:
+        """The answered index, after checking the co-partitioning it relies on: every task
+        topic has the response topic's partition count (else a fatal ``ConfigError``)."""
+        t, s = self.topics, self.settings
+        admin = make_admin(self.kafka)
+        counts = partition_counts(admin, [t.responses, t.requests, *t.all_task_topics()])
+        responses = counts.get(t.responses)
+        if responses is None:
+            raise ConfigError(
+                f"topic {t.responses} does not exist: run `switchboard topics ensure`"
+            )
+        mismatched = [
+            f"{name} has {n}"
+            for name, n in counts.items()
+            if name in t.all_task_topics() and n != responses
+        ]
+        if mismatched:
+            raise ConfigError(
+                f"task topics must have the partition count of {t.responses} ({responses}), "
+                f"so each worker reads only its own answers: {', '.join(mismatched)}; "
+                "recreate them or add partitions to match (`switchboard topics ensure` creates "
+                "every topic with SWITCHBOARD_PARTITIONS)"
+            )
+        #: The router follows its partitions of the index when the requests topic is
+        #: co-partitioned too; else it keeps only its recent-id cache (the workers dedup).
+        self._router_follows = counts.get(t.requests) == responses
+        if not self._router_follows:
+            log.warning(
+                "%s has %s partitions, %s has %d: the router does not read the answered index "
+                "(its recent-id cache remains; the workers still never answer twice)",
+                t.requests,
+                counts.get(t.requests),
+                t.responses,
+                responses,
+            )
+        kept = retention_ms(admin, [t.requests, t.responses])
+        horizon_s, source = resolve_horizon(
+            s.dedup_horizon_s, kept.get(t.requests), kept.get(t.responses)
+        )
+        log.info("answered index: dedup horizon %gs (%s)", horizon_s, source)
+        state = StateDir(s.answered_state_dir, t.responses, s.instance_id)
+        return AnsweredIndex(self.kafka, t.responses, horizon_s, state=state, partitions=responses)
+
+    def _following(self, role: str, then: Callable[[object], None]) -> Callable[[object], None]:
+        """An assignment hook: the index follows ``role``'s partitions, then ``then`` (the
+        index sync, whose barrier so covers the new partitions)."""
+
+        def hook(assigned: object) -> None:
+            self._follow(role)
+            then(assigned)
+
+        return hook
+
+    def _follow(self, role: str) -> None:
+        """The index follows the response partitions of ``role``'s partitions (task and
+        requests partition ``p`` -> response partition ``p``: they are co-partitioned)."""
+        runtime = self.runtimes.get(role)
+        if runtime is not None and self._index is not None:
+            self._index.follow(role, {p for _topic, p in runtime.assignment})
 
     def _failures(self, group: str, stage: Stage) -> FailureStrategy:
         """The failure strategy of one consumer group (its outcomes know the group and stage)."""
@@ -123,9 +185,15 @@ class Pipeline:
         concurrency: int,
         batch_topics: frozenset[str] = frozenset(),
         on_assign: Callable[[object], None] | None = None,
+        follows_index: bool = False,
     ) -> ConsumerRuntime:
         """The runtime of one consumer; ``role`` keys ``runtimes`` (``router``, ``relay``,
-        ``worker.<specialist>``); ``failures`` writes what its handler's failures call for."""
+        ``worker.<specialist>``); ``failures`` writes what its handler's failures call for;
+        ``follows_index``: on each assignment the answered index follows its partitions."""
+        hook = on_assign or self._sync_index_now
+        if follows_index:
+            hook = self._following(role, hook)
+
         overrides = {}
         if self.settings.instance_id:
             overrides["group.instance.id"] = f"{role}-{self.settings.instance_id}"
@@ -144,7 +212,7 @@ class Pipeline:
             handler,
             producer=self.producer,
             failures=failures,
-            on_assign=on_assign or self._sync_index_now,
+            on_assign=hook,
         )
         self.runtimes[role] = runtime
         return runtime
@@ -211,6 +279,7 @@ class Pipeline:
             failures,
             concurrency or ROUTER_CONCURRENCY,
             on_assign=on_assign,
+            follows_index=self._router_follows,
         )
 
     def _triage(self) -> ModelTriage | None:
@@ -270,6 +339,7 @@ class Pipeline:
             failures,
             cap,
             batch_topics=frozenset({self.topics.batch_tasks(specialist)}),
+            follows_index=True,
         )
 
     def add_relay(self) -> ConsumerRuntime:

@@ -59,6 +59,8 @@ CONNECT_MESSAGE_CHARS: Final = 1000
 HISTORY_ATTEMPTS: Final = 20
 #: Error code of an ``expired`` response.
 DEADLINE_EXCEEDED: Final = "deadline_exceeded"
+#: Error code of an ``expired`` response to a request older than the dedup horizon.
+BEYOND_HORIZON: Final = "beyond_dedup_horizon"
 
 
 def now_ms() -> int:
@@ -310,9 +312,16 @@ class Outcomes:
         *,
         specialist: str | None = None,
         failure: Failure | None = None,
+        horizon_s: float | None = None,
     ) -> Outbound:
-        """The ``expired`` response: the deadline passed before an answer (after ``failure``)."""
+        """The ``expired`` response: the deadline passed before an answer (after ``failure``),
+        or (``horizon_s``) the request is older than the answered index remembers."""
         reason = "the deadline passed before an answer"
+        if horizon_s is not None:
+            reason = (
+                f"the request is older than the dedup horizon ({horizon_s:g}s): it may have "
+                "been answered already, so it is not sent to the model again"
+            )
         if failure is not None:
             reason += f" (last error: {failure.message})"
         return self.response(
@@ -321,7 +330,7 @@ class Outcomes:
             f"Expired: {reason}",
             specialist=specialist,
             attempts=attempts,
-            error_code=DEADLINE_EXCEEDED,
+            error_code=DEADLINE_EXCEEDED if horizon_s is None else BEYOND_HORIZON,
         )
 
 
