@@ -142,9 +142,10 @@ class _Responses:
         self._futures: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]
         ] = {}
-        #: Awaited responses sealed with a key this client lacks: ``wait`` raises the error
-        #: (naming the key) at once instead of timing out.
-        self._unreadable: dict[str, KeyUnavailable] = {}
+        #: Awaited responses sealed with a key this client lacked when they arrived, with
+        #: why: ``wait`` opens them again (the keyring may have reloaded since) or raises the
+        #: error, naming the key, at once instead of timing out.
+        self._unreadable: dict[str, tuple[bytes, KeyUnavailable]] = {}
         self.duplicates = 0
         self._tail = TopicTail(kafka, topic, self._on_message, name="client-responses")
 
@@ -164,11 +165,21 @@ class _Responses:
                 # A lookup and the live tail may both read a response that just arrived.
                 self.duplicates += 0 if lookup else 1
                 return
+        self._admit(request_id, msg.value() or b"")
+
+    def _admit(self, request_id: str, value: bytes) -> Response | None:
+        """Decode and hold the response to ``request_id``; None when it is sealed with a key
+        this client lacks (held as unreadable, and its waiters told why)."""
         try:
-            record = self._codec.decode(RESPONSE, msg.value() or b"", self._topic)
+            record = self._codec.decode(RESPONSE, value, self._topic)
         except KeyUnavailable as exc:
-            self._fail(request_id, exc)
-            return
+            with self._lock:
+                self._unreadable[request_id] = (value, exc)
+                waiters = self._futures.pop(request_id, [])
+                self._lock.notify_all()
+            for loop, future in waiters:
+                loop.call_soon_threadsafe(_reject, future, exc)
+            return None
         response = Response(
             request_id=request_id,
             status=record["status"],
@@ -178,6 +189,7 @@ class _Responses:
             record=record,
         )
         with self._lock:
+            self._unreadable.pop(request_id, None)
             self._results[request_id] = response
             while len(self._results) > self._keep:
                 dropped, _ = self._results.popitem(last=False)
@@ -186,14 +198,16 @@ class _Responses:
             self._lock.notify_all()
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future, response)
+        return response
 
-    def _fail(self, request_id: str, exc: KeyUnavailable) -> None:
-        with self._lock:
-            self._unreadable[request_id] = exc
-            waiters = self._futures.pop(request_id, [])
-            self._lock.notify_all()
-        for loop, future in waiters:
-            loop.call_soon_threadsafe(_reject, future, exc)
+    def _reopened(self, request_id: str) -> Response:
+        """The unreadable response to ``request_id`` opened again; ``KeyUnavailable`` when the
+        keyring still lacks its key."""
+        value, exc = self._unreadable[request_id]
+        response = self._admit(request_id, value)
+        if response is None:
+            raise exc
+        return response
 
     def __len__(self) -> int:
         with self._lock:
@@ -223,23 +237,27 @@ class _Responses:
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while request_id not in self._results:
-                if (unreadable := self._unreadable.get(request_id)) is not None:
-                    raise unreadable
+                if request_id in self._unreadable:
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise _timeout(request_id, timeout_s)
                 self._lock.wait(remaining)
-            return self._results[request_id]
+            else:
+                return self._results[request_id]
+        return self._reopened(request_id)
 
     async def wait_async(self, request_id: str, timeout_s: float) -> Response:
         loop = asyncio.get_running_loop()
         with self._lock:
             if request_id in self._results:
                 return self._results[request_id]
-            if (unreadable := self._unreadable.get(request_id)) is not None:
-                raise unreadable
-            future: asyncio.Future[Response] = loop.create_future()
-            self._futures.setdefault(request_id, []).append((loop, future))
+            unreadable = request_id in self._unreadable
+            if not unreadable:
+                future: asyncio.Future[Response] = loop.create_future()
+                self._futures.setdefault(request_id, []).append((loop, future))
+        if unreadable:
+            return self._reopened(request_id)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:

@@ -2,9 +2,9 @@
 the real broker, the workers calling the fake Anthropic server through the real SDK.
 
 The story: 12 requests sealed with ``k1`` are answered, and the fake quotes each prompt in its
-answer. Mid-run the keyring file is rewritten with a new primary ``k2`` (``k1`` kept): every
-process reloads it, the next 12 requests and their answers are sealed with ``k2``, and the
-``k1`` records still open. One request meets an HTTP 400 once: it is dead-lettered with its
+answer. Mid-run ``k2`` is added to the keyring file, then made its primary (``k1`` kept):
+every process reloads it, the next 12 requests and their answers are sealed with ``k2``, and
+the ``k1`` records still open. One request meets an HTTP 400 once: it is dead-lettered with its
 sealed bytes, ``dlq show`` opens it with the key (and says which key it lacks without one),
 and ``dlq replay`` sends the sealed bytes as they were and it is answered. Then every record
 of every topic is read raw: no prompt and no answer appears in clear, and every request has
@@ -32,7 +32,7 @@ from consumers.app import Pipeline
 from producers.client import SwitchboardClient
 from switchboard.cli.main import main
 from switchboard.core import headers as h
-from switchboard.core.envelope import KeyUnavailable, content_codec, sealed_key_id
+from switchboard.core.envelope import KeyringSource, KeyUnavailable, content_codec, sealed_key_id
 from switchboard.core.serde import REQUEST, RESPONSE
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.support import wait_for
@@ -87,9 +87,14 @@ def test_an_encrypted_run_leaks_no_content_survives_rotation_and_replays_dead_le
             poisoned = client.submit(f"/api {POISON} {_phrase(99)}")
             answers = {i: client.result(i, 30) for i in before}
 
-            _write_keyring(keyring, keys, "k2", 2_000_000_000)  # rotate: k2 new, k1 kept
-            for codec in (running.pipeline.codec, client.codec):
-                wait_for(lambda c=codec: c.keys.keyring.primary == "k2", 10, "keyring reload")
+            # Rotate as docs/security.md says: k2 into every keyring first, then primary.
+            codecs = (running.pipeline.codec, client.codec)
+            _write_keyring(keyring, keys, "k1", 2_000_000_000)
+            for codec in codecs:
+                wait_for(lambda c=codec: "k2" in c.keys.keyring.keys, 10, "k2 in the keyring")
+            _write_keyring(keyring, keys, "k2", 3_000_000_000)
+            for codec in codecs:
+                wait_for(lambda c=codec: c.keys.keyring.primary == "k2", 10, "k2 primary")
             after = client.submit_many([{"text": f"/api {p}"} for p in phrases[BATCH:]])
             answers |= {i: client.result(i, 30) for i in after}
             failed = client.result(poisoned, 30)
@@ -170,12 +175,13 @@ def test_an_encrypted_run_leaks_no_content_survives_rotation_and_replays_dead_le
 
 
 def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_it(
-    kafka_bootstrap: str, kafka_config: dict[str, str]
+    kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
 ) -> None:
     """A task sealed with ``k9`` reaches a worker whose keyring holds only ``k1``: the worker
     stops with ``KeyUnavailable`` naming k9 and the settings to fix, writes no dead letter and
     no response, and commits nothing past the record; a worker given k9 answers it, once; a
-    client without k9 gets that error from ``result`` instead of a timeout."""
+    client without k9 gets that error from ``result`` instead of a timeout, and the answer once
+    its keyring gains k9."""
     keys = {name: base64.b64encode(os.urandom(32)).decode() for name in ("k1", "k9")}
 
     def keyring(*names: str) -> str:
@@ -208,13 +214,26 @@ def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_i
                 answer = client.result(request_id, 30)
     assert answer.status == "answered" and phrase in answer.content
     assert fake.stats().total_calls == 1
-    # A client without k9 is told so by result(), at once, instead of a timeout.
-    with SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as blind:
-        assert blind.lookup([request_id], timeout=20) == {}
-        began = time.monotonic()
-        with pytest.raises(KeyUnavailable, match="'k9'"):
-            blind.result(request_id, 20)
-        assert time.monotonic() - began < 1
+    # A client without k9 is told so by result(), at once, instead of a timeout; once its
+    # keyring file gains k9, result() opens the answer it already holds.
+    ring = tmp_path / "client-keyring.json"
+    _write_keyring(ring, {"k1": keys["k1"]}, "k1", 1_000_000_000)
+    source = KeyringSource.from_settings(ring, None)
+    source.start(every_s=0.1)
+    try:
+        with SwitchboardClient(
+            kafka_config, topic_prefix=settings.topic_prefix, keyring=source
+        ) as blind:
+            assert blind.lookup([request_id], timeout=20) == {}
+            began = time.monotonic()
+            with pytest.raises(KeyUnavailable, match="'k9'"):
+                blind.result(request_id, 20)
+            assert time.monotonic() - began < 1
+            _write_keyring(ring, keys, "k1", 2_000_000_000)
+            wait_for(lambda: "k9" in source.keyring.keys, 10, "k9 in the client's keyring")
+            assert phrase in blind.result(request_id, 1).content
+    finally:
+        source.stop()
 
 
 def test_an_encrypted_review_finds_what_the_offline_review_finds_and_leaks_no_document_text(
