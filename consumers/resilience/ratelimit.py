@@ -571,9 +571,9 @@ class ProviderBudget:
     def observe(self, headers: Mapping[str, str], reservation: Reservation | None = None) -> None:
         """Read the ``anthropic-ratelimit-*`` headers of the response to ``reservation``'s call
         (None: a response to no call of this budget, taken as fresh)."""
-        lowered = {
-            k.lower(): v for k, v in headers.items() if k.lower().startswith("anthropic-ratelimit-")
-        }
+        lowered = {k.lower(): v for k, v in headers.items()}
+        if not lowered:
+            return
         seen = [
             family for family in BUDGET_FAMILIES if f"anthropic-ratelimit-{family}-limit" in lowered
         ]

@@ -226,6 +226,31 @@ def usage_of(usage: Any) -> dict[str, int]:
     }
 
 
+#: The provider's rate-limit headers: all that the budget and the AIMD limiter read.
+_RATELIMIT_PREFIX = b"anthropic-ratelimit-"
+
+
+def ratelimit_headers(headers: Any) -> dict[str, str]:
+    """The ``anthropic-ratelimit-*`` headers of a response, names lowercased.
+
+    Read once per response for both readers, from the raw byte pairs when the headers have
+    them (httpx2's ``Headers``): its ``items()`` decodes every header and works out their
+    encoding on each call, which was most of what reading the limits cost.
+    """
+    raw = getattr(headers, "raw", None)
+    if isinstance(raw, list):
+        return {
+            key.lower().decode("latin-1"): value.decode("latin-1")
+            for key, value in raw
+            if key[:20].lower() == _RATELIMIT_PREFIX
+        }
+    return {
+        key.lower(): value
+        for key, value in (headers or {}).items()
+        if key.lower().startswith("anthropic-ratelimit-")
+    }
+
+
 def _counted(usage: Mapping[str, int]) -> CallCost:
     """What a call's usage took from the limits: cache reads are free, cache writes count."""
     return CallCost(
@@ -340,6 +365,7 @@ class ClaudeBackend:
         headers: Mapping[str, str],
     ) -> None:
         """An answer came: correct the budget by its usage and headers, learn the estimate."""
+        headers = ratelimit_headers(headers)
         if self.budget is not None and reservation is not None:
             self.budget.settle(reservation, _counted(usage))
             self.budget.observe(headers, reservation)
@@ -356,7 +382,7 @@ class ClaudeBackend:
             if getattr(exc, "status_code", None) == 429:
                 self.budget.refund(reservation)
             if headers is not None:
-                self.budget.observe(headers, reservation)
+                self.budget.observe(ratelimit_headers(headers), reservation)
 
     async def _review(
         self, specialist: str, model: str, persona: str, prompt: str, review: ReviewMeta
@@ -367,10 +393,11 @@ class ClaudeBackend:
         budget = self.budget
 
         def on_headers(headers: Mapping[str, str]) -> None:
+            limits = ratelimit_headers(headers)
             if budget is not None and reservation is not None:
-                budget.observe(headers, reservation)
+                budget.observe(limits, reservation)
             if self._on_headers is not None:
-                self._on_headers(headers)
+                self._on_headers(limits)
 
         try:
             call = await claude_review(

@@ -27,6 +27,15 @@ def headers(family: str, limit: int, remaining: int) -> dict[str, str]:
     }
 
 
+def started(*told: dict[str, str]) -> tuple[ProviderBudget, Clock]:
+    """A budget on a fake clock, told these headers first."""
+    clock = Clock()
+    budget = ProviderBudget(clock)
+    for sent in told:
+        budget.observe(sent)
+    return budget, clock
+
+
 def reserved(budget: ProviderBudget, cost: CallCost) -> Reservation:
     taken = budget.try_reserve(cost)
     assert isinstance(taken, Reservation), f"expected a reservation, had to wait {taken}s"
@@ -41,9 +50,7 @@ def test_before_any_header_nothing_is_followed_and_calls_go() -> None:
 
 
 def test_a_call_that_would_exceed_the_remaining_tokens_waits_for_the_refill() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe(headers("input-tokens", 6000, 360))  # 6,000 a minute: 100 a second
+    budget, clock = started(headers("input-tokens", 6000, 360))  # 6,000 a minute: 100 a second
     assert budget.families == ("input-tokens",)
     reserved(budget, CallCost(200, 0))
     assert budget.level("input-tokens") == pytest.approx(160)
@@ -57,9 +64,9 @@ def test_a_call_that_would_exceed_the_remaining_tokens_waits_for_the_refill() ->
 
 
 def test_every_known_limit_must_hold_the_call() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe({**headers("requests", 60, 0), **headers("input-tokens", 600_000, 600_000)})
+    budget, clock = started(
+        {**headers("requests", 60, 0), **headers("input-tokens", 600_000, 600_000)}
+    )
     # One request a second; the call and one request of headroom: two seconds.
     assert budget.try_reserve(CallCost(10, 0)) == pytest.approx(2.0)
     clock.now += 2.0
@@ -77,9 +84,7 @@ def test_the_combined_tokens_limit_is_followed_only_when_no_specific_one_is_name
 
 
 def test_output_tokens_are_reserved_as_max_tokens_then_settled_to_the_actual_count() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe(headers("output-tokens", 60_000, 5000))
+    budget, _clock = started(headers("output-tokens", 60_000, 5000))
     call = reserved(budget, CallCost(100, 4000))
     assert budget.level("output-tokens") == pytest.approx(1000)  # below 4,000 + headroom
     assert isinstance(budget.try_reserve(CallCost(100, 4000)), float)
@@ -89,9 +94,7 @@ def test_output_tokens_are_reserved_as_max_tokens_then_settled_to_the_actual_cou
 
 
 def test_headers_are_read_against_the_calls_sent_after_and_the_refill_since() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe(headers("input-tokens", 6000, 6000))
+    budget, clock = started(headers("input-tokens", 6000, 6000))
     first = reserved(budget, CallCost(1000, 0))
     clock.now += 0.5
     reserved(budget, CallCost(2000, 0))  # sent after the first, not yet counted in its headers
@@ -102,9 +105,7 @@ def test_headers_are_read_against_the_calls_sent_after_and_the_refill_since() ->
 
 
 def test_the_providers_count_wins_over_ours_so_other_processes_calls_are_seen() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe(headers("input-tokens", 6000, 6000))
+    budget, _clock = started(headers("input-tokens", 6000, 6000))
     call = reserved(budget, CallCost(100, 0))
     assert budget.level("input-tokens") == pytest.approx(5900)
     # Another process on the same key spent 3,000 meanwhile: the headers say so.
@@ -113,9 +114,9 @@ def test_the_providers_count_wins_over_ours_so_other_processes_calls_are_seen() 
 
 
 def test_a_refused_call_takes_nothing_and_an_overcounted_estimate_is_given_back() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe({**headers("requests", 600, 20), **headers("input-tokens", 6000, 1000)})
+    budget, _clock = started(
+        {**headers("requests", 600, 20), **headers("input-tokens", 6000, 1000)}
+    )
     refused = reserved(budget, CallCost(800, 0))
     budget.refund(refused)  # a 429: the provider took neither the request nor the tokens
     assert budget.level("requests") == pytest.approx(20)
@@ -126,9 +127,7 @@ def test_a_refused_call_takes_nothing_and_an_overcounted_estimate_is_given_back(
 
 
 def test_a_call_larger_than_the_limit_waits_for_a_full_bucket_not_forever() -> None:
-    clock = Clock()
-    budget = ProviderBudget(clock)
-    budget.observe(headers("input-tokens", 600, 0))
+    budget, clock = started(headers("input-tokens", 600, 0))
     assert budget.try_reserve(CallCost(10_000, 0)) == pytest.approx(60.0)
     clock.now += 60.0
     reserved(budget, CallCost(10_000, 0))
@@ -202,3 +201,23 @@ def test_one_budget_per_provider_and_key_in_a_process() -> None:
     assert provider_budget("http://127.0.0.1:1", "sk-one") is a
     assert provider_budget("http://127.0.0.1:1", "sk-two") is not a
     assert provider_budget("http://127.0.0.1:2", "sk-one") is not a
+
+
+def test_only_the_rate_limit_headers_are_read_whatever_their_case() -> None:
+    import httpx2
+
+    from consumers.specialists.backends import ratelimit_headers
+
+    sent = [
+        ("Content-Type", "application/json"),
+        ("Anthropic-RateLimit-Input-Tokens-Limit", "6000"),
+        ("anthropic-ratelimit-input-tokens-remaining", "10"),
+        ("request-id", "req_1"),
+    ]
+    wanted = {
+        "anthropic-ratelimit-input-tokens-limit": "6000",
+        "anthropic-ratelimit-input-tokens-remaining": "10",
+    }
+    assert ratelimit_headers(httpx2.Headers(sent)) == wanted
+    assert ratelimit_headers(dict(sent)) == wanted
+    assert ratelimit_headers(httpx2.Headers([("request-id", "req_2")])) == {}
