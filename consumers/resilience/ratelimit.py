@@ -193,7 +193,8 @@ class AimdLimiter:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``tokens_per_request``: the typical tokens of one call, to turn a remaining-tokens
-        header into a number of calls (without it, that header is ignored)."""
+        header into a number of calls (without it, that header is ignored: the workers leave
+        it unset, as their ``ProviderBudget`` paces calls by the token limits themselves)."""
         if not 1 <= minimum <= initial <= maximum:
             raise ValueError(
                 f"need 1 <= minimum <= initial <= maximum, got {minimum}, {initial}, {maximum}"
