@@ -17,7 +17,7 @@ from typing import Any, Final
 from switchboard.core import headers as h
 from switchboard.core.errors import RequestInvalid
 from switchboard.core.headers import RawHeaders
-from switchboard.core.routing import named_specialist, parse_command
+from switchboard.core.routing import parse_command
 from switchboard.core.settings import DEFAULTS, SPECIALISTS, Settings
 
 #: C0 control characters a prompt may not hold (tab, newline and carriage return are text).
@@ -39,11 +39,15 @@ class BodyRules:
 
 
 def validate_body(
-    request: Mapping[str, Any], rules: BodyRules, prompt_limit: int | None
+    request: Mapping[str, Any],
+    rules: BodyRules,
+    prompt_limit: int | None,
+    parsed: tuple[str | None, str] | None = None,
 ) -> tuple[str | None, str]:
     """The specialist the body names (None: triage decides) and its prompt; raises
     ``RequestInvalid``. ``prompt_limit`` None: the prompt's size was checked already (the
-    router routed the record from its headers only when the whole value fits the limit)."""
+    router routed the record from its headers only when the whole value fits the limit).
+    ``parsed``: ``parse_command`` of the text, when the caller has it already."""
     metadata = request.get("metadata") or {}
     if len(metadata) > rules.max_metadata_entries:
         raise RequestInvalid(
@@ -58,7 +62,7 @@ def validate_body(
             code="too_much_metadata",
         )
     explicit = request.get("specialist")
-    command, prompt = parse_command(request.get("text") or "")
+    command, prompt = parsed or parse_command(request.get("text") or "")
     if request.get("prompt"):
         prompt = request["prompt"]
     if prompt_limit is not None:
@@ -136,10 +140,16 @@ def admit_routed(
     rejected ``routing_mismatch``: the router's decisions were made on the headers.
     ``facts``: the task's headers as a dict (the last value of each)."""
     deadline = request.get("deadline_ms")
+    parsed = parse_command(request.get("text") or "")
+    named = request.get("specialist") or parsed[0]
     said = (
         ("request_id", str(request.get("request_id")), _text(facts.get(h.REQUEST_ID))),
         ("tenant", str(request.get("tenant")), _text(facts.get(h.TENANT))),
-        ("specialist", named_specialist(request), _text(facts.get(h.SPECIALIST))),
+        (
+            "specialist",
+            named if named in SPECIALISTS else None,
+            _text(facts.get(h.SPECIALIST)),
+        ),
         (
             "priority",
             str(request.get("priority") or "NORMAL"),
@@ -159,7 +169,7 @@ def admit_routed(
             "send requests through the Switchboard client, or without routing headers",
             code=ROUTING_MISMATCH,
         )
-    specialist, prompt = validate_body(request, rules, prompt_limit=None)
+    specialist, prompt = validate_body(request, rules, None, parsed)
     task = dict(request)
     task["specialist"] = specialist
     task["prompt"] = prompt

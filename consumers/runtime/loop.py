@@ -395,11 +395,15 @@ class ConsumerRuntime:
                     raise KafkaException(err)
                 log.warning("consumer error: %s", err)
             return None
-        ctx = self._parts.get(cast(TP, (msg.topic(), msg.partition())))
+        # No typing.cast on this path: a call per record (a topic, a partition and an offset
+        # are never None on a record without an error).
+        tp: Any = (msg.topic(), msg.partition())
+        ctx = self._parts.get(tp)
         if ctx is None or ctx.revoked:
             return None  # fetched just before a revoke: the next owner reads it again
         self.stats.received += 1
-        ctx.tracker.start(cast(int, msg.offset()))
+        offset: Any = msg.offset()
+        ctx.tracker.start(offset)
         if not ctx.paused and self._over_bound(ctx):
             self._set_paused(ctx, True)
         return ctx
@@ -456,7 +460,8 @@ class ConsumerRuntime:
             ):
                 self._spawn(ctx, self._redeliver(msg, ctx, outputs))
                 continue
-            ctx.tracker.finish(cast(int, msg.offset()))
+            offset: Any = msg.offset()
+            ctx.tracker.finish(offset)
             done += 1
             if not ctx.dirty:
                 ctx.dirty = True
