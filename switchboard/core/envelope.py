@@ -7,13 +7,16 @@ A sealed field is a string in the same Avro field (the schemas do not change)::
 
 - ``key id`` names the keyring key (the key-encryption key) the field was sealed under: old
   ids keep decrypting after a rotation, new fields use the keyring's ``primary``.
-- The field is not encrypted with the keyring key itself but with a data key derived for its
-  record, ``HKDF-SHA256(key, salt, "sbenc1" + key id)``, the 16-byte salt random per record.
-  Each data key seals a handful of fields, so AES-GCM's random-nonce budget (2^32 messages a
-  key, reached in weeks at 1000 requests a second with several fields each) never binds the
-  keyring key and rotation is never forced by volume. A data key wrapped with RFC 3394 AES-KW
-  instead of derived would be the KMS shape, but ``cryptography``'s AES-KW costs ~150 us a key
-  here against ~15 us for HKDF; the ``sbenc1`` version prefix leaves room for it.
+- The field is not encrypted with the keyring key itself but with a data key derived from it,
+  ``HKDF-SHA256(key, salt, "sbenc1" + key id)`` with a random 16-byte salt. A writer (one
+  codec) derives a data key, seals up to ``DATA_KEY_USES`` (2^20) fields with it, each with its
+  own random nonce, then derives the next (and at once when the primary changes); a reader
+  keeps the data keys it derived (``DataKeys``). So AES-GCM's random-nonce budget (2^32
+  messages a key, reached in weeks at 1000 requests a second with several fields each) never
+  binds the keyring key, rotation is never forced by volume, and HKDF runs once per writer
+  epoch instead of once per record and hop. A random data key wrapped with RFC 3394 AES-KW
+  would be the KMS shape, but ``cryptography``'s AES-KW costs ~150 us a key here against ~15
+  us for HKDF; the ``sbenc1`` version prefix leaves room for it.
 - The associated data binds the ciphertext to the scheme, the key id, the contract, the
   record's request id and the field's name: a sealed field moved to another record or field,
   or relabelled with another key id, does not open.
@@ -66,6 +69,11 @@ KEY_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 KEY_BYTES: Final = 32
 SALT_BYTES: Final = 16
 NONCE_BYTES: Final = 12
+#: Fields one data key seals before its writer derives the next: far below AES-GCM's
+#: random-nonce bound of 2^32 messages a key (nonce collision odds ~2^-57 at this count).
+DATA_KEY_USES: Final = 1 << 20
+#: Data keys a codec keeps for opening (each writer's current one, a few writers at a time).
+DATA_KEY_CACHE: Final = 1024
 #: Free-text fields of each contract that are sealed (metadata is handled per value).
 SEALED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     REQUEST: ("text", "prompt"),
@@ -244,107 +252,142 @@ def sealed_key_id(value: object) -> str | None:
     return key_id if sep else None
 
 
-class _Sealer:
-    """Seals the fields of one record: one data key (and salt) for all of them."""
+class _SealingKey:
+    """The data key a codec seals with now: derived once, then used for up to
+    ``DATA_KEY_USES`` fields, each with its own random nonce."""
 
-    def __init__(self, keyring: Keyring, contract: str, request_id: str) -> None:
-        assert keyring.primary is not None
-        self.key_id = keyring.primary
-        self._salt = os.urandom(SALT_BYTES)
-        self._aead = _data_key(keyring.key(self.key_id) or b"", self._salt, self.key_id)
-        self._contract = contract
-        self._request_id = request_id
+    def __init__(self, key_id: str, key: bytes) -> None:
+        self.key_id = key_id
+        self.key = key
+        self.salt = os.urandom(SALT_BYTES)
+        self.aead = _data_key(key, self.salt, key_id)
+        self.uses = 0
 
-    def seal(self, field: str, plaintext: str) -> str:
+    def seal(self, contract: str, request_id: str, field: str, plaintext: str) -> str:
+        self.uses += 1  # unlocked: two threads may both count one; the bound has room for it
         nonce = os.urandom(NONCE_BYTES)
-        aad = _aad(self.key_id, self._contract, self._request_id, field)
-        body = self._aead.encrypt(nonce, plaintext.encode(), aad)
-        token = base64.urlsafe_b64encode(self._salt + nonce + body).rstrip(b"=").decode()
+        aad = _aad(self.key_id, contract, request_id, field)
+        body = self.aead.encrypt(nonce, plaintext.encode(), aad)
+        token = base64.urlsafe_b64encode(self.salt + nonce + body).rstrip(b"=").decode()
         return f"{PREFIX}{self.key_id}:{token}"
 
 
-class _Opener:
-    """Opens the sealed fields of one record (data keys derived once per salt)."""
+class DataKeys:
+    """One codec's data keys: the one it seals with (a new one after ``DATA_KEY_USES`` fields
+    or when the primary key changes) and the ones it opened lately (at most
+    ``DATA_KEY_CACHE``), so HKDF runs once per writer epoch, not once per record and hop."""
 
-    def __init__(self, keyring: Keyring, contract: str, request_id: str) -> None:
-        self._keyring = keyring
-        self._contract = contract
-        self._request_id = request_id
-        self._keys: dict[tuple[str, bytes], AESGCM] = {}
+    def __init__(self) -> None:
+        self._sealing: _SealingKey | None = None
+        self._opened: dict[tuple[str, bytes, bytes], AESGCM] = {}
 
-    def open(self, field: str, value: str) -> str:
-        key_id, _sep, token = value[len(PREFIX) :].partition(":")
-        key = self._keyring.key(key_id)
-        if key is None:
-            raise KeyUnavailable(key_id)
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) < SALT_BYTES + NONCE_BYTES + 16:
-            raise DecodeError(
-                f"{self._contract}.{field}: sealed field is cut short or not base64",
-                code="bad_ciphertext",
-            )
-        salt, nonce = raw[:SALT_BYTES], raw[SALT_BYTES : SALT_BYTES + NONCE_BYTES]
-        aead = self._keys.get((key_id, salt))
-        if aead is None:
-            aead = self._keys[(key_id, salt)] = _data_key(key, salt, key_id)
-        aad = _aad(key_id, self._contract, self._request_id, field)
-        try:
-            plain = aead.decrypt(nonce, raw[SALT_BYTES + NONCE_BYTES :], aad)
-        except InvalidTag:
-            raise DecodeError(
-                f"{self._contract}.{field}: sealed field does not authenticate with key "
-                f"{key_id!r} (altered, or moved from another record or field)",
-                code="bad_ciphertext",
-            ) from None
-        try:
-            return plain.decode()
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"{self._contract}.{field}: not UTF-8", code="invalid_utf8") from exc
+    def sealing(self, keyring: Keyring) -> _SealingKey:
+        key_id = keyring.primary
+        assert key_id is not None
+        key = keyring.key(key_id) or b""
+        current = self._sealing
+        if (
+            current is None
+            or current.key_id != key_id
+            or current.key != key
+            or current.uses >= DATA_KEY_USES
+        ):
+            current = self._sealing = _SealingKey(key_id, key)
+        return current
+
+    def opening(self, key_id: str, key: bytes, salt: bytes) -> AESGCM:
+        """The data key of ``salt`` under ``key`` (the keyring's key of ``key_id`` now: a key
+        removed from the keyring opens nothing more, cached or not)."""
+        found = self._opened.get((key_id, key, salt))
+        if found is None:
+            if len(self._opened) >= DATA_KEY_CACHE:
+                self._opened.clear()
+            found = self._opened[(key_id, key, salt)] = _data_key(key, salt, key_id)
+        return found
 
 
-def seal_record(keyring: Keyring, contract: str, record: Mapping[str, Any]) -> dict[str, Any]:
+def _open_field(
+    keyring: Keyring, keys: DataKeys, contract: str, request_id: str, field: str, value: str
+) -> str:
+    key_id, _sep, token = value[len(PREFIX) :].partition(":")
+    key = keyring.key(key_id)
+    if key is None:
+        raise KeyUnavailable(key_id)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) < SALT_BYTES + NONCE_BYTES + 16:
+        raise DecodeError(
+            f"{contract}.{field}: sealed field is cut short or not base64", code="bad_ciphertext"
+        )
+    salt, nonce = raw[:SALT_BYTES], raw[SALT_BYTES : SALT_BYTES + NONCE_BYTES]
+    aead = keys.opening(key_id, key, salt)
+    try:
+        plain = aead.decrypt(
+            nonce, raw[SALT_BYTES + NONCE_BYTES :], _aad(key_id, contract, request_id, field)
+        )
+    except InvalidTag:
+        raise DecodeError(
+            f"{contract}.{field}: sealed field does not authenticate with key {key_id!r} "
+            "(altered, or moved from another record or field)",
+            code="bad_ciphertext",
+        ) from None
+    try:
+        return plain.decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{contract}.{field}: not UTF-8", code="invalid_utf8") from exc
+
+
+def seal_record(
+    keyring: Keyring, contract: str, record: Mapping[str, Any], keys: DataKeys | None = None
+) -> dict[str, Any]:
     """``record`` with its content fields sealed under the primary key (as it is, when the
-    keyring has none or the contract has no content fields)."""
+    keyring has none or the contract has no content fields); ``keys``: the codec's data keys
+    (default: a fresh data key for this record alone)."""
     fields = SEALED_FIELDS.get(contract)
     if fields is None or not keyring.enabled:
         return dict(record)
-    sealer = _Sealer(keyring, contract, str(record.get("request_id") or ""))
+    sealer = (keys or DataKeys()).sealing(keyring)
+    request_id = str(record.get("request_id") or "")
     out = dict(record)
     for name in fields:
         value = out.get(name)
         if isinstance(value, str) and value:
-            out[name] = sealer.seal(name, value)
+            out[name] = sealer.seal(contract, request_id, name, value)
     metadata = out.get("metadata")
     if contract == REQUEST and metadata:
         out["metadata"] = {
-            k: v if k in CLEAR_METADATA_KEYS or not v else sealer.seal("metadata/" + k, v)
+            k: v
+            if k in CLEAR_METADATA_KEYS or not v
+            else sealer.seal(contract, request_id, "metadata/" + k, v)
             for k, v in metadata.items()
         }
     return out
 
 
-def open_record(keyring: Keyring, contract: str, record: dict[str, Any]) -> dict[str, Any]:
+def open_record(
+    keyring: Keyring, contract: str, record: dict[str, Any], keys: DataKeys | None = None
+) -> dict[str, Any]:
     """``record`` with its sealed fields opened (in place, and returned); ``KeyUnavailable``
     for a key id the keyring lacks, ``DecodeError`` for a field that does not authenticate."""
     fields = SEALED_FIELDS.get(contract)
     if fields is None:
         return record
-    opener: _Opener | None = None
+    keys = keys or DataKeys()
+    request_id = str(record.get("request_id") or "")
     for name in fields:
         value = record.get(name)
         if isinstance(value, str) and value.startswith(PREFIX):
-            opener = opener or _Opener(keyring, contract, str(record.get("request_id") or ""))
-            record[name] = opener.open(name, value)
+            record[name] = _open_field(keyring, keys, contract, request_id, name, value)
     metadata = record.get("metadata")
     if metadata:
         for value in metadata.values():  # a loop, not any(): this runs on every decode
             if value.startswith(PREFIX):
-                opener = opener or _Opener(keyring, contract, str(record.get("request_id") or ""))
                 record["metadata"] = {
-                    k: opener.open("metadata/" + k, v) if v.startswith(PREFIX) else v
+                    k: _open_field(keyring, keys, contract, request_id, "metadata/" + k, v)
+                    if v.startswith(PREFIX)
+                    else v
                     for k, v in metadata.items()
                 }
                 break
@@ -357,12 +400,14 @@ class EncryptingCodec:
     def __init__(self, inner: Codec, keys: KeyringSource) -> None:
         self.inner = inner
         self.keys = keys
+        self._data_keys = DataKeys()
 
     def encode(self, contract: str, record: Mapping[str, Any], topic: str) -> bytes:
         keyring = self.keys.keyring
         if not keyring.enabled:  # encryption off: not even a copy of the record
             return self.inner.encode(contract, record, topic)
-        return self.inner.encode(contract, seal_record(keyring, contract, record), topic)
+        sealed = seal_record(keyring, contract, record, self._data_keys)
+        return self.inner.encode(contract, sealed, topic)
 
     def decode(self, contract: str, data: bytes | None, topic: str) -> dict[str, Any]:
         record = self.inner.decode(contract, data, topic)
@@ -370,7 +415,7 @@ class EncryptingCodec:
         # them nothing is sealed, and one scan of the bytes beats a look at every field.
         if data is None or _PREFIX_BYTES not in data:
             return record
-        return open_record(self.keys.keyring, contract, record)
+        return open_record(self.keys.keyring, contract, record, self._data_keys)
 
     def key_headers(self) -> list[tuple[str, bytes]]:
         """``sb-enc-key-id`` for a record encoded now (none while nothing is sealed)."""
@@ -426,6 +471,7 @@ def content_key_texts(keyring_file: Path | None, keys: SecretStr | None) -> list
 __all__ = [
     "CLEAR_METADATA_KEYS",
     "SEALED_FIELDS",
+    "DataKeys",
     "EncryptingCodec",
     "KeyUnavailable",
     "Keyring",

@@ -225,3 +225,26 @@ def test_settings_mask_the_keys_and_the_log_redactor_knows_them(tmp_path: Path) 
     assert content_key_texts(path, None) == [key]
     with pytest.raises(ValueError, match="trace_content"):
         Settings(encryption_keys=keys, trace_content=True)
+
+
+def _salt(codec: object, value: bytes) -> bytes:
+    raw = codec.inner.decode(REQUEST, value, TOPIC)  # type: ignore[attr-defined]
+    token = raw["text"].rsplit(":", 1)[1]
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[:16]
+
+
+def test_a_codec_reuses_its_data_key_until_the_primary_changes_and_forgets_removed_keys() -> None:
+    keys = {"k1": new_key(), "k2": new_key()}
+    source = ring("k1", "k2", keys=dict(keys))
+    source.keyring = parse_keyring({"keys": keys, "primary": "k1"}, "test")
+    codec = encrypting(make_codec(None), source)
+    first, second = (codec.encode(REQUEST, request(), TOPIC) for _ in range(2))
+    assert _salt(codec, first) == _salt(codec, second)  # one HKDF for both
+    source.keyring = parse_keyring({"keys": keys, "primary": "k2"}, "test")
+    third = codec.encode(REQUEST, request(), TOPIC)
+    assert _salt(codec, third) != _salt(codec, first)
+    assert codec.decode(REQUEST, first, TOPIC)["text"].startswith("/api")  # cached now
+    source.keyring = parse_keyring({"keys": {"k2": keys["k2"]}}, "test")
+    with pytest.raises(KeyUnavailable, match="'k1'"):
+        codec.decode(REQUEST, first, TOPIC)  # its data key is cached, its key is gone
+    assert codec.decode(REQUEST, third, TOPIC)["text"].startswith("/api")
