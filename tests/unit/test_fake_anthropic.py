@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import httpx2
@@ -34,6 +34,8 @@ from switchboard.devtools.fake_anthropic import (
 from tests.support import wait_for
 
 MODEL = "claude-sonnet-5-5"
+#: An SDK error class a scripted fault raises.
+E = TypeVar("E", bound=Exception)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -67,6 +69,17 @@ def batch_item(custom_id: str, prompt: str) -> Request:
 
 def text_of(message: anthropic.types.Message) -> str:
     return "".join(block.text for block in message.content if block.type == "text")
+
+
+def scripted_error(
+    fake: FakeAnthropic, client: anthropic.Anthropic, spec: str, error_class: type[E]
+) -> E:
+    """Script the fault ``spec`` and ask once: the error the SDK raises (the test fails unless
+    it is an ``error_class``)."""
+    fake.script(spec)
+    with pytest.raises(error_class) as caught:
+        ask(client, "hello")
+    return caught.value
 
 
 # Messages.
@@ -179,14 +192,11 @@ def test_each_status_fault_raises_its_sdk_class(
     error_class: type[anthropic.APIStatusError],
     error_type: str,
 ) -> None:
-    fake.script(spec)
+    error = scripted_error(fake, client, spec, error_class)
 
-    with pytest.raises(error_class) as caught:
-        ask(client, "hello")
-
-    assert type(caught.value) is error_class
-    assert caught.value.type == error_type
-    assert caught.value.request_id is not None and caught.value.request_id.startswith("req_fake_")
+    assert type(error) is error_class
+    assert error.type == error_type
+    assert error.request_id is not None and error.request_id.startswith("req_fake_")
     assert fake.stats().billed_by_key == {}
     assert text_of(ask(client, "hello"))  # the queue held one fault; the next call succeeds
 
@@ -206,14 +216,11 @@ def test_a_fault_that_forbids_retries_is_seen_once(
     error_class: type[anthropic.APIStatusError],
     error_code: str | None,
 ) -> None:
-    fake.script(spec)
-
-    with pytest.raises(error_class) as caught:
-        ask(client.with_options(max_retries=2), "hello")
+    error = scripted_error(fake, client.with_options(max_retries=2), spec, error_class)
 
     if error_code is not None:
-        assert getattr(caught.value, "error_code", None) == error_code
-    assert caught.value.response.headers["x-should-retry"] == "false"
+        assert getattr(error, "error_code", None) == error_code
+    assert error.response.headers["x-should-retry"] == "false"
     assert fake.stats().total_calls == 1
 
 
@@ -221,10 +228,8 @@ def test_rate_limit_fault_shows_retry_after_ms_and_the_sdk_obeys_it(
     fake: FakeAnthropic, client: anthropic.Anthropic
 ) -> None:
     """Three scripted 429s with retry-after-ms=30: one seen, two retried through, then 200."""
-    fake.script("429:retry-after-ms=30:count=3")
-    with pytest.raises(anthropic.RateLimitError) as caught:
-        ask(client, "hello")
-    assert caught.value.response.headers["retry-after-ms"] == "30"
+    error = scripted_error(fake, client, "429:retry-after-ms=30:count=3", anthropic.RateLimitError)
+    assert error.response.headers["retry-after-ms"] == "30"
 
     started = time.monotonic()
     answer = ask(client.with_options(max_retries=2), "hello")
@@ -251,12 +256,9 @@ def test_timeout_fault_raises_api_timeout_and_still_bills(
 def test_dropped_connection_raises_api_connection_error(
     fake: FakeAnthropic, client: anthropic.Anthropic
 ) -> None:
-    fake.script("drop")
+    error = scripted_error(fake, client, "drop", anthropic.APIConnectionError)
 
-    with pytest.raises(anthropic.APIConnectionError) as caught:
-        ask(client, "hello")
-
-    assert not isinstance(caught.value, anthropic.APITimeoutError)
+    assert not isinstance(error, anthropic.APITimeoutError)
     assert fake.stats().calls[-1].outcome == "dropped"
 
 
