@@ -327,6 +327,19 @@ class _Compiler:
         lines.append(f"{pad}    raise ValueError('a field the schema does not know')")
         self._active.discard(schema["name"])
 
+    def write_complete(self, schema: Any, lines: Lines, pad: str, v: str) -> None:
+        """The top level's shortcut for a complete record (one decoded, or built whole, most
+        often): as many keys as fields, each found by name, means no key is unknown and no
+        default is needed. A missing field raises KeyError, so fastavro takes the record."""
+        namespace = self._enter(schema, None)
+        lines.append(f"{pad}if len({v}) == {len(schema['fields'])}:")
+        for field in schema["fields"]:
+            x = self.var("f")
+            lines.append(f"{pad}    {x} = {v}[{field['name']!r}]")
+            self.write(field["type"], namespace, lines, pad + "    ", x)
+        lines.append(f"{pad}    return bytes(out)")
+        self._active.discard(schema["name"])
+
     def _default_bytes(self, schema: Any, namespace: str | None, field: dict[str, Any]) -> bytes:
         """A field's default, encoded once, by a writer compiled for the field's type alone."""
         lines = ["def write_default(value):", "    out = bytearray()"]
@@ -390,6 +403,7 @@ def compile_record(schema: Mapping[str, Any], prefix: bytes = b"") -> CompiledRe
         "    return record",
     ]
     write_lines = ["def write(record):", f"    out = bytearray({prefix!r})"]
+    writer.write_complete(dict(schema), write_lines, "    ", "record")
     writer.write_record(dict(schema), None, write_lines, "    ", "record")
     write_lines.append("    return bytes(out)")
     source = "\n".join(read_lines) + "\n\n\n" + "\n".join(write_lines) + "\n"

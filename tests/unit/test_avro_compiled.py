@@ -263,3 +263,16 @@ def test_named_types_are_found_by_short_and_full_name() -> None:
     data = compiled.write(record)
     assert data == b"\xc3\x01" + _fastavro_bytes(parse_schema(schema), record)
     assert compiled.read(data, 2) == record
+
+
+def test_a_record_of_full_size_with_a_misspelt_field_raises_encode_error(
+    codec: SingleObjectCodec, fastavro_only: SingleObjectCodec
+) -> None:
+    """As many keys as fields, one of them unknown: not taken for a complete record."""
+    minimal = {"request_id": "r1", "text": "/backend hi", "created_at_ms": 1}
+    record = codec.decode(REQUEST, codec.encode(REQUEST, minimal, "t"), "t")
+    record["tenantt"] = record.pop("tenant")
+    assert len(record) == len(codec.versions[REQUEST][-1].schema["fields"])
+    outcome = _outcome(codec, "encode", REQUEST, record, "t")
+    assert outcome == _outcome(fastavro_only, "encode", REQUEST, record, "t")
+    assert outcome[0] is EncodeError
