@@ -13,9 +13,11 @@ exactly one terminal response.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,17 +29,24 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from starlette.testclient import TestClient
 
 from consumers.app import Pipeline
-from producers.client import SwitchboardClient
+from consumers.outcomes import Outcomes, now_ms
+from producers.client import SwitchboardClient, build_request
 from switchboard.cli.main import main
+from switchboard.console.app import create_app
+from switchboard.console.command import build_console
 from switchboard.core import headers as h
+from switchboard.core.aio_producer import AsyncProducer
 from switchboard.core.envelope import KeyringSource, KeyUnavailable, content_codec, sealed_key_id
+from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.support import wait_for
 from tests.unit.review_corpus import CORPUS, corpus_documents, offline_review
 
+from .console_kit import PERMANENT, until, worker_failure
 from .harness import RunningPipeline, create_topics, running_pipeline, settings_for_test
 from .helpers import read_topic, topic_bytes
 
@@ -285,3 +294,63 @@ def test_an_encrypted_review_finds_what_the_offline_review_finds_and_leaks_no_do
     assert len(lines) > 50
     leaks = [line for line in lines if any(line.encode() in blob for blob in outputs.values())]
     assert leaks == []
+
+
+def test_the_console_shows_a_sealed_dead_letter_opened_with_the_key_and_names_it_without(
+    kafka_bootstrap: str, kafka_config: dict[str, str]
+) -> None:
+    """The console's dead-letter page opens the sealed original with the keyring, and without
+    one shows which key it lacks in its place (the page still answers, with the hex dump)."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    users = json.dumps({"olga": {"password": "console-pass-3f1", "role": "viewer"}})
+    auth = ("olga", "console-pass-3f1")
+    settings = settings_for_test(
+        kafka_bootstrap,
+        console_users=users,
+        encryption_keys=json.dumps({"keys": {"c1": key}}),
+        console_refresh_s=0.5,
+    )
+    topics = create_topics(settings, kafka_config)
+    phrase = _phrase(7)
+
+    async def dead_letter() -> None:
+        codec = content_codec(settings)
+        producer = AsyncProducer(producer_config(kafka_config))
+        try:
+            outcomes = Outcomes(codec, topics, producer, topics.prefix + ".worker.api", "model")
+            request = build_request(f"/api {phrase}", specialist="api", request_id="enc-dl-1")
+            outputs = await worker_failure(
+                outcomes,
+                codec,
+                topics.tasks("api"),
+                request,
+                PERMANENT,
+                attempts=1,
+                partition=0,
+                offset=0,
+                now=now_ms(),
+            )
+            await producer.send_all(outputs)
+        finally:
+            await asyncio.to_thread(producer.close)
+
+    asyncio.run(dead_letter())
+    blind_settings = settings_for_test(
+        kafka_bootstrap,
+        topic_prefix=settings.topic_prefix,
+        console_users=users,
+        console_refresh_s=0.5,
+    )
+    pages = {}
+    for name, s in (("keyed", settings), ("blind", blind_settings)):
+        with TestClient(create_app(build_console(s, kafka_config))) as client:
+            until(lambda c=client: "1</strong> of 1" in c.get("/dlq", auth=auth).text)
+            listing = client.get("/dlq", auth=auth).text
+            found = re.search(r'id=(\d+:\d+)">', listing)
+            assert found, listing[-500:]
+            page = client.get(f"/dlq/letter?id={found.group(1)}", auth=auth)
+            assert page.status_code == 200
+            pages[name] = page.text
+    assert phrase in pages["keyed"]
+    assert phrase not in pages["blind"] and "content encrypted with key" in pages["blind"]
+    assert "&#39;c1&#39;" in pages["blind"] or "'c1'" in pages["blind"]
