@@ -24,8 +24,10 @@ if TYPE_CHECKING:  # for types only: importing the SDK takes seconds, and router
 
     from switchboard.core.settings import Settings
 
-#: How long an idle connection to the provider is kept for reuse (the SDK's default is 5 s).
-KEEPALIVE_S = 60.0
+#: How long an idle connection to the provider is kept for reuse: the SDK's own default. A
+#: busy worker's connections are never idle that long; a longer wait would risk reusing one
+#: the server has closed, and a POST is not retried on it (the retry tiers would be).
+KEEPALIVE_S = 5.0
 #: Input tokens per prompt character before any usage says otherwise (the API's own rule of
 #: thumb: about four characters a token), and the weight of each answer's usage after that.
 TOKENS_PER_CHAR = 0.25
