@@ -50,12 +50,13 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S: Final = 60.0
 #: One fetch of the index's tail: at most this many records, waiting at most this long, so
 #: follow changes, barriers and ``close`` are served within about that time.
-CONSUME_BATCH: Final = 5000
+CONSUME_BATCH: Final = 2000
 CONSUME_WAIT_S: Final = 0.05
 FETCH_WAIT_MAX_MS: Final = 10
 #: librdkafka's prefetch queue and fetch size for the tail: bound a catch-up's memory.
-QUEUED_MAX_KBYTES: Final = 8192
-FETCH_MAX_BYTES: Final = 4 << 20
+QUEUED_MIN_MESSAGES: Final = 10_000
+QUEUED_MAX_KBYTES: Final = 2048
+FETCH_MAX_BYTES: Final = 1 << 20
 #: The timeout of each broker request the tail makes (watermarks, offsets for times).
 REQUEST_TIMEOUT_S: Final = 10.0
 #: How long ``close`` waits for the tail's thread before closing the consumer.
@@ -215,7 +216,9 @@ class AnsweredIndex(AnsweredLedger):
                 **{
                     "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
                     # A catch-up reads as fast as it stores: no need to queue or fetch more
-                    # ahead (librdkafka's defaults: 64 MiB queued, 50 MiB a fetch).
+                    # ahead (librdkafka's defaults: 100,000 records or 64 MiB queued per
+                    # partition, 50 MiB a fetch; they cost a rebuild ~50 MB of RSS).
+                    "queued.min.messages": QUEUED_MIN_MESSAGES,
                     "queued.max.messages.kbytes": QUEUED_MAX_KBYTES,
                     "fetch.max.bytes": FETCH_MAX_BYTES,
                 },
@@ -392,6 +395,10 @@ class AnsweredIndex(AnsweredLedger):
                 if store is not None:
                     store.close()
             self._followed -= gone
+        if wanted - self._followed:
+            # The client learns the topic's partitions before their offsets are asked for
+            # (else "Unknown partition" until some other request fetched its metadata).
+            self._consumer.list_topics(self.topic, timeout=REQUEST_TIMEOUT_S)
         for p in sorted(wanted - self._followed):  # one at a time: a failure retries the rest
             store, offset, how = self._open(p)
             self._next[p] = offset
