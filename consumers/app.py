@@ -375,7 +375,7 @@ class Pipeline:
         watch = asyncio.create_task(self._watch(), name="health-and-lag")
         clean = False
         try:
-            await asyncio.gather(*(r.run(**bounds) for r in self.runtimes.values()))
+            await self._run_consumers(bounds)
             clean = True
         finally:
             watch.cancel()
@@ -383,6 +383,25 @@ class Pipeline:
             await self._stop_status(status, clean=clean)
             await self.close()
             gc.unfreeze()  # a process that runs pipelines one after another (tests) frees them
+
+    async def _run_consumers(self, bounds: dict[str, Any]) -> None:
+        """Every runtime until it ends. One that stops with an error (Kafka refuses it, a
+        content key it lacks) asks the others to stop too, so they drain and commit instead
+        of being cancelled; then its error is raised."""
+
+        async def one(runtime: ConsumerRuntime) -> None:
+            try:
+                await runtime.run(**bounds)
+            except Exception:
+                self.request_stop()
+                raise
+
+        ended = await asyncio.gather(
+            *(one(r) for r in self.runtimes.values()), return_exceptions=True
+        )
+        for result in ended:
+            if isinstance(result, BaseException):
+                raise result
 
     # --- status reports (consumers/status; read by `switchboard status`) ------------------
     def _start_status(self) -> tuple[StatusPublisher, asyncio.Task[None]] | None:

@@ -210,7 +210,12 @@ def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_i
             kafka_config, codec=content_codec(settings), topic_prefix=settings.topic_prefix
         ) as client:
             request_id = client.submit(f"/api {phrase}")
-            stopped = RunningPipeline(lacking, kafka_config, lambda p: p.add_worker("api"))
+
+            def lacking_setup(p: Pipeline) -> None:
+                p.add_worker("api")
+                p.add_relay()  # stops with the worker: the process ends, drained
+
+            stopped = RunningPipeline(lacking, kafka_config, lacking_setup)
             with RunningPipeline(settings, kafka_config, lambda p: p.add_router()):
                 stopped.__enter__()
                 wait_for(lambda: stopped.error is not None, 30, "the worker without k9 to stop")
