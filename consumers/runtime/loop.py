@@ -369,10 +369,16 @@ class ConsumerRuntime:
             else:
                 if deliveries is None:
                     deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
+                try:
+                    for out in result:
+                        deliveries.add(out)
+                except KafkaException:
+                    # Refused at once (too large for the producer, an illegal topic): the slow
+                    # path delivers it or sends the record to the failure path.
+                    self._spawn(ctx, self._redeliver(msg, ctx, result))
+                    continue
                 ctx.fast_pending += 1
                 fast.append((msg, ctx, result))
-                for out in result:
-                    deliveries.add(out)
         if deliveries is not None:
             deliveries.seal()
 

@@ -84,9 +84,10 @@ class DeliveryBatch:
         self._fired = itertools.count()
 
     def add(self, record: Outbound) -> None:
-        """Produce ``record`` as part of this batch (on the event loop)."""
-        self._added += 1
+        """Produce ``record`` as part of this batch (on the event loop); raises what
+        ``produce`` raises (then the record is not part of the batch)."""
         self._produce(record, self._delivered)
+        self._added += 1
 
     def seal(self) -> None:
         """No more records: ``done`` runs once every added one is settled (at once if they
