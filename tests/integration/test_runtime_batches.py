@@ -9,12 +9,12 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
-from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.runtime import ConsumerRuntime, Context, Record, RuntimeConfig
+from consumers.runtime import ConsumerRuntime, Context, Handler, Record, RuntimeConfig
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 
 from .helpers import Unexpected, committed_offsets, produce_all, read_topic
@@ -26,7 +26,7 @@ PARTITIONS = 3
 
 
 def _runtime(
-    kafka: dict[str, str], source: str, group: str, handler: Callable[..., Sequence[Outbound]]
+    kafka: dict[str, str], source: str, group: str, handler: Handler
 ) -> tuple[ConsumerRuntime, AsyncProducer]:
     producer = AsyncProducer({**kafka, "linger.ms": 2})
     runtime = ConsumerRuntime(
@@ -45,7 +45,7 @@ def test_fast_records_are_delivered_before_commit_and_survive_a_member_joining(
     group = unique("g")
     produce_all(kafka_config, source, ((f"k{i}".encode(), f"r{i}".encode()) for i in range(N)))
 
-    def forward(msg: Message, _ctx: Context) -> Sequence[Outbound]:
+    def forward(msg: Record, _ctx: Context) -> Sequence[Outbound]:
         time.sleep(0.001)  # a slow fast path: the second member joins while it runs
         return [Outbound(sink, msg.value() or b"", msg.key())]  # at once: the fast path
 
@@ -97,7 +97,7 @@ def test_an_output_that_is_refused_takes_the_failure_path(
     dead-letter topic); the others of its batch complete; every offset is committed."""
     source, dlq = make_topic("src"), make_topic("dlq")
     sink = unique("sink")
-    admin = AdminClient(kafka_config)
+    admin = AdminClient(dict[str, Any](kafka_config))
     config = {"max.message.bytes": "20000"} if refused_by == "broker" else {}
     for future in admin.create_topics([NewTopic(sink, 1, 1, config=config)]).values():
         future.result(30)
@@ -106,7 +106,7 @@ def test_an_output_that_is_refused_takes_the_failure_path(
     produce_all(kafka_config, source, ((f"k{i}".encode(), f"r{i}".encode()) for i in range(n)))
     failures = ToDeadLetters(dlq)
 
-    def forward(msg: Message, _ctx: Context) -> Sequence[Outbound]:
+    def forward(msg: Record, _ctx: Context) -> Sequence[Outbound]:
         value = msg.value() or b""
         big = int(value[1:]) % 10 == 0
         return [Outbound(sink, value * (1 if not big else 25_000), msg.key())]
