@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -15,6 +16,7 @@ from consumers.resilience.ratelimit import CallCost, ProviderBudget, Reservation
 from consumers.specialists.personas import load_persona
 from consumers.specialists.review.answer import claude_review, offline_review
 from consumers.specialists.rulebook import OfflineRulebook
+from switchboard.core.errors import TransientError
 from switchboard.core.findings import ReviewMeta
 from switchboard.core.settings import DEFAULTS
 from switchboard.core.status import ResponseStatus
@@ -301,8 +303,12 @@ class ClaudeBackend:
         model = self._models[specialist]
         review = ReviewMeta.from_metadata(request.get("metadata"))
         if review is not None:
-            return await self._review(specialist, model, persona.system_prompt, prompt, review)
-        reservation = await self._reserve(specialist, persona.system_prompt, prompt)
+            return await self._review(
+                specialist, model, persona.system_prompt, prompt, review, request
+            )
+        reservation = await self._reserve(
+            specialist, persona.system_prompt, prompt, request.get("deadline_ms")
+        )
         began = time.perf_counter()
         try:
             raw = await self._client.messages.with_raw_response.create(
@@ -346,8 +352,12 @@ class ClaudeBackend:
             finish_reason=stop_reason,
         )
 
-    async def _reserve(self, specialist: str, persona: str, prompt: str) -> Reservation | None:
-        """Wait until the provider's limits (as the budget reckons them) hold this call."""
+    async def _reserve(
+        self, specialist: str, persona: str, prompt: str, deadline_ms: int | None = None
+    ) -> Reservation | None:
+        """Wait until the provider's limits (as the budget reckons them) hold this call; not
+        past the request's deadline (then a transient failure, which the worker's policy
+        answers ``expired`` once the deadline has passed)."""
         if self.budget is None:
             return None
         estimate, max_tokens = self.estimate, self._max_tokens
@@ -356,7 +366,16 @@ class ClaudeBackend:
             tokens = estimate.input_tokens(persona, prompt, key=specialist, now=time.monotonic())
             return CallCost(tokens, max_tokens)
 
-        return await self.budget.acquire(cost)
+        if deadline_ms is None:
+            return await self.budget.acquire(cost)
+        try:
+            async with asyncio.timeout(max(0.0, deadline_ms / 1000 - time.time())):
+                return await self.budget.acquire(cost)
+        except TimeoutError:
+            raise TransientError(
+                "the provider's rate limits held the call until the request's deadline",
+                code="rate_limit_wait",
+            ) from None
 
     def _booked(
         self,
@@ -387,11 +406,19 @@ class ClaudeBackend:
                 self.budget.observe(ratelimit_headers(headers), reservation)
 
     async def _review(
-        self, specialist: str, model: str, persona: str, prompt: str, review: ReviewMeta
+        self,
+        specialist: str,
+        model: str,
+        persona: str,
+        prompt: str,
+        review: ReviewMeta,
+        request: Mapping[str, Any],
     ) -> Answer:
         """A review job's part: findings through the forced findings tool (see review.answer)."""
         system = [{"type": "text", "text": persona, "cache_control": {"type": "ephemeral"}}]
-        reservation = await self._reserve(f"{specialist}:review", persona, prompt)
+        reservation = await self._reserve(
+            f"{specialist}:review", persona, prompt, request.get("deadline_ms")
+        )
         budget = self.budget
 
         def on_headers(headers: Mapping[str, str]) -> None:

@@ -219,3 +219,28 @@ def test_only_the_rate_limit_headers_are_read_whatever_their_case() -> None:
     assert ratelimit_headers(httpx2.Headers(sent)) == wanted
     assert ratelimit_headers(dict(sent)) == wanted
     assert ratelimit_headers(httpx2.Headers([("request-id", "req_2")])) == {}
+
+
+def test_a_call_is_not_held_for_the_limits_past_its_requests_deadline() -> None:
+    from typing import Any
+
+    from consumers.specialists.backends import ClaudeBackend
+    from switchboard.core.classify import classify
+    from switchboard.core.errors import TransientError
+
+    client: Any = None  # never reached: the call waits for the budget first
+    backend = ClaudeBackend(client, {"backend": "claude-sonnet-5-5"}, budget=ProviderBudget())
+    assert backend.budget is not None
+    backend.budget.observe(headers("input-tokens", 6000, 0))  # empty: 100 tokens a second
+
+    async def scenario() -> float:
+        began = time.monotonic()
+        deadline_ms = int((time.time() + 0.2) * 1000)
+        with pytest.raises(TransientError) as raised:
+            await backend._reserve("backend", "p" * 4000, "q" * 400, deadline_ms)
+        assert classify(raised.value).code == "rate_limit_wait"
+        return time.monotonic() - began
+
+    waited = asyncio.run(scenario())
+    assert 0.15 <= waited < 3.0  # the deadline, not the ~11 s the tokens would take
+    assert backend.budget.level("input-tokens") == pytest.approx(0, abs=100)  # nothing taken
