@@ -48,6 +48,7 @@ def g7_cell(
             budget = waves * (w_s + 2) * 2 + 30
             count, waited = wm.wait_for(m, budget, alive=lambda: procs.all_alive(stages))
             cpu = procs.cpu_since_go(worker)
+            fake_cpu = procs.cpu_since_go(stages[0]) if backend == "sdk" else None
         finally:
             results = procs.stop_all(stages)
             wm.close()
@@ -68,6 +69,8 @@ def g7_cell(
         "rebalances": max(0, int(runtime.get("rebalances", 1)) - 1),
         "max_in_flight": runtime.get("max_in_flight"),
         "worker_cpu_s": round(cpu, 2),
+        # The fake provider's own CPU (its process shares the two cores with the worker's).
+        "fake_cpu_s": round(fake_cpu, 2) if fake_cpu is not None else None,
         "fake_calls": results.get("fake", {}).get("total_calls"),
     }
 
