@@ -5,7 +5,8 @@ The load to simulate: 1,000 answers a second kept for the default horizon of 7 d
 partitions matching its consumers' partitions (co-partitioning), each in an on-disk store.
 
 What is measured (``python -m benchmarks --only G13``): the response topic (``PARTITIONS``
-partitions) is preloaded with ``N`` answers (keys of 32 hex characters, the ``sb-status``
+partitions) is preloaded with ``N`` answers (8 million; 1 million with ``--quick``;
+``G13_ANSWERS`` in the environment sets it) (keys of 32 hex characters, the ``sb-status``
 header, timestamps spread over the last 7 days, as the log holds them), then a fresh process
 (a child, so its memory is its own) follows ``FOLLOWED`` of the partitions, as a worker
 holding that share would, and rebuilds its stores from the topic. Its RSS is sampled while
@@ -52,7 +53,7 @@ LOOKUPS: Final = 100_000
 
 
 def run(bench: BenchKafka, quick: bool) -> dict[str, Any]:
-    n = PRELOAD_QUICK if quick else PRELOAD_FULL
+    n = int(os.environ.get("G13_ANSWERS") or (PRELOAD_QUICK if quick else PRELOAD_FULL))
     topic = f"bench-index-{uuid.uuid4().hex[:10]}.responses"
     ensure_topics(
         bench.admin,

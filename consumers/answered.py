@@ -36,20 +36,22 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.answered_store import AnswerStore, StateDir, StoreBudget
 from switchboard.core.errors import KafkaAccessError
 from switchboard.core.headers import STATUS, header_value
 from switchboard.core.kafka_clients import reader_config
 from switchboard.core.status import ResponseStatus
+from switchboard.core.tail import Barriers, fetch
 
 log = logging.getLogger(__name__)
 
 #: How often the tail thread forgets answers older than the horizon.
 PRUNE_EVERY_S: Final = 60.0
-#: One fetch of the index's tail: at most this many records, waiting at most this long, so
-#: follow changes, barriers and ``close`` are served within about that time.
+#: One fetch of the index's tail: at most this many records, waiting at most
+#: ``switchboard.core.tail.CONSUME_WAIT_S``, so follow changes, barriers and ``close`` are
+#: served within about that time.
 CONSUME_BATCH: Final = 2000
 CONSUME_WAIT_S: Final = 0.05
 FETCH_WAIT_MAX_MS: Final = 10
@@ -236,10 +238,8 @@ class AnsweredIndex(AnsweredLedger):
         #: The partitions the tail's consumer is assigned, read back from it after each change.
         self.assignment: frozenset[int] = frozenset()
         self._next: dict[int, int] = {}
-        self._requests: list[concurrent.futures.Future[None]] = []
-        self._barriers: list[tuple[dict[int, int], concurrent.futures.Future[None]]] = []
+        self._barriers = Barriers()
         self._lock = threading.Lock()
-        self._refused: KafkaAccessError | None = None
         self._synced_at = 0.0
         self._pending_sync: tuple[float, asyncio.Future[None]] | None = None
         self._next_prune = time.monotonic() + PRUNE_EVERY_S
@@ -314,13 +314,7 @@ class AnsweredIndex(AnsweredLedger):
     def _barrier(self) -> concurrent.futures.Future[None]:
         """Resolved once every followed partition is read up to its end at this call (after
         every ``follow`` made before it has been applied)."""
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if self._refused is not None:
-            future.set_exception(self._refused)
-            return future
-        with self._lock:
-            self._requests.append(future)
-        return future
+        return self._barriers.request()
 
     def close(self) -> None:
         self._running = False
@@ -337,19 +331,22 @@ class AnsweredIndex(AnsweredLedger):
             try:
                 self._apply_follow()
                 self._take_barrier_requests()
-                batch = self._consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S)
             except RuntimeError:  # closed under us during close()
                 return
             except KafkaAccessError as exc:  # raised by the error callback: waiting cannot help
-                self._fail(exc)
+                log.error("answered index %s stopped: %s", self.topic, exc)
+                self._barriers.fail(exc)
                 return
             except KafkaException as exc:  # a broker request failed: tried again next round
                 log.warning("answered index %s: %s", self.topic, exc)
                 time.sleep(CONSUME_WAIT_S)
                 continue
+            batch = fetch(self._consumer, self._barriers, self.topic, CONSUME_BATCH)
+            if batch is None:
+                return
             if batch:
                 self._store_batch(batch)
-            self._resolve_barriers()
+            self._barriers.resolve(self._next)
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_EVERY_S
                 dropped = self.prune()
@@ -359,11 +356,6 @@ class AnsweredIndex(AnsweredLedger):
     def _store_batch(self, batch: list[Message]) -> None:
         by_partition: dict[int, list[Message]] = {}
         for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("answered index %s: %s", self.topic, err)
-                continue
             by_partition.setdefault(cast(int, msg.partition()), []).append(msg)
         for partition, msgs in by_partition.items():
             store = self._stores.get(partition)
@@ -439,37 +431,16 @@ class AnsweredIndex(AnsweredLedger):
     def _take_barrier_requests(self) -> None:
         if self._followed != self._wanted:
             return  # a follow is still to apply: its partitions belong in the marks
-        with self._lock:
-            requests, self._requests = self._requests, []
-        for future in requests:
-            marks = {}
-            for p in self._followed:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=REQUEST_TIMEOUT_S, cached=False
-                )
-                marks[p] = high
-            self._barriers.append((marks, future))
+        self._barriers.take_requests(self._ends)
 
-    def _resolve_barriers(self) -> None:
-        if not self._barriers:
-            return
-        still = []
-        for marks, future in self._barriers:
-            if all(self._next.get(p, 0) >= high for p, high in marks.items()):
-                future.set_result(None)
-            else:
-                still.append((marks, future))
-        self._barriers = still
-
-    def _fail(self, exc: KafkaAccessError) -> None:
-        log.error("answered index %s stopped: %s", self.topic, exc)
-        self._refused = exc
-        with self._lock:
-            requests, self._requests = self._requests, []
-        for future in [*requests, *(f for _marks, f in self._barriers)]:
-            if not future.done():
-                future.set_exception(exc)
-        self._barriers = []
+    def _ends(self) -> dict[int, int]:
+        """Each followed partition's high watermark now."""
+        return {
+            p: self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=REQUEST_TIMEOUT_S, cached=False
+            )[1]
+            for p in self._followed
+        }
 
 
 def _settles(status: str | None) -> bool:

@@ -111,6 +111,30 @@ class Barriers:
         self._waiting = []
 
 
+def fetch(
+    consumer: Consumer, barriers: Barriers, topic: str, size: int = CONSUME_BATCH
+) -> list[Message] | None:
+    """One fetch of a reader thread: its records, without partition-end events (other errors
+    are logged). None when the reader must stop: its consumer was closed under it, or Kafka
+    refused it (raised by the error callback: every barrier then fails with the refusal)."""
+    try:
+        batch = consumer.consume(size, CONSUME_WAIT_S)
+    except RuntimeError:  # closed under us during stop()
+        return None
+    except KafkaAccessError as exc:
+        log.error("tail %s stopped: %s", topic, exc)
+        barriers.fail(exc)
+        return None
+    records = []
+    for msg in batch:
+        err = msg.error()
+        if err is None:
+            records.append(msg)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("tail %s: %s", topic, err)
+    return records
+
+
 class TopicTail:
     """Reads ``topic`` from ``since_ms`` (a timestamp) or from its end, calling ``on_message``.
 
@@ -205,30 +229,16 @@ class TopicTail:
     def _run(self) -> None:
         while self._running:
             self._barriers.take_requests(self._ends)
-            try:
-                batch = self._consumer.consume(CONSUME_BATCH, CONSUME_WAIT_S)
-            except RuntimeError:  # closed under us during stop()
-                return
-            except KafkaAccessError as exc:  # raised by the error callback: waiting cannot help
-                self._fail(exc)
+            batch = fetch(self._consumer, self._barriers, self._topic)
+            if batch is None:
                 return
             for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("tail %s: %s", self._topic, err)
-                    continue
                 self._next[cast(int, msg.partition())] = cast(int, msg.offset()) + 1
                 try:
                     self._on_message(msg)
                 except Exception:  # a bad record must not stop the tail
                     log.exception("tail %s: on_message failed", self._topic)
             self._barriers.resolve(self._next)
-
-    def _fail(self, exc: KafkaAccessError) -> None:
-        """Fail every waiting and future barrier with ``exc`` (the tail has stopped)."""
-        log.error("tail %s stopped: %s", self._topic, exc)
-        self._barriers.fail(exc)
 
     def _ends(self) -> dict[int, int]:
         """Each read partition's high watermark, asked of the broker now."""
