@@ -1,5 +1,11 @@
 """The router: validate each request, pick its specialist, and route it (or answer it at once).
 
+Two paths. A request the client wrote with routing headers (``switchboard.core.routing``) is
+routed from those headers alone and its original bytes forwarded (``_route_by_headers``: dedup,
+the tenant's lane, value size, header limits, deadline, signature, rate); the worker validates
+its body (``consumers.validation``). Everything else, and anything the header path would
+refuse, takes the decoding path below, which gives every refusal its reason.
+
 Decode -> deduplicate -> tenant (known, signature, reply topic) -> validate (headers, metadata,
 prompt) -> choose specialist -> tenant's specialists and models -> budgets and tokens a minute
 -> tenant rate -> task topic. Budgets are group-wide (usage summed from the response topic,
