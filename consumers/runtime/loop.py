@@ -290,8 +290,10 @@ class ConsumerRuntime:
                 if batch and max_messages is None:
                     # A backlog: fetch the next batch on the poll thread while this one is
                     # handled here (librdkafka's fetch and the handlers overlap).
-                    prefetched = asyncio.ensure_future(
-                        self._in_poll_thread(self._fetch, consumer, want)
+                    # Submitted now (not on the next loop turn, as a task would be): the
+                    # poll thread fetches during this batch's handling.
+                    prefetched = self._loop.run_in_executor(
+                        self._poll_thread, self._fetch, consumer, want
                     )
                 self._dispatch_all(batch)
                 if batch:
