@@ -205,12 +205,11 @@ class AnsweredIndex(AnsweredLedger):
         *,
         state: StateDir,
         partitions: int | None = None,
-        budget: StoreBudget | None = None,
     ) -> None:
         super().__init__(horizon_s)
         self.topic = responses_topic
         self._state = state
-        self._budget = budget or StoreBudget()
+        self._budget = StoreBudget()  # the memory every store of this process shares
         self._consumer = Consumer(
             reader_config(
                 config,
@@ -229,6 +228,8 @@ class AnsweredIndex(AnsweredLedger):
         self.partitions = partitions or _partition_count(self._consumer, responses_topic)
         #: Read on the event loop, changed on the tail thread (a dict swap is atomic).
         self._stores: dict[int, AnswerStore] = {}
+        #: Our own responses (request id -> settles a replay) until the tail stores them.
+        self._own: dict[str, bool] = {}
         #: How each followed partition started: "stored" (resumed at the store's offset) or
         #: "rebuilt" (read from now - horizon); tests and the benchmark read it.
         self.started: dict[int, str] = {}
@@ -270,6 +271,9 @@ class AnsweredIndex(AnsweredLedger):
         return self._stores.get(partition_of(rid, self.partitions)), rid
 
     def is_answered(self, request_id: str, *, replay: bool = False) -> bool:
+        settled = self._own.get(request_id)
+        if settled is not None and (settled or not replay):
+            return True
         store, rid = self._store_of(request_id)
         if store is None:
             return False  # not a partition of ours: the worker that holds it decides
@@ -279,12 +283,13 @@ class AnsweredIndex(AnsweredLedger):
             return False
 
     def mark_answered(self, request_id: str, *, failed: bool = False) -> None:
-        store, rid = self._store_of(request_id)
-        if store is not None:
-            try:
-                store.write([(rid, self._wall_ms(), not failed)], None)
-            except Exception:  # dropped meanwhile: the next owner reads it from the log
-                log.debug("answered index: partition of %s dropped", request_id)
+        """Our own response, in memory only until the tail reads it from the log.
+
+        The mark is made before the runtime has delivered the response: written to the store,
+        it would outlive a SIGKILL before the delivery, and the restarted worker would skip a
+        request that has no response (a loss). Only what the log holds goes on disk.
+        """
+        self._own[request_id] = not failed or self._own.get(request_id, False)
 
     def record_response(self, key: bytes | None, timestamp_ms: int, status: str | None) -> None:
         if key:
@@ -371,6 +376,10 @@ class AnsweredIndex(AnsweredLedger):
                 after,
             )
             self._next[partition] = after
+            own = self._own
+            for msg in msgs:  # in the store now: the in-memory mark has done its work
+                if (key := msg.key()) and own:
+                    own.pop(key.decode("utf-8", "replace"), None)
 
     def _apply_follow(self) -> None:
         with self._lock:
@@ -387,6 +396,9 @@ class AnsweredIndex(AnsweredLedger):
                 if store is not None:
                     store.close()
             self._followed -= gone
+            # Marks of work a revoke abandoned may never reach the log: forget them with it.
+            for rid in [r for r in list(self._own) if partition_of(r, self.partitions) in gone]:
+                self._own.pop(rid, None)
         if wanted - self._followed:
             # The client learns the topic's partitions before their offsets are asked for
             # (else "Unknown partition" until some other request fetched its metadata).
