@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from switchboard.core.msk_iam import MSK_IAM, MSK_IAM_KEYS, missing_signer, msk_iam_config
 
 SPECIALISTS: tuple[str, ...] = ("backend", "api", "data", "perf", "security")
 
@@ -51,6 +53,14 @@ class Settings(BaseSettings):
     kafka_config: dict[str, str] = Field(
         default_factory=dict,
         description="librdkafka settings passed to every client (security, tuning).",
+    )
+    #: "aws-msk-iam": every client authenticates to Amazon MSK with IAM (OAUTHBEARER tokens
+    #: signed with AWS credentials; needs the ``switchboard[msk]`` extra and a region).
+    kafka_auth: Literal["none", "aws-msk-iam"] = "none"
+    aws_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SWITCHBOARD_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="The MSK cluster's region, for kafka_auth=aws-msk-iam.",
     )
     topic_prefix: str = "switchboard"
     partitions: int = Field(default=6, ge=1)
@@ -207,9 +217,29 @@ class Settings(BaseSettings):
                 "trace_content would export the prompts and answers that content encryption "
                 "seals: turn SWITCHBOARD_TRACE_CONTENT off"
             )
+        if self.kafka_auth == MSK_IAM:
+            self._check_msk_iam()
         if self.triage == "model" and self.anthropic_api_key is None:
             raise ValueError("triage=model needs ANTHROPIC_API_KEY; set it or use triage=keyword")
         return self
+
+    def _check_msk_iam(self) -> None:
+        if not self.aws_region:
+            raise ValueError(
+                f"kafka_auth={MSK_IAM} needs a region: set AWS_REGION (or SWITCHBOARD_AWS_REGION)"
+            )
+        clash = {
+            key: self.kafka_config[key]
+            for key, value in MSK_IAM_KEYS.items()
+            if key in self.kafka_config and self.kafka_config[key].upper() != value
+        }
+        if clash:
+            raise ValueError(
+                f"kafka_auth={MSK_IAM} sets {MSK_IAM_KEYS} but SWITCHBOARD_KAFKA_CONFIG has "
+                f"{clash}: drop those keys"
+            )
+        if (line := missing_signer()) is not None:
+            raise ValueError(line)
 
     def console_accounts(self) -> dict[str, tuple[str, str]]:
         """User -> (password, role) of ``console_users``; {} when unset."""
@@ -231,9 +261,13 @@ class Settings(BaseSettings):
         """True when specialists answer from the built-in rulebook, not Claude."""
         return self.anthropic_api_key is None
 
-    def client_config(self, bootstrap: str) -> dict[str, str]:
-        """Base librdkafka configuration for every client: bootstrap plus passthrough keys."""
-        return {"bootstrap.servers": bootstrap, **self.kafka_config}
+    def client_config(self, bootstrap: str) -> dict[str, Any]:
+        """Base librdkafka configuration for every client: bootstrap plus passthrough keys,
+        and with ``kafka_auth=aws-msk-iam`` the OAUTHBEARER keys and their ``oauth_cb``."""
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap, **self.kafka_config}
+        if self.kafka_auth == MSK_IAM and self.aws_region:
+            config.update(msk_iam_config(self.aws_region))
+        return config
 
     @property
     def schema_registry_password(self) -> str | None:
