@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from consumers.specialists.backends import PRICES_MICRO_USD
+from consumers.specialists.backends import usage_cost_micro_usd
 from switchboard.core.classify import Failure
 from switchboard.core.errors import ErrorClass
 from switchboard.core.findings import (
@@ -35,10 +35,6 @@ from switchboard.core.status import ResponseStatus
 
 #: The Batches API's discount on every usage price.
 BATCH_PRICE_FACTOR: Final = 0.5
-#: Cache write prices relative to input: 5-minute and 1-hour TTLs.
-CACHE_WRITE_5M: Final = 1.25
-CACHE_WRITE_1H: Final = 2.0
-CACHE_READ: Final = 0.1
 #: Attempts an answer whose findings do not validate gets before it is kept as it came.
 STRUCTURE_ATTEMPTS: Final = 2
 #: The ``error.type`` of a result that needs a fixed request, not another try.
@@ -155,18 +151,7 @@ def _one_hour_writes(usage: Any) -> int:
 
 def batch_cost_micro_usd(model: str, usage: Mapping[str, int], *, one_hour_writes: int = 0) -> int:
     """What a batch request cost in micro-dollars: half the published prices."""
-    price_in, price_out = next(
-        (p for prefix, p in PRICES_MICRO_USD.items() if model.startswith(prefix)), (0.0, 0.0)
-    )
-    writes = usage.get("cache_creation_input_tokens", 0)
-    short_writes = max(0, writes - one_hour_writes)
-    full = (
-        usage.get("input_tokens", 0) * price_in
-        + usage.get("output_tokens", 0) * price_out
-        + usage.get("cache_read_input_tokens", 0) * price_in * CACHE_READ
-        + short_writes * price_in * CACHE_WRITE_5M
-        + min(one_hour_writes, writes) * price_in * CACHE_WRITE_1H
-    )
+    full = usage_cost_micro_usd(model, usage, one_hour_writes=one_hour_writes)
     return round(full * BATCH_PRICE_FACTOR)
 
 

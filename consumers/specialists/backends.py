@@ -10,7 +10,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from consumers.resilience.ratelimit import CallCost, ProviderBudget, Reservation
 from consumers.specialists.personas import load_persona
@@ -86,12 +86,17 @@ class TokenEstimate:
 
 
 #: Published prices in micro-dollars per token (input, output): $ per million tokens == µ$ per
-#: token. Cache reads cost a tenth of input, cache writes 1.25x input.
+#: token. Cache reads cost a tenth of input, cache writes 1.25x input (2x for a 1-hour TTL).
 PRICES_MICRO_USD: dict[str, tuple[float, float]] = {
     "claude-opus": (4.0, 20.0),
     "claude-sonnet": (2.0, 10.0),
     "claude-haiku": (0.10, 0.50),
 }
+
+#: Cache prices relative to the input price: a read, a 5-minute write and a 1-hour write.
+CACHE_READ: Final = 0.1
+CACHE_WRITE_5M: Final = 1.25
+CACHE_WRITE_1H: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -145,18 +150,27 @@ class OfflineBackend:
         )
 
 
-def cost_micro_usd(model: str, usage: Mapping[str, int]) -> int:
-    """What a call cost, from its usage and the published per-token prices."""
+def usage_cost_micro_usd(
+    model: str, usage: Mapping[str, int], *, one_hour_writes: int = 0
+) -> float:
+    """What ``usage`` costs at the published per-token prices, unrounded: ``one_hour_writes``
+    of its cache writes were at the 1-hour TTL's price, the rest at the 5-minute one's."""
     price_in, price_out = next(
         (p for prefix, p in PRICES_MICRO_USD.items() if model.startswith(prefix)), (0.0, 0.0)
     )
-    cost = (
+    writes = usage.get("cache_creation_input_tokens", 0)
+    return (
         usage.get("input_tokens", 0) * price_in
         + usage.get("output_tokens", 0) * price_out
-        + usage.get("cache_read_input_tokens", 0) * price_in * 0.1
-        + usage.get("cache_creation_input_tokens", 0) * price_in * 1.25
+        + usage.get("cache_read_input_tokens", 0) * price_in * CACHE_READ
+        + max(0, writes - one_hour_writes) * price_in * CACHE_WRITE_5M
+        + min(one_hour_writes, writes) * price_in * CACHE_WRITE_1H
     )
-    return round(cost)
+
+
+def cost_micro_usd(model: str, usage: Mapping[str, int]) -> int:
+    """What a call cost, from its usage and the published per-token prices."""
+    return round(usage_cost_micro_usd(model, usage))
 
 
 def claude_client(settings: Settings, *, connections: int) -> AsyncAnthropic:
