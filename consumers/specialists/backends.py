@@ -93,11 +93,6 @@ PRICES_MICRO_USD: dict[str, tuple[float, float]] = {
     "claude-haiku": (0.10, 0.50),
 }
 
-#: Cache prices relative to the input price: a read, a 5-minute write and a 1-hour write.
-CACHE_READ: Final = 0.1
-CACHE_WRITE_5M: Final = 1.25
-CACHE_WRITE_1H: Final = 2.0
-
 
 @dataclass(frozen=True)
 class Answer:
@@ -148,6 +143,12 @@ class OfflineBackend:
             backend="offline",
             model_ms=int((time.perf_counter() - began) * 1000),
         )
+
+
+#: Cache prices relative to the input price: a read, a 5-minute write and a 1-hour write.
+CACHE_READ: Final = 0.1
+CACHE_WRITE_5M: Final = 1.25
+CACHE_WRITE_1H: Final = 2.0
 
 
 def usage_cost_micro_usd(
