@@ -171,7 +171,7 @@ def load_schemas(directory: Path | None = None) -> dict[str, tuple[SchemaVersion
     return loaded
 
 
-def _without_logical_types(schema: Any) -> Any:
+def without_logical_types(schema: Any) -> Any:
     """``schema`` with logical types removed, so fastavro reads timestamps as int millis.
 
     The contract's ``*_ms`` fields are integers to every caller; converting them to datetime
@@ -181,9 +181,9 @@ def _without_logical_types(schema: Any) -> Any:
     if isinstance(schema, dict):
         if "logicalType" in schema and isinstance(schema.get("type"), str):
             return schema["type"]
-        return {key: _without_logical_types(value) for key, value in schema.items()}
+        return {key: without_logical_types(value) for key, value in schema.items()}
     if isinstance(schema, list):
-        return [_without_logical_types(item) for item in schema]
+        return [without_logical_types(item) for item in schema]
     return schema
 
 
@@ -226,7 +226,7 @@ class SingleObjectCodec:
         self._fast_readers: dict[bytes, tuple[str, Callable[[bytes, int], dict[str, Any]]]] = {}
         for contract, history in versions.items():
             latest = history[-1]
-            plain = _without_logical_types(latest.schema)
+            plain = without_logical_types(latest.schema)
             latest_parsed = parse_schema(plain)
             with contextlib.suppress(Unsupported):
                 compiled = compile_record(plain, SINGLE_OBJECT_MARKER + latest.fingerprint)
@@ -244,7 +244,7 @@ class SingleObjectCodec:
                 self._readers[old.fingerprint] = (
                     contract,
                     old.version,
-                    parse_schema(_without_logical_types(old.schema)),
+                    parse_schema(without_logical_types(old.schema)),
                     latest_parsed,
                 )
             self._readers[latest.fingerprint] = (contract, latest.version, latest_parsed, None)
@@ -390,7 +390,7 @@ class RegistryCodec:
         for contract in CONTRACTS:
             with contextlib.suppress(Unsupported):
                 self._compiled[contract] = compile_record(
-                    _without_logical_types(versions[contract][-1].schema)
+                    without_logical_types(versions[contract][-1].schema)
                 )
         for contract in CONTRACTS:
             schema = Schema(json.dumps(versions[contract][-1].schema), "AVRO")

@@ -38,15 +38,3 @@ def from_avro_datum(value: Any) -> Any:
     if isinstance(value, list):
         return [from_avro_datum(v) for v in value]
     return value
-
-
-def strip_logical_types(schema: Any) -> Any:
-    """``schema`` with each logical type replaced by its underlying type (the readers that do not
-    know a logical type see it so)."""
-    if isinstance(schema, dict):
-        if "logicalType" in schema and isinstance(schema.get("type"), str):
-            return schema["type"]
-        return {k: strip_logical_types(v) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [strip_logical_types(v) for v in schema]
-    return schema

@@ -24,7 +24,7 @@ from switchboard.core.serde import (
     RESPONSE,
     EncodeError,
     SingleObjectCodec,
-    _without_logical_types,
+    without_logical_types,
 )
 
 SEEDS = range(300)
@@ -45,7 +45,7 @@ def fastavro_only() -> SingleObjectCodec:
 
 
 def _schema(codec: SingleObjectCodec, contract: str) -> dict[str, Any]:
-    schema: dict[str, Any] = _without_logical_types(codec.versions[contract][-1].schema)
+    schema: dict[str, Any] = without_logical_types(codec.versions[contract][-1].schema)
     return schema
 
 

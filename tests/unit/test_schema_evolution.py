@@ -24,8 +24,9 @@ from switchboard.core.serde import (
     RESPONSE,
     SchemaVersion,
     load_schemas,
+    without_logical_types,
 )
-from tests.unit.avro_compat import from_avro_datum, strip_logical_types, to_avro_datum
+from tests.unit.avro_compat import from_avro_datum, to_avro_datum
 
 VERSIONS = load_schemas()
 
@@ -121,8 +122,8 @@ def fastavro_round_trip(
     record: dict[str, Any], writer: SchemaVersion, reader: SchemaVersion
 ) -> Any:
     # As the codec does: logical types off, so timestamps stay int milliseconds.
-    writer_schema = parse_schema(strip_logical_types(dict(writer.schema)))
-    reader_schema = parse_schema(strip_logical_types(dict(reader.schema)))
+    writer_schema = parse_schema(without_logical_types(dict(writer.schema)))
+    reader_schema = parse_schema(without_logical_types(dict(reader.schema)))
     body = io.BytesIO()
     schemaless_writer(body, writer_schema, record)
     body.seek(0)

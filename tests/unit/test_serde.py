@@ -38,8 +38,9 @@ from switchboard.core.serde import (
     load_schemas,
     make_codec,
     schemas_dir,
+    without_logical_types,
 )
-from tests.unit.avro_compat import from_avro_datum, strip_logical_types, to_avro_datum
+from tests.unit.avro_compat import from_avro_datum, to_avro_datum
 
 TOPIC = "switchboard.requests"
 
@@ -244,7 +245,7 @@ def spec_fingerprint(schema: dict[str, Any]) -> bytes:
     spec (and Java, and fastavro) reduce it to ``"long"``; stripping them first gives the
     spec's form.
     """
-    canonical = avro.schema.parse(json.dumps(strip_logical_types(schema))).canonical_form
+    canonical = avro.schema.parse(json.dumps(without_logical_types(schema))).canonical_form
     return rabin_crc64(canonical.encode())
 
 
@@ -355,7 +356,7 @@ def encode_with_version(contract: str, version: int, record: dict[str, Any]) -> 
     """Bytes as a producer still on ``version`` writes them."""
     schema = next(v for v in load_schemas()[contract] if v.version == version)
     body = io.BytesIO()
-    schemaless_writer(body, parse_schema(strip_logical_types(dict(schema.schema))), record)
+    schemaless_writer(body, parse_schema(without_logical_types(dict(schema.schema))), record)
     return SINGLE_OBJECT_MARKER + schema.fingerprint + body.getvalue()
 
 
