@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -76,6 +76,22 @@ def reply_topic(value: object, pipeline_prefix: str | None = None) -> str | None
     if pipeline_prefix is not None and internal_topic(value, pipeline_prefix):
         return None
     return value
+
+
+class ModelAnswer(Protocol):
+    """What a response takes from a model's answer (a worker's ``Answer``, a batch result's
+    ``Publish``)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def usage(self) -> Mapping[str, int] | None: ...
+    @property
+    def cost_micro_usd(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,22 @@ class Outcomes:
                 headers.append((h.TRACESTATE, str(request["tracestate"]).encode()))
         return Outbound(
             topic, self.codec.encode(RESPONSE, record, topic), request_id.encode(), headers
+        )
+
+    def answer(
+        self, request: Mapping[str, Any], answer: ModelAnswer, *, backend: str, **fields: Any
+    ) -> Outbound:
+        """The response carrying a model's ``answer``: its status, content, model, usage and
+        cost, with ``backend`` and ``fields`` (specialist, stage latencies, attempts)."""
+        return self.response(
+            request,
+            answer.status,
+            answer.content,
+            backend=backend,
+            model=answer.model,
+            usage=answer.usage,
+            cost_micro_usd=answer.cost_micro_usd,
+            **fields,
         )
 
     def recorded(self, response: Outbound) -> list[Outbound]:

@@ -349,15 +349,11 @@ class SpecialistWorker:
             latency["queue"] = picked_ms - int(meta["routed_at_ms"])
             latency["route"] = int(meta["route_ms"])
         latency["total"] = done - int(request.get("created_at_ms") or done)
-        return self._outcomes.response(
+        return self._outcomes.answer(
             request,
-            answer.status,
-            answer.content,
-            specialist=self.specialist,
+            answer,
             backend=answer.backend,
-            model=answer.model,
-            usage=answer.usage,
-            cost_micro_usd=answer.cost_micro_usd,
+            specialist=self.specialist,
             stage_latency_ms=latency,
             attempts=attempt,
         )

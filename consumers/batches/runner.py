@@ -369,15 +369,11 @@ class BatchRunner:
         self.summary.cost_micro_usd += verdict.cost_micro_usd
         outcomes = self._outcomes(held.specialist)
         return outcomes.recorded(
-            outcomes.response(
+            outcomes.answer(
                 request,
-                verdict.status,
-                verdict.content,
-                specialist=held.specialist,
+                verdict,
                 backend=verdict.model,
-                model=verdict.model,
-                usage=verdict.usage,
-                cost_micro_usd=verdict.cost_micro_usd,
+                specialist=held.specialist,
                 stage_latency_ms={"batch": max(0, now_ms() - batch.created_at_ms)},
                 attempts=held.attempt,
             )
