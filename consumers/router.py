@@ -25,7 +25,7 @@ import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Protocol
 
 from consumers.answered import AnsweredLedger
@@ -93,18 +93,9 @@ class RouterRules:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterRules:
-        return cls(
-            max_prompt_bytes=settings.max_prompt_bytes,
-            max_metadata_entries=settings.max_metadata_entries,
-            max_metadata_bytes=settings.max_metadata_bytes,
-            tenants=settings.tenants,
-            dedup_window_s=settings.dedup_window_s,
-            over_limit=settings.over_limit,
-            max_headers=settings.max_headers,
-            max_header_bytes=settings.max_header_bytes,
-            models=dict(settings.models),
-            max_output_tokens=settings.max_output_tokens,
-        )
+        """The rules ``settings`` set: each field is the setting of the same name."""
+        values = {f.name: getattr(settings, f.name) for f in fields(cls)}
+        return cls(**{**values, "models": dict(settings.models)})
 
 
 def tenant_controls(settings: Settings) -> tuple[TenantsSource, TenantLimiter | None]:
