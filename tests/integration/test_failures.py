@@ -21,6 +21,7 @@ from consumers.app import Pipeline
 from consumers.resilience.breaker import BreakerState
 from consumers.worker import SpecialistWorker
 from producers.client import Response, SwitchboardClient
+from switchboard.core.routing import parse_command
 from switchboard.core.serde import DEAD_LETTER, REQUEST, make_codec
 from switchboard.core.settings import Settings
 from switchboard.devtools.fake_anthropic import FakeAnthropic
@@ -261,7 +262,10 @@ def test_a_400_is_dead_lettered_at_once_with_the_providers_message(
     assert (letter["origin_topic"], letter["stage"]) == (tasks_topic, "model")
     assert len(letter["attempts"]) == 1
     original = codec.decode(REQUEST, letter["original_value"], tasks_topic)
-    assert (original["request_id"], original["prompt"]) == (failed.request_id, prompt)
+    # The task as the worker got it: routed from headers, the client's own bytes (the prompt
+    # still in its `/backend ...` text); routed by decoding, with the prompt set.
+    sent_prompt = original["prompt"] or parse_command(original["text"])[1]
+    assert (original["request_id"], sent_prompt) == (failed.request_id, prompt)
     assert dlq_size == 1
 
 

@@ -61,7 +61,11 @@ def test_fast_records_are_delivered_before_commit_and_survive_a_member_joining(
     asyncio.run(main())
     p1.close()
     p2.close()
-    assert first.stats.rebalances >= 2 and second.stats.received > 0  # a revoke happened
+    # A revoke happened. Whether the second member then finds records left depends on how far
+    # the first had got when the revoke came (on a loaded machine: none, the first finished
+    # the revoked partitions' fetched records before giving them up); either way nothing is
+    # lost and every offset is committed once.
+    assert first.stats.rebalances >= 2 and second.stats.rebalances >= 1
     out = read_topic(kafka_config, sink, until=lambda m: len(m) >= N, timeout_s=30)
     seen = Counter(m.value() for m in out)
     assert set(seen) == {f"r{i}".encode() for i in range(N)}  # nothing lost (at least once)
