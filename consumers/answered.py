@@ -43,26 +43,28 @@ from switchboard.core.errors import KafkaAccessError
 from switchboard.core.headers import STATUS, header_value
 from switchboard.core.kafka_clients import reader_config
 from switchboard.core.status import ResponseStatus
-from switchboard.core.tail import Barriers, fetch
+from switchboard.core.tail import (
+    CONSUME_WAIT_S,
+    FETCH_WAIT_MAX_MS,
+    STOP_JOIN_TIMEOUT_S,
+    Barriers,
+    fetch,
+)
 
 log = logging.getLogger(__name__)
 
 #: How often the tail thread forgets answers older than the horizon.
 PRUNE_EVERY_S: Final = 60.0
 #: One fetch of the index's tail: at most this many records, waiting at most
-#: ``switchboard.core.tail.CONSUME_WAIT_S``, so follow changes, barriers and ``close`` are
-#: served within about that time.
+#: ``switchboard.core.tail.CONSUME_WAIT_S`` (the fetch wait and join timeout are the tail's),
+#: so follow changes, barriers and ``close`` are served within about that time.
 CONSUME_BATCH: Final = 2000
-CONSUME_WAIT_S: Final = 0.05
-FETCH_WAIT_MAX_MS: Final = 10
 #: librdkafka's prefetch queue and fetch size for the tail: bound a catch-up's memory.
 QUEUED_MIN_MESSAGES: Final = 10_000
 QUEUED_MAX_KBYTES: Final = 2048
 FETCH_MAX_BYTES: Final = 1 << 20
 #: The timeout of each broker request the tail makes (watermarks, offsets for times).
 REQUEST_TIMEOUT_S: Final = 10.0
-#: How long ``close`` waits for the tail's thread before closing the consumer.
-STOP_JOIN_TIMEOUT_S: Final = 5.0
 
 
 #: The horizon when the topics' retention cannot be read (or both keep forever): 7 days,

@@ -94,7 +94,9 @@ class Barriers:
             return
         still = []
         for marks, future in self._waiting:
-            if all(next_offsets.get(p, 0) >= high for p, high in marks.items()):
+            # A partition no longer read (dropped by a revoke since the mark) holds no barrier:
+            # its absence from ``next_offsets`` counts as read, else the barrier never resolves.
+            if all(next_offsets.get(p, high) >= high for p, high in marks.items()):
                 future.set_result(None)
             else:
                 still.append((marks, future))

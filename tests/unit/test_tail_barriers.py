@@ -37,6 +37,18 @@ def test_a_barrier_not_yet_taken_up_waits_for_its_marks() -> None:
     assert pending.done()
 
 
+def test_a_partition_dropped_after_the_mark_no_longer_holds_the_barrier() -> None:
+    """The answered index stops reading a partition a revoke took (mid catch-up): a barrier
+    marked before must still resolve once the partitions it still reads are caught up."""
+    barriers = Barriers()
+    waiting = barriers.request()
+    barriers.take_requests(lambda: {0: 5, 2: 900})
+    barriers.resolve({0: 5, 2: 10})  # partition 2 still read and behind: wait
+    assert not waiting.done()
+    barriers.resolve({0: 5})  # partition 2 dropped: only partition 0 counts
+    assert waiting.done()
+
+
 def test_a_refusal_fails_waiting_pending_and_later_barriers() -> None:
     barriers = Barriers()
     waiting = barriers.request()
