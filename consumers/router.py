@@ -278,6 +278,7 @@ class Router:
             if (
                 len(value) > lane.max_value
                 or max(map(len, facts)) + max(map(len, facts.values())) > rules.max_header_bytes
+                or not all(map(str.isascii, facts))  # a name's characters are not its bytes
             ):
                 return None  # maybe over a limit: the decoding path measures it exactly
             request_id = raw_id.decode()
@@ -548,14 +549,13 @@ class Router:
         signature: str, msg: Record, request_id: str, tenant: str, key_id: str, secret: bytes
     ) -> bool:
         """The decoding path decides from the (signed) body, so either scheme will do: the
-        original one (value, id, tenant) or the one covering the routing headers too."""
+        one covering the routing headers too (what today's client signs whenever it writes
+        routing headers, so it is tried first: one HMAC) or the original (value, id, tenant)."""
         value = msg.value() or b""
-        if signature_ok(signature, value, request_id, tenant, key_id, secret):
-            return True
         routing = signed_routing(h.header_pairs(msg.headers()))
-        return bool(routing) and signature_ok(
-            signature, value, request_id, tenant, key_id, secret, routing
-        )
+        if routing and signature_ok(signature, value, request_id, tenant, key_id, secret, routing):
+            return True
+        return signature_ok(signature, value, request_id, tenant, key_id, secret)
 
     def _reply_allowed(self, reply_to: str, policy: TenantPolicy | None) -> bool:
         return (

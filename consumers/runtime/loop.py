@@ -287,9 +287,15 @@ class ConsumerRuntime:
                     prefetched = self._in_poll_thread(self._fetch, consumer, want)
                 batch = await prefetched
                 prefetched = None
-                if batch and max_messages is None:
+                if (
+                    batch
+                    and max_messages is None
+                    and not any(c.paused for c in self._parts.values())
+                ):
                     # A backlog: fetch the next batch on the poll thread while this one is
-                    # handled here (librdkafka's fetch and the handlers overlap).
+                    # handled here (librdkafka's fetch and the handlers overlap). Not under
+                    # backpressure: pauses reach librdkafka when a fetch starts, so a fetch
+                    # started before this batch's pauses would take one more batch past them.
                     # Submitted now (not on the next loop turn, as a task would be): the
                     # poll thread fetches during this batch's handling.
                     prefetched = self._loop.run_in_executor(
