@@ -434,14 +434,11 @@ class ClaudeBackend:
         reservation = await self._reserve(
             f"{specialist}:review", persona, prompt, request.get("deadline_ms")
         )
-        budget = self.budget
+        latest: dict[str, str] = {}  # the last call's headers, booked when the review ends
 
         def on_headers(headers: Mapping[str, str]) -> None:
-            limits = ratelimit_headers(headers)
-            if budget is not None and reservation is not None:
-                budget.observe(limits, reservation)
-            if self._on_headers is not None:
-                self._on_headers(limits)
+            latest.clear()
+            latest.update(headers)
 
         try:
             call = await claude_review(
@@ -457,8 +454,11 @@ class ClaudeBackend:
         except Exception as exc:
             self._failed(reservation, exc)
             raise
-        if budget is not None and reservation is not None:
-            budget.settle(reservation, _counted(call.usage))  # a retried review: its total
+        # Booked as an ordinary answer is (usage first, then the provider's own count in its
+        # headers); the estimate learns its ratio only from a single call: a retried review's
+        # usage is two calls' input for one prompt.
+        learnt = prompt if call.calls == 1 else ""
+        self._booked(reservation, f"{specialist}:review", learnt, call.usage, latest)
         return Answer(
             status=ResponseStatus.REFUSED if call.refused else ResponseStatus.ANSWERED,
             content=call.content,
