@@ -234,9 +234,13 @@ def end_offsets(kafka: dict[str, Any], topics: list[str]) -> dict[tuple[str, int
 
 
 def prefixed_topics(world: World) -> list[str]:
+    """The pipeline's topics but the status topic, which the running processes write on a
+    timer (a report every few seconds), whatever the DLQ tool does."""
     admin = AdminClient(world.kafka)
     return sorted(
-        t for t in admin.list_topics(timeout=10).topics if t.startswith(world.topics.prefix + ".")
+        t
+        for t in admin.list_topics(timeout=10).topics
+        if t.startswith(world.topics.prefix + ".") and t != world.topics.status
     )
 
 
