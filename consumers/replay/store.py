@@ -70,7 +70,10 @@ class DeadLetterStore:
         self.admin = make_admin(dict(kafka))
 
     def exists(self, topic: str) -> bool:
-        found = self.admin.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
+        # The whole topic list, not ``list_topics(topic)``: a metadata request naming a topic
+        # from an admin client asks the broker to create it (``auto.create.topics.enable``,
+        # on by default), so a dry run made the ledgers, uncompacted.
+        found = self.admin.list_topics(timeout=self.timeout_s).topics.get(topic)
         return found is not None and found.error is None and bool(found.partitions)
 
     def missing_topics(self, names: Iterable[str]) -> list[str]:
