@@ -29,6 +29,7 @@ from consumers.outcomes import now_ms
 from consumers.status.latency import LatencyWindow
 from consumers.status.usage import UsageWindow
 from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.budgets import BROKER_REQUEST_TIMEOUT_S
 from switchboard.core.kafka_clients import make_admin
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ TOMBSTONE_TIMEOUT_S: Final = 5.0
 #: While the status topic is missing, it is looked for again every this many intervals.
 #: Producing to a missing topic would have the broker auto-create it without compaction.
 MISSING_TOPIC_RECHECK_INTERVALS: Final = 12
-#: The metadata lookup of the status topic.
-METADATA_TIMEOUT_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,7 @@ class StatusPublisher:
 
     def _list_topics(self) -> set[str]:
         try:
-            return set(make_admin(self._kafka).list_topics(timeout=METADATA_TIMEOUT_S).topics)
+            return set(make_admin(self._kafka).list_topics(timeout=BROKER_REQUEST_TIMEOUT_S).topics)
         except Exception as exc:  # broker unreachable: try again at the next interval
             log.debug("status topic lookup failed: %s", exc)
             return set()

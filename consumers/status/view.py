@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from confluent_kafka import (
+    OFFSET_INVALID,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -29,7 +30,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from consumers.status.latency import merge as merge_latency
 from switchboard.core import headers as h
-from switchboard.core.admin import SETTLE_RETRY_PAUSE_S, is_settling
+from switchboard.core.admin import is_settling
+from switchboard.core.budgets import ADMIN_TIMEOUT_S, SETTLE_RETRY_PAUSE_S
 from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import Codec
 from switchboard.core.settings import SPECIALISTS
@@ -44,13 +46,9 @@ STATUS_SCHEMA_VERSION: Final = 1
 STALE_INTERVALS: Final = 3
 #: A retry tier scan reads at most this many records (the backlog then says "at least").
 RETRY_SCAN_LIMIT: Final = 100_000
-#: Budget of each broker call and of each topic scan.
-DEFAULT_TIMEOUT_S: Final = 30.0
 #: One consume call of a scan.
 _SCAN_POLL_S: Final = 0.2
 _SCAN_BATCH: Final = 1000
-#: librdkafka's "no committed offset" (OFFSET_INVALID).
-NO_OFFSET: Final = -1001
 #: Breaker states, best to worst: a specialist shows the worst of its live workers.
 BREAKER_ORDER: Final = ("closed", "half_open", "open")
 
@@ -275,7 +273,7 @@ def aggregate(
             (tp for tp in end_offsets if tp[0] in order), key=lambda x: (order[x[0]], x[1])
         ):
             end = end_offsets[tp]
-            done = offsets.get(tp, NO_OFFSET)
+            done = offsets.get(tp, OFFSET_INVALID)
             has_commit = done >= 0
             base = done if has_commit else start_offsets.get(tp, 0)
             owner = held.get((g.group, *tp))
@@ -388,7 +386,7 @@ def scan(
     on_message: Callable[[Message], None],
     *,
     limit: int | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float = ADMIN_TIMEOUT_S,
 ) -> bool:
     """Pass each record of ``topic`` from ``starts`` up to ``ends`` (per partition) to
     ``on_message``; False when ``limit`` records or ``timeout_s`` ended it first."""
@@ -432,7 +430,7 @@ class StatusReader:
         topics: Topics,
         codec: Codec,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = ADMIN_TIMEOUT_S,
         retry_scan_limit: int = RETRY_SCAN_LIMIT,
         dlq_status: Callable[[str], DlqStatus] | None = None,
     ) -> None:
@@ -583,7 +581,7 @@ class StatusReader:
         topic = self.topics.retry(tier_s)
         part_ends = {p: o for (t, p), o in ends.items() if t == topic}
         part_starts = {
-            p: max(committed.get((topic, p), NO_OFFSET), starts.get((topic, p), 0))
+            p: max(committed.get((topic, p), OFFSET_INVALID), starts.get((topic, p), 0))
             for p in part_ends
         }
         dues: list[int | None] = []

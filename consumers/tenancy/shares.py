@@ -6,16 +6,14 @@ limit across any number of routers, with no coordination between them."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Any
 
 from confluent_kafka import KafkaException
 
+from switchboard.core.budgets import BROKER_REQUEST_TIMEOUT_S
 from switchboard.core.kafka_clients import make_admin
 
 log = logging.getLogger(__name__)
-
-#: One metadata request's timeout; a router that cannot read it keeps its last count.
-METADATA_TIMEOUT_S: Final = 10.0
 
 
 def partition_count(config: dict[str, Any], topic: str, fallback: int = 1) -> int:
@@ -23,7 +21,7 @@ def partition_count(config: dict[str, Any], topic: str, fallback: int = 1) -> in
     cannot be described now (the caller keeps its last count)."""
     admin = make_admin(config)
     try:
-        metadata = admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        metadata = admin.list_topics(topic, timeout=BROKER_REQUEST_TIMEOUT_S)
     except KafkaException as exc:
         log.warning("cannot read %s's partition count (%s); keeping %d", topic, exc, fallback)
         return fallback

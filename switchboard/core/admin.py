@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
+from switchboard.core.budgets import ADMIN_TIMEOUT_S, LEADER_POLL_INTERVAL_S, SETTLE_RETRY_PAUSE_S
 from switchboard.core.classify import kafka_access_problem
 from switchboard.core.errors import KafkaAccessError
 from switchboard.core.topics import TopicSpec
@@ -26,14 +26,6 @@ SETTLING_ERRORS = frozenset(
         KafkaError.OFFSET_NOT_AVAILABLE,
     }
 )
-
-
-#: Default budget of one admin operation (a list, a create, waiting for leaders).
-ADMIN_TIMEOUT_S: Final = 30.0
-#: Pause between two tries while a new topic's leadership settles.
-SETTLE_RETRY_PAUSE_S: Final = 0.2
-#: Pause between two metadata checks while waiting for partition leaders.
-LEADER_POLL_INTERVAL_S: Final = 0.1
 
 
 def is_settling(err: KafkaError) -> bool:

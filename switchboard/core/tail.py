@@ -26,6 +26,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from switchboard.core.admin import end_offsets, is_settling
+from switchboard.core.budgets import BROKER_REQUEST_TIMEOUT_S, SETTLE_RETRY_PAUSE_S
 from switchboard.core.classify import kafka_access_problem
 from switchboard.core.errors import ConfigError, KafkaAccessError
 from switchboard.core.kafka_clients import make_admin, reader_config
@@ -38,13 +39,9 @@ SETTLE_BUDGET_S: Final = 20.0
 METADATA_BUDGET_S: Final = 15.0
 #: The timeout of each broker request made while assigning (metadata, offsets, watermarks).
 REQUEST_TIMEOUT_S: Final = 15.0
-#: The timeout of each watermark query behind a barrier, made on the tail's thread.
-BARRIER_QUERY_TIMEOUT_S: Final = 10.0
 #: One metadata try while assigning: short, so a refusal (its error callback is served between
 #: tries) surfaces in about this long rather than after ``REQUEST_TIMEOUT_S``.
 METADATA_TRY_S: Final = 1.0
-#: The pause between two tries while a topic settles or appears.
-RETRY_PAUSE_S: Final = 0.2
 #: One fetch: at most this many records, waiting at most this long, so barrier requests and
 #: ``stop`` are served within about that time.
 CONSUME_BATCH: Final = 500
@@ -176,7 +173,7 @@ class TopicTail:
                 if not is_settling(err) or time.monotonic() > deadline:
                     self._consumer.poll(0)  # a refusal behind the failure is raised instead
                     raise
-                time.sleep(RETRY_PAUSE_S)
+                time.sleep(SETTLE_RETRY_PAUSE_S)
 
     def _try_assign(self, since_ms: int | None) -> None:
         # A topic created a moment ago may not be in every broker's metadata yet: give it time.
@@ -201,7 +198,7 @@ class TopicTail:
             ready = topic_md is not None and topic_md.error is None and topic_md.partitions
             if ready or time.monotonic() > deadline:
                 break
-            time.sleep(RETRY_PAUSE_S)
+            time.sleep(SETTLE_RETRY_PAUSE_S)
         if not ready:
             raise ConfigError(
                 f"topic {self._topic} does not exist: run `switchboard topics ensure`"
@@ -248,7 +245,7 @@ class TopicTail:
         for partition in self._next:
             _low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self._topic, partition),
-                timeout=BARRIER_QUERY_TIMEOUT_S,
+                timeout=BROKER_REQUEST_TIMEOUT_S,  # each watermark behind a barrier
                 cached=False,
             )
             marks[partition] = high

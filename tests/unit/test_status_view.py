@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from confluent_kafka import OFFSET_INVALID
 from rich.console import Console
 
 from consumers.resilience.breaker import CircuitBreaker
@@ -21,7 +22,6 @@ from consumers.specialists.backends import Answer
 from consumers.status.publisher import ProcessIdentity, StatusPublisher
 from consumers.status.usage import UsageTotals, UsageWindow
 from consumers.status.view import (
-    NO_OFFSET,
     GroupInput,
     MemberStatus,
     aggregate,
@@ -92,7 +92,7 @@ def _status(reports: Mapping[str, dict[str, Any]]) -> Any:
             ),
             GroupInput("unit.router", *groups["unit.router"], "empty", []),
         ],
-        committed={backend_group: {(BACKEND, 0): 40, (BACKEND, 1): NO_OFFSET}},
+        committed={backend_group: {(BACKEND, 0): 40, (BACKEND, 1): OFFSET_INVALID}},
         end_offsets={(BACKEND, 0): 100, (BACKEND, 1): 30, (BACKEND, 2): 7, (REQUESTS, 0): 5},
         start_offsets={(BACKEND, 1): 10, (REQUESTS, 0): 5},
         reports=reports,
