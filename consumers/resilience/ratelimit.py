@@ -24,7 +24,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 from consumers.runtime.waiters import FifoWaiters
@@ -268,12 +267,7 @@ class AimdLimiter:
         await self.acquire()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         self.release()
 
     def _admit(self) -> None:
