@@ -124,7 +124,9 @@ class _Responses:
     Memory is bounded: at most ``keep`` responses are held, oldest dropped first (with their
     ids, so a late duplicate of a dropped one is no longer counted). A long-lived client that
     collects each result soon after it arrives never notices; call ``forget(id)`` to drop one
-    early.
+    early. Responses sealed with a key the client lacks count toward ``keep`` too, and go
+    first: past the bound the oldest sealed one is dropped with its id, and ``result()`` for it
+    then waits for another copy (a replay, say) and raises ``ResultTimeout`` without one.
     """
 
     def __init__(
@@ -143,9 +145,9 @@ class _Responses:
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Response]]]
         ] = {}
         #: Awaited responses sealed with a key this client lacked when they arrived, with
-        #: why: ``wait`` opens them again (the keyring may have reloaded since) or raises the
-        #: error, naming the key, at once instead of timing out.
-        self._unreadable: dict[str, tuple[bytes, KeyUnavailable]] = {}
+        #: why, oldest first: ``wait`` opens them again (the keyring may have reloaded since)
+        #: or raises the error, naming the key, at once instead of timing out.
+        self._unreadable: OrderedDict[str, tuple[bytes, KeyUnavailable]] = OrderedDict()
         self.duplicates = 0
         self._tail = TopicTail(kafka, topic, self._on_message, name="client-responses")
 
@@ -168,13 +170,19 @@ class _Responses:
         self._admit(request_id, msg.value() or b"")
 
     def _admit(self, request_id: str, value: bytes) -> Response | None:
-        """Decode and hold the response to ``request_id``; None when it is sealed with a key
-        this client lacks (held as unreadable, and its waiters told why)."""
+        """Decode and hold the response to ``request_id`` (the first one held stays); None
+        when it is sealed with a key this client lacks (held as unreadable, and its waiters
+        told why) and no readable copy is held."""
         try:
             record = self._codec.decode(RESPONSE, value, self._topic)
         except KeyUnavailable as exc:
             with self._lock:
+                held = self._results.get(request_id)
+                if held is not None or request_id not in self._wanted:
+                    return held  # a readable copy came first, or the id was forgotten
                 self._unreadable[request_id] = (value, exc)
+                self._unreadable.move_to_end(request_id)
+                self._trim()
                 waiters = self._futures.pop(request_id, [])
                 self._lock.notify_all()
             for loop, future in waiters:
@@ -189,21 +197,33 @@ class _Responses:
             record=record,
         )
         with self._lock:
+            held = self._results.get(request_id)
+            if held is not None:
+                return held
             self._unreadable.pop(request_id, None)
+            if request_id not in self._wanted:
+                return response  # forgotten while it was decoded: not held
             self._results[request_id] = response
-            while len(self._results) > self._keep:
-                dropped, _ = self._results.popitem(last=False)
-                self._wanted.discard(dropped)
+            self._trim()
             waiters = self._futures.pop(request_id, [])
             self._lock.notify_all()
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future, response)
         return response
 
-    def _reopened(self, request_id: str) -> Response:
-        """The unreadable response to ``request_id`` opened again; ``KeyUnavailable`` when the
-        keyring still lacks its key."""
-        value, exc = self._unreadable[request_id]
+    def _trim(self) -> None:
+        """Drop the oldest responses past ``keep``, sealed ones first (with the lock held)."""
+        while len(self._results) + len(self._unreadable) > self._keep:
+            held = self._unreadable or self._results
+            dropped, _ = held.popitem(last=False)
+            self._wanted.discard(dropped)
+
+    def _reopened(self, request_id: str, sealed: tuple[bytes, KeyUnavailable]) -> Response:
+        """``sealed``, the unreadable response to ``request_id`` as ``wait`` found it, opened
+        again; ``KeyUnavailable`` when the keyring still lacks its key. The caller passes what
+        it read under the lock: by now the tail, another waiter or ``forget`` may have removed
+        it from ``_unreadable``."""
+        value, exc = sealed
         response = self._admit(request_id, value)
         if response is None:
             raise exc
@@ -236,28 +256,31 @@ class _Responses:
     def wait(self, request_id: str, timeout_s: float) -> Response:
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while request_id not in self._results:
-                if request_id in self._unreadable:
+            while True:
+                held = self._results.get(request_id)
+                if held is not None:
+                    return held
+                sealed = self._unreadable.get(request_id)
+                if sealed is not None:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise _timeout(request_id, timeout_s)
                 self._lock.wait(remaining)
-            else:
-                return self._results[request_id]
-        return self._reopened(request_id)
+        return self._reopened(request_id, sealed)
 
     async def wait_async(self, request_id: str, timeout_s: float) -> Response:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if request_id in self._results:
-                return self._results[request_id]
-            unreadable = request_id in self._unreadable
-            if not unreadable:
+            held = self._results.get(request_id)
+            if held is not None:
+                return held
+            sealed = self._unreadable.get(request_id)
+            if sealed is None:
                 future: asyncio.Future[Response] = loop.create_future()
                 self._futures.setdefault(request_id, []).append((loop, future))
-        if unreadable:
-            return self._reopened(request_id)
+        if sealed is not None:
+            return self._reopened(request_id, sealed)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
