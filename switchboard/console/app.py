@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from consumers.replay.parsing import iso, parse_instant
 from consumers.replay.replayer import Replayer, new_replay_id
 from consumers.replay.selection import (
     ReplayFilter,
+    ReplayPlan,
     Selection,
     group_counts,
     plan_replay,
@@ -313,11 +315,26 @@ def _selection_fields(form: FormData) -> list[tuple[str, str]]:
 class _Action:
     """A replay's or purge's checked request: its form and the dead letters it selects."""
 
+    console: Console
     form: FormData
     source: str
     flt: ReplayFilter
     chosen: Selection
     replays: dict[str, Any]
+
+    @functools.cached_property
+    def store(self) -> DeadLetterStore:
+        return self.console.store(self.source)
+
+    async def replay_plan(self) -> ReplayPlan:
+        """What replaying the selection would send and skip (already replayed or answered)."""
+        settled = await asyncio.to_thread(self.store.settled_requests, self.chosen.records)
+        return plan_replay(self.chosen.records, replayed=self.replays, settled=settled)
+
+    def acked_skipped(self) -> dict[str, int]:
+        """The skipped counts of a purge: the acknowledged letters the selection hides."""
+        hidden = self.chosen.hidden_acked
+        return {"already_acknowledged": hidden} if hidden else {}
 
 
 async def _action(request: Request, verb: str) -> _Action | Response:
@@ -337,7 +354,7 @@ async def _action(request: Request, verb: str) -> _Action | Response:
         )
     except (BadInput, ConfigError) as exc:
         return error_page(request, 400, str(exc))
-    return _Action(form, source, flt, chosen, replays)
+    return _Action(console, form, source, flt, chosen, replays)
 
 
 def _filter_json(flt: ReplayFilter, form: FormData) -> dict[str, Any]:
@@ -352,68 +369,60 @@ def _filter_json(flt: ReplayFilter, form: FormData) -> dict[str, Any]:
 
 async def plan(request: Request) -> Response:
     """The dry run: what a replay (or purge) of the selection would do; nothing is written."""
-    console: Console = request.app.state.console
     act = await _action(request, "a replay or purge")
     if isinstance(act, Response):
         return act
-    form, source, chosen = act.form, act.source, act.chosen
-    action = "purge" if form.get("action") == "purge" else "replay"
-    if action == "purge":
+    if act.form.get("action") == "purge":
         return page(
             request,
             "plan.html.j2",
-            action=action,
-            source=source,
-            to_send=chosen.records[:PLAN_ROWS],
-            count=len(chosen.records),
-            skipped={"already_acknowledged": chosen.hidden_acked} if chosen.hidden_acked else {},
+            action="purge",
+            source=act.source,
+            to_send=act.chosen.records[:PLAN_ROWS],
+            count=len(act.chosen.records),
+            skipped=act.acked_skipped(),
             skipped_rows={},
-            fields=_selection_fields(form),
+            fields=_selection_fields(act.form),
             rate=None,
         )
-    store = console.store(source)
-    settled = await asyncio.to_thread(store.settled_requests, chosen.records)
-    the_plan = plan_replay(chosen.records, replayed=act.replays, settled=settled)
+    the_plan = await act.replay_plan()
     skipped = the_plan.skipped_counts()
-    if chosen.hidden_acked:
-        skipped["acknowledged"] = chosen.hidden_acked
+    if act.chosen.hidden_acked:
+        skipped["acknowledged"] = act.chosen.hidden_acked
     return page(
         request,
         "plan.html.j2",
-        action=action,
-        source=source,
+        action="replay",
+        source=act.source,
         to_send=the_plan.to_send[:PLAN_ROWS],
         count=len(the_plan.to_send),
         skipped=skipped,
         skipped_rows={k: v[:PLAN_ROWS] for k, v in the_plan.skipped.items() if v},
-        fields=_selection_fields(form),
-        rate=min(DEFAULT_REPLAY_RATE, console.max_replay_rate),
-        max_rate=console.max_replay_rate,
+        fields=_selection_fields(act.form),
+        rate=min(DEFAULT_REPLAY_RATE, act.console.max_replay_rate),
+        max_rate=act.console.max_replay_rate,
     )
 
 
 async def replay(request: Request) -> Response:
-    console: Console = request.app.state.console
     act = await _action(request, "replay")
     if isinstance(act, Response):
         return act
-    form, source, chosen = act.form, act.source, act.chosen
+    console = act.console
     try:
-        rate = float(str(form.get("rate") or DEFAULT_REPLAY_RATE))
+        rate = float(str(act.form.get("rate") or DEFAULT_REPLAY_RATE))
         if not 0 < rate <= console.max_replay_rate:
             raise BadInput(f"rate {rate:g}: give 0 < rate <= {console.max_replay_rate:g} a second")
     except (BadInput, ValueError) as exc:
         return error_page(request, 400, str(exc))
-    store = console.store(source)
-    settled = await asyncio.to_thread(store.settled_requests, chosen.records)
-    the_plan = plan_replay(chosen.records, replayed=act.replays, settled=settled)
+    the_plan = await act.replay_plan()
     missing = await asyncio.to_thread(
-        store.missing_topics, {str(x.origin_topic) for x in the_plan.to_send}
+        act.store.missing_topics, {str(x.origin_topic) for x in the_plan.to_send}
     )
     if missing:
         return error_page(request, 409, f"origin topic {', '.join(missing)} does not exist")
     if the_plan.to_send:
-        await _ensure_ledgers(console, store)
+        await _ensure_ledgers(act)
     assert console.producer is not None
     replayer = Replayer(console.producer, console.topics, replay_id=new_replay_id(), rate=rate)
     result = await replayer.replay(the_plan.to_send)
@@ -434,7 +443,7 @@ async def replay(request: Request) -> Response:
         request,
         "outcome.html.j2",
         action="replay",
-        source=source,
+        source=act.source,
         outcome=outcome[:PLAN_ROWS],
         sent=len(result.sent),
         failed=len(result.failed),
@@ -446,33 +455,31 @@ async def replay(request: Request) -> Response:
 
 
 async def purge(request: Request) -> Response:
-    console: Console = request.app.state.console
     act = await _action(request, "purge")
     if isinstance(act, Response):
         return act
-    form, source, chosen = act.form, act.source, act.chosen
-    store = console.store(source)
-    if chosen.records:
-        await _ensure_ledgers(console, store)
+    console = act.console
+    if act.chosen.records:
+        await _ensure_ledgers(act)
     assert console.producer is not None
-    reason = str(form.get("reason") or "").strip() or f"console: {request.user.name}"
-    done = await acknowledge(console.producer, console.topics, chosen.records, reason=reason)
+    reason = str(act.form.get("reason") or "").strip() or f"console: {request.user.name}"
+    done = await acknowledge(console.producer, console.topics, act.chosen.records, reason=reason)
     await _audit(
         request,
         "purge",
         act,
         done=done,
         failed=0,
-        skipped={"already_acknowledged": chosen.hidden_acked} if chosen.hidden_acked else {},
-        pointers=[x.pointer for x in chosen.records],
+        skipped=act.acked_skipped(),
+        pointers=[x.pointer for x in act.chosen.records],
         reason=reason,
     )
     return page(
         request,
         "outcome.html.j2",
         action="purge",
-        source=source,
-        outcome=[(x, "acknowledged", "") for x in chosen.records[:PLAN_ROWS]],
+        source=act.source,
+        outcome=[(x, "acknowledged", "") for x in act.chosen.records[:PLAN_ROWS]],
         sent=done,
         failed=0,
         skipped={},
@@ -482,12 +489,12 @@ async def purge(request: Request) -> Response:
     )
 
 
-async def _ensure_ledgers(console: Console, store: DeadLetterStore) -> None:
-    """The replay and acknowledgement ledgers of ``store``'s topic, created when missing."""
+async def _ensure_ledgers(act: _Action) -> None:
+    """The replay and acknowledgement ledgers of the action's topic, created when missing."""
     await asyncio.to_thread(
-        store.ensure_ledgers,
-        replication_factor=console.replication_factor,
-        retention_ms=console.dlq_retention_ms,
+        act.store.ensure_ledgers,
+        replication_factor=act.console.replication_factor,
+        retention_ms=act.console.dlq_retention_ms,
     )
 
 
