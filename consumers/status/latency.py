@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Final
 
 from switchboard.core import metrics
@@ -64,6 +65,7 @@ def bounds_ms(histogram: LoopHistogram) -> list[float]:
     return [round(b * 1000, 3) for b in histogram.bounds]
 
 
+@dataclass(eq=False)
 class LatencyWindow:
     """One specialist's stage latencies over the last ``window_s``, from the histograms.
 
@@ -74,30 +76,26 @@ class LatencyWindow:
     so at most ``window_s / interval + 2`` are kept.
     """
 
-    def __init__(
-        self,
-        specialist: str,
-        *,
-        window_s: float = LATENCY_WINDOW_S,
-        clock: Callable[[], float] = time.monotonic,
-        stages: LoopHistogram = metrics.STAGE_SECONDS,
-        e2e: LoopHistogram = metrics.E2E_SECONDS,
-    ) -> None:
-        self.specialist = specialist
-        self.window_s = window_s
-        self._clock = clock
-        self._stages = stages
-        self._e2e = e2e
-        self._bounds = bounds_ms(e2e)
+    specialist: str
+    _: KW_ONLY
+    window_s: float = LATENCY_WINDOW_S
+    clock: Callable[[], float] = time.monotonic
+    stages: LoopHistogram = metrics.STAGE_SECONDS
+    e2e: LoopHistogram = metrics.E2E_SECONDS
+
+    def __post_init__(self) -> None:
+        self._bounds = bounds_ms(self.e2e)
         self._start = self._read()
-        self._snapshots: deque[tuple[float, dict[str, Counts]]] = deque([(clock(), self._start)])
+        self._snapshots: deque[tuple[float, dict[str, Counts]]] = deque(
+            [(self.clock(), self._start)]
+        )
 
     def _read(self) -> dict[str, Counts]:
         return {
             stage: (
-                self._e2e.counts_of(self.specialist)
+                self.e2e.counts_of(self.specialist)
                 if stage == "total"
-                else self._stages.counts_of(stage, self.specialist)
+                else self.stages.counts_of(stage, self.specialist)
             )
             for stage in STAGES
         }
@@ -106,7 +104,7 @@ class LatencyWindow:
         """Per stage: count, p50 and p99 over the window, with the window's bucket counts
         (``window``, for readers to merge) and those since the start (``cumulative``, for
         readers that difference their own samples, as the console does)."""
-        now = self._clock()
+        now = self.clock()
         counts = self._read()
         self._snapshots.append((now, counts))
         cutoff = now - self.window_s

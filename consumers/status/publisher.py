@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from consumers.outcomes import now_ms
@@ -68,34 +68,26 @@ class ProcessIdentity:
         return f"{self.host}:{self.pid}:{'+'.join(self.roles)}"
 
 
+@dataclass(eq=False, kw_only=True)
 class StatusPublisher:
     """Publishes ``report()`` to ``topic`` every ``interval_s`` until cancelled."""
 
-    def __init__(
-        self,
-        *,
-        producer: AsyncProducer,
-        kafka: dict[str, Any],
-        topic: str,
-        interval_s: float,
-        runtimes: Mapping[str, ConsumerRuntime],
-        workers: Mapping[str, SpecialistWorker],
-        identity: ProcessIdentity,
-    ) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.interval_s = interval_s
-        self.identity = identity
-        self._kafka = kafka
-        self._runtimes = runtimes
-        self._workers = workers
-        self._windows = {name: UsageWindow() for name in workers}
+    producer: AsyncProducer
+    kafka: dict[str, Any] = field(repr=False)  # may hold credentials
+    topic: str
+    interval_s: float
+    runtimes: Mapping[str, ConsumerRuntime]
+    workers: Mapping[str, SpecialistWorker]
+    identity: ProcessIdentity
+    published: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._windows = {name: UsageWindow() for name in self.workers}
         #: Worker role -> its specialist's latency window (``worker.<name>``, as app.py names
         #: the role); the router and relay write no stage latencies.
-        self._latency = {f"worker.{name}": LatencyWindow(name) for name in workers}
+        self._latency = {f"worker.{name}": LatencyWindow(name) for name in self.workers}
         self._topic_seen = False
         self._warned = False
-        self.published = 0
 
     @property
     def key(self) -> bytes:
@@ -114,7 +106,7 @@ class StatusPublisher:
             "started_at_ms": ident.started_at_ms,
             "reported_at_ms": now_ms(),
             "interval_s": self.interval_s,
-            "consumers": [self._consumer(role, rt) for role, rt in sorted(self._runtimes.items())],
+            "consumers": [self._consumer(role, rt) for role, rt in sorted(self.runtimes.items())],
             "breakers": {
                 name: {
                     "name": w.breaker.name,
@@ -122,11 +114,9 @@ class StatusPublisher:
                     "opened_count": w.breaker.opened_count,
                     "reopen_in_s": round(w.breaker.reopen_in_s, 3),
                 }
-                for name, w in sorted(self._workers.items())
+                for name, w in sorted(self.workers.items())
             },
-            "specialists": {
-                name: self._usage(name, w) for name, w in sorted(self._workers.items())
-            },
+            "specialists": {name: self._usage(name, w) for name, w in sorted(self.workers.items())},
         }
 
     def _consumer(self, role: str, runtime: ConsumerRuntime) -> dict[str, Any]:
@@ -217,7 +207,7 @@ class StatusPublisher:
 
     def _list_topics(self) -> set[str]:
         try:
-            return set(make_admin(self._kafka).list_topics(timeout=BROKER_REQUEST_TIMEOUT_S).topics)
+            return set(make_admin(self.kafka).list_topics(timeout=BROKER_REQUEST_TIMEOUT_S).topics)
         except Exception as exc:  # broker unreachable: try again at the next interval
             log.debug("status topic lookup failed: %s", exc)
             return set()
