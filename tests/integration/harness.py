@@ -52,6 +52,23 @@ def create_topics(settings: Settings, kafka: dict[str, Any]) -> Topics:
     return topics
 
 
+def router_only(pipeline: Pipeline) -> None:
+    """A ``RunningPipeline`` setup with the router alone: the workers of such a test run in
+    processes of their own (``WorkerProcess``), so that it can kill them."""
+    pipeline.add_router()
+
+
+def unthrottled_settings(
+    bootstrap: str, kafka: dict[str, Any], fake: FakeAnthropic, *, partitions: int
+) -> Settings:
+    """Settings and fresh topics for a test that kills workers under thousands of requests
+    from one tenant at once: it is about the runtime, so the router's per-tenant rate limit
+    (1,000 req/s by default) is off."""
+    settings = settings_for_test(bootstrap, fake=fake, partitions=partitions, tenant_rate_per_s=0)
+    create_topics(settings, kafka)
+    return settings
+
+
 @contextmanager
 def running_pipeline(
     bootstrap: str, kafka: dict[str, Any], concurrency: int, **overrides: Any

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from consumers.app import Pipeline
 from producers.client import SwitchboardClient
 from switchboard.core.settings import Settings
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 
-from .harness import RunningPipeline, create_topics, settings_for_test
+from .harness import RunningPipeline, router_only, unthrottled_settings
 from .helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -100,19 +99,7 @@ def env(
     kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
     with FakeAnthropic(latency_ms=(50, 500)) as fake:
-        # Thousands of requests from one tenant at once: these tests are about the runtime,
-        # so the router's per-tenant rate limit (1,000 req/s by default) is off.
-        settings = settings_for_test(
-            kafka_bootstrap,
-            fake=fake,
-            partitions=4,
-            tenant_rate_per_s=0,
-        )
-        create_topics(settings, kafka_config)
-
-        def router_only(p: Pipeline) -> None:
-            p.add_router()
-
+        settings = unthrottled_settings(kafka_bootstrap, kafka_config, fake, partitions=4)
         with (
             RunningPipeline(settings, kafka_config, router_only),
             SwitchboardClient(kafka_config, topic_prefix=settings.topic_prefix) as client,

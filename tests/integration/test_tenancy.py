@@ -20,7 +20,13 @@ from switchboard.core import headers as h
 from switchboard.core.topics import Topics
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 
-from .harness import RunningPipeline, create_topics, settings_for_test
+from .harness import (
+    RunningPipeline,
+    create_topics,
+    router_only,
+    settings_for_test,
+    unthrottled_settings,
+)
 from .helpers import read_topic
 from .test_runtime_scenarios import WorkerProcess
 
@@ -143,19 +149,9 @@ def test_sigkilled_worker_never_answers_a_reply_to_request_twice(
     SIGKILLed twice mid-run and restarted. Each request has exactly one response on the reply
     topic (the copy on the responses topic is what the restarted worker's index reads)."""
     with FakeAnthropic(latency_ms=(50, 800)) as fake:
-        settings = settings_for_test(
-            kafka_bootstrap,
-            fake=fake,
-            partitions=3,
-            tenant_rate_per_s=0,
-        )
-        create_topics(settings, kafka_config)
+        settings = unthrottled_settings(kafka_bootstrap, kafka_config, fake, partitions=3)
         reply = f"replies-{uuid.uuid4().hex[:10]}"
         _create(kafka_config, reply)
-
-        def router_only(p: Pipeline) -> None:
-            p.add_router()
-
         worker = WorkerProcess(settings, fake.base_url, tmp_path, concurrency=100, instance="w1")
         with (
             RunningPipeline(settings, kafka_config, router_only),
