@@ -82,36 +82,37 @@ class Retry:
 
 
 @dataclass(frozen=True)
-class Dead:
+class _Reasoned:
+    """A decision that writes no retry: ``reason`` says why (logged, and kept by the dead
+    letter or the response it leads to)."""
+
+    reason: str
+
+
+class Dead(_Reasoned):
     """Dead-letter the record (its original bytes and origin headers) and answer ``failed``."""
 
     kind: ClassVar[DecisionKind] = DecisionKind.DEAD
-    reason: str
 
 
-@dataclass(frozen=True)
-class Drop:
+class Drop(_Reasoned):
     """Drop the record on purpose: log it and commit its offset."""
 
     kind: ClassVar[DecisionKind] = DecisionKind.DROP
-    reason: str
 
 
 @dataclass(frozen=True)
-class Halt:
+class Halt(_Reasoned):
     """Stop consuming for ``pause_s`` (then probe); the record is neither retried nor dead."""
 
     kind: ClassVar[DecisionKind] = DecisionKind.HALT
-    reason: str
     pause_s: float
 
 
-@dataclass(frozen=True)
-class Expire:
+class Expire(_Reasoned):
     """The deadline passes before the record could be retried: answer ``expired``."""
 
     kind: ClassVar[DecisionKind] = DecisionKind.EXPIRE
-    reason: str
 
 
 Decision = Retry | Dead | Drop | Halt | Expire
