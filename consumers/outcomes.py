@@ -21,7 +21,6 @@ from switchboard.core import headers as h
 from switchboard.core import metrics, tracing
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.classify import Failure
-from switchboard.core.envelope import key_headers
 from switchboard.core.serde import DEAD_LETTER, RESPONSE, Codec
 from switchboard.core.status import ResponseStatus
 from switchboard.core.tenants import internal_topic
@@ -178,7 +177,6 @@ class Outcomes:
         headers = [
             (h.REQUEST_ID, request_id.encode()),
             (h.STATUS, status.encode()),
-            *key_headers(self.codec),
         ]
         if record["traceparent"]:
             headers.append((h.TRACEPARENT, str(record["traceparent"]).encode()))

@@ -37,7 +37,6 @@ from consumers.triage import KeywordTriage, TriageResult
 from consumers.validation import BodyRules, header_request, invalid_utf8, validate_body
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
-from switchboard.core.envelope import key_headers
 from switchboard.core.errors import DecodeError, RequestInvalid
 from switchboard.core.routing import request_schema_ids, signed_routing
 from switchboard.core.serde import REQUEST, Codec
@@ -638,7 +637,6 @@ class Router:
             if request.get("tracestate"):
                 headers.append((h.TRACESTATE, request["tracestate"].encode()))
         headers += carried  # a replayed request that fails for good is parked
-        headers += key_headers(self._codec)  # the key its content is sealed with now
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
         return [

@@ -30,7 +30,6 @@ from switchboard.core.envelope import (
     KeyringSource,
     KeyUnavailable,
     encrypting,
-    key_headers,
 )
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.routing import routing_headers, signed_routing
@@ -386,7 +385,6 @@ class _ClientBase:
             headers.append((h.TRACEPARENT, str(request["traceparent"]).encode()))
             if request["tracestate"]:
                 headers.append((h.TRACESTATE, str(request["tracestate"]).encode()))
-        headers += key_headers(self.codec)
         value = self.codec.encode(REQUEST, request, topic)
         if self._signing_key is not None:
             key_id, secret = self._signing_key

@@ -49,9 +49,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
-from switchboard.core import headers as h
 from switchboard.core.errors import ConfigError, DecodeError, ProcessStop
 from switchboard.core.filewatch import ReloadedFromFile, read_config_file
 from switchboard.core.findings import META_FORMAT, META_JOB, META_KIND, META_START_LINE
@@ -122,9 +129,12 @@ class Keyring(BaseModel):
     keys: dict[str, SecretStr] = Field(default_factory=dict)
     #: The key new fields are sealed with; None with keys given: the last one listed.
     primary: str | None = None
+    #: Each key decoded, once, when the keyring is validated (``key`` runs on every field).
+    _raw: dict[str, bytes] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Keyring:
+        raws = {}
         for key_id, secret in self.keys.items():
             if not KEY_ID_PATTERN.fullmatch(key_id):
                 raise ValueError(
@@ -140,6 +150,8 @@ class Keyring(BaseModel):
                     "`python -c 'import os, base64; print(base64.b64encode(os.urandom(32))"
                     ".decode())'`"
                 )
+            raws[key_id] = raw
+        self._raw = raws
         if self.primary is not None and self.primary not in self.keys:
             raise ValueError(
                 f"primary {self.primary!r} is not one of the keys ({', '.join(self.keys)})"
@@ -150,8 +162,7 @@ class Keyring(BaseModel):
 
     def key(self, key_id: str) -> bytes | None:
         """The raw key of ``key_id``, or None when the keyring does not hold it."""
-        found = self.keys.get(key_id)
-        return base64.b64decode(found.get_secret_value()) if found is not None else None
+        return self._raw.get(key_id)
 
     @property
     def enabled(self) -> bool:
@@ -203,17 +214,13 @@ class KeyringSource(ReloadedFromFile):
         self.keyring = keyring
 
     @classmethod
-    def from_settings(cls, keyring_file: Path | None, keys_json: str | None) -> KeyringSource:
-        """The configured keyring (none configured: an empty one, which seals nothing); bad
-        keys fail start-up here with one line."""
-        if keyring_file is not None and keys_json is not None:
-            raise KeyringError(
-                "set SWITCHBOARD_KEYRING_FILE or SWITCHBOARD_ENCRYPTION_KEYS, not both"
-            )
-        if keyring_file is not None:
-            return cls(load_keyring(keyring_file), keyring_file)
-        if keys_json is not None:
-            return cls(keyring_from_json(keys_json))
+    def from_settings(cls, settings: Settings) -> KeyringSource:
+        """The keyring ``settings`` configure (none: an empty one, which seals nothing; the
+        settings refuse both a file and keys); bad keys fail start-up here with one line."""
+        if settings.keyring_file is not None:
+            return cls(load_keyring(settings.keyring_file), settings.keyring_file)
+        if settings.encryption_keys is not None:
+            return cls(keyring_from_json(settings.encryption_keys.get_secret_value()))
         return cls(Keyring())
 
     bad_file = KeyringError
@@ -417,11 +424,6 @@ class EncryptingCodec:
             return record
         return open_record(self.keys.keyring, contract, record, self._data_keys)
 
-    def key_headers(self) -> list[tuple[str, bytes]]:
-        """``sb-enc-key-id`` for a record encoded now (none while nothing is sealed)."""
-        primary = self.keys.keyring.primary
-        return [(h.ENCRYPTION_KEY_ID, primary.encode())] if primary is not None else []
-
 
 def encrypting(codec: Codec, keys: KeyringSource | Keyring | None = None) -> EncryptingCodec:
     """``codec`` sealing with ``keys`` (none: it seals nothing but still opens, or names the
@@ -435,18 +437,25 @@ def encrypting(codec: Codec, keys: KeyringSource | Keyring | None = None) -> Enc
     return EncryptingCodec(codec, keys)
 
 
-def key_headers(codec: Codec) -> list[tuple[str, bytes]]:
-    """The key id header for a record ``codec`` encodes now ([] when it seals nothing)."""
-    return codec.key_headers() if isinstance(codec, EncryptingCodec) else []
+def sealed_with(codec: Codec, contract: str, data: bytes, topic: str) -> list[str]:
+    """The key ids the sealed fields of the record in ``data`` name, each once, in field order
+    ([] when nothing is sealed or the bytes do not decode): read from the fields, not opened,
+    so no key is needed. No header repeats them: the fields' prefixes are the one record."""
+    inner = codec.inner if isinstance(codec, EncryptingCodec) else codec
+    try:
+        record = inner.decode(contract, data, topic)
+    except DecodeError:
+        return []
+    values = [record.get(name) for name in SEALED_FIELDS.get(contract, ())]
+    values += list((record.get("metadata") or {}).values())
+    found = (sealed_key_id(value) for value in values)
+    return list(dict.fromkeys(key_id for key_id in found if key_id is not None))
 
 
 def keyring_of(settings: Settings) -> KeyringSource:
     """The keyring ``settings`` configure (an empty one without), its file watched for
     changes; a bad keyring fails start-up here with one line."""
-    secret = settings.encryption_keys
-    keys = KeyringSource.from_settings(
-        settings.keyring_file, secret.get_secret_value() if secret is not None else None
-    )
+    keys = KeyringSource.from_settings(settings)
     keys.start()
     return keys
 
@@ -457,12 +466,10 @@ def content_codec(settings: Settings, inner: Codec | None = None) -> EncryptingC
     return EncryptingCodec(inner or make_codec(settings.schema_registry_url), keyring_of(settings))
 
 
-def content_key_texts(keyring_file: Path | None, keys: SecretStr | None) -> list[str]:
+def content_key_texts(settings: Settings) -> list[str]:
     """The configured keys as written (base64), for the log redactor; [] when unreadable."""
     try:
-        source = KeyringSource.from_settings(
-            keyring_file, keys.get_secret_value() if keys is not None else None
-        )
+        source = KeyringSource.from_settings(settings)
     except KeyringError:
         return []
     return [secret.get_secret_value() for secret in source.keyring.keys.values()]
@@ -480,11 +487,11 @@ __all__ = [
     "content_codec",
     "content_key_texts",
     "encrypting",
-    "key_headers",
     "keyring_from_json",
     "keyring_of",
     "load_keyring",
     "open_record",
     "seal_record",
     "sealed_key_id",
+    "sealed_with",
 ]

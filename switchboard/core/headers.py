@@ -39,11 +39,6 @@ KEY_ID = "sb-key-id"
 #: topic. The copy is the answered index's record of it (the caller reads the reply topic).
 REPLY_COPY_OF = "sb-reply-copy-of"
 
-# --- content encryption (switchboard.core.envelope) --------------------------------------
-#: The keyring key id the record's sealed fields were sealed with when it was written (each
-#: sealed field names its own key too: that one decides; this one is for people and tools).
-ENCRYPTION_KEY_ID = "sb-enc-key-id"
-
 # --- retry relay ------------------------------------------------------------------------
 #: Milliseconds since the epoch before which a retry record must not be processed.
 RETRY_DUE_MS = "sb-retry-due-ms"

@@ -79,7 +79,7 @@ def secrets_of(settings: Settings) -> list[str]:
     found += [password for password, _role in settings.console_accounts().values()]
     if settings.schema_registry_password is not None:
         found.append(settings.schema_registry_password)
-    return found + content_key_texts(settings.keyring_file, settings.encryption_keys)
+    return found + content_key_texts(settings)
 
 
 class _Redacting(logging.Formatter):

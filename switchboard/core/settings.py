@@ -208,7 +208,8 @@ class Settings(BaseSettings):
             _parse_console_users(self.console_users.get_secret_value())
         if self.keyring_file is not None and self.encryption_keys is not None:
             raise ValueError(
-                "keyring_file and encryption_keys are both set: give the keyring one way"
+                "SWITCHBOARD_KEYRING_FILE and SWITCHBOARD_ENCRYPTION_KEYS are both set: give "
+                "the keyring one way, not both"
             )
         if self.trace_content and (
             self.keyring_file is not None or self.encryption_keys is not None

@@ -39,7 +39,13 @@ from switchboard.console.app import create_app
 from switchboard.console.command import build_console
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import AsyncProducer
-from switchboard.core.envelope import KeyringSource, KeyUnavailable, content_codec, sealed_key_id
+from switchboard.core.envelope import (
+    KeyringSource,
+    KeyUnavailable,
+    content_codec,
+    load_keyring,
+    sealed_key_id,
+)
 from switchboard.core.kafka_clients import producer_config
 from switchboard.core.serde import REQUEST, RESPONSE
 from switchboard.devtools.fake_anthropic import FakeAnthropic
@@ -126,7 +132,8 @@ def test_an_encrypted_run_leaks_no_content_survives_rotation_and_replays_dead_le
             monkeypatch.setenv("SWITCHBOARD_KEYRING_FILE", str(keyring))
             shown = cli("dlq", "show", letter, "--json")
             assert POISON in shown["original"]["request"]["text"]
-            assert shown["original"]["headers"][h.ENCRYPTION_KEY_ID] == "k1"
+            assert shown["original"]["sealed_with"] == ["k1"]
+            assert not [name for name in shown["original"]["headers"] if name.startswith("sb-enc")]
             monkeypatch.delenv("SWITCHBOARD_KEYRING_FILE")
             blind = cli("dlq", "show", letter, "--json")
             assert blind["original"]["request"] is None
@@ -232,7 +239,7 @@ def test_a_worker_without_the_key_stops_and_leaves_the_record_for_one_that_has_i
     # keyring file gains k9, result() opens the answer it already holds.
     ring = tmp_path / "client-keyring.json"
     _write_keyring(ring, {"k1": keys["k1"]}, "k1", 1_000_000_000)
-    source = KeyringSource.from_settings(ring, None)
+    source = KeyringSource(load_keyring(ring), ring)
     source.start(every_s=0.1)
     try:
         with SwitchboardClient(

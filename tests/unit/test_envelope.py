@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import producers.client as client_module
 from producers.client import build_request
-from switchboard.core import headers as h
 from switchboard.core.envelope import (
     PREFIX,
     KeyringError,
@@ -59,7 +59,19 @@ def test_a_request_round_trips_with_its_content_sealed_and_its_routing_in_clear(
     assert sealed_key_id(raw["text"]) == "k1" and raw["metadata"]["kind"] == "review"
     assert sealed_key_id(raw["metadata"]["review.context"]) == "k1"
     assert codec.decode(REQUEST, value, TOPIC) == record
-    assert codec.key_headers() == [(h.ENCRYPTION_KEY_ID, b"k1")]
+
+
+def test_a_client_request_names_its_key_in_its_sealed_fields_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sealed field's ``sbenc1:<key id>:`` prefix is the one record of the key: no header
+    repeats it, so none can disagree with it after a reload."""
+    monkeypatch.setattr(client_module, "TopicTail", lambda *_args, **_kwargs: None)
+    source = ring("k1", "k2")
+    client = client_module._ClientBase({}, keyring=source)
+    _request_id, out, _span = client._outbound("/api how do I page a large table?")
+    assert sealed_key_id(client.codec.inner.decode(REQUEST, out.value, TOPIC)["text"]) == "k1"
+    assert not [name for name, _value in out.headers if name.startswith("sb-enc")]
 
 
 def test_a_response_content_is_sealed_and_its_status_is_not() -> None:
@@ -156,7 +168,7 @@ def test_an_unknown_key_id_is_a_process_stop_naming_the_key_and_the_setting() ->
 def test_without_keys_nothing_is_sealed() -> None:
     codec = encrypting(make_codec(None))
     value = codec.encode(REQUEST, request(), TOPIC)
-    assert b"page a large table" in value and codec.key_headers() == []
+    assert b"page a large table" in value
 
 
 def test_a_plaintext_that_looks_sealed_is_sealed_like_any_other() -> None:
@@ -190,6 +202,14 @@ def test_the_primary_defaults_to_the_last_key_listed() -> None:
     assert keyring.primary == "new"
 
 
+def test_a_keyring_decodes_each_key_once_when_it_is_validated() -> None:
+    """``key`` runs for every sealed field: it hands out the bytes decoded at load."""
+    keyring = ring("k1", "k2").keyring
+    assert keyring.key("k1") is keyring.key("k1") and len(keyring.key("k2") or b"") == 32
+    assert keyring.key("k1") == base64.b64decode(keyring.keys["k1"].get_secret_value())
+    assert keyring.key("nope") is None
+
+
 def test_keyring_files_in_each_format_and_a_reload_on_change(tmp_path: Path) -> None:
     k1, k2 = new_key(), new_key()
     for name, text in (
@@ -200,7 +220,7 @@ def test_keyring_files_in_each_format_and_a_reload_on_change(tmp_path: Path) -> 
         (tmp_path / name).write_text(text)
         assert load_keyring(tmp_path / name).primary == "k1"
     path = tmp_path / "ring.json"
-    source = KeyringSource.from_settings(path, None)
+    source = KeyringSource.from_settings(Settings(keyring_file=path))
     assert not source.reload_if_changed()
     path.write_text(json.dumps({"keys": {"k1": k1, "k2": k2}, "primary": "k2"}))
     os.utime(path, ns=(1, 1))  # an mtime that surely moved, even on a coarse clock
@@ -208,8 +228,8 @@ def test_keyring_files_in_each_format_and_a_reload_on_change(tmp_path: Path) -> 
     path.write_text("{not json")
     os.utime(path, ns=(2, 2))
     assert not source.reload_if_changed() and source.keyring.primary == "k2"  # last good one
-    with pytest.raises(KeyringError, match="not both"):
-        KeyringSource.from_settings(path, "{}")
+    with pytest.raises(ValueError, match="SWITCHBOARD_KEYRING_FILE and SWITCHBOARD_ENCRYPTION_K"):
+        Settings(keyring_file=path, encryption_keys="{}")
     with pytest.raises(KeyringError, match="cannot read"):
         load_keyring(tmp_path / "missing.json")
 
@@ -219,10 +239,10 @@ def test_settings_mask_the_keys_and_the_log_redactor_knows_them(tmp_path: Path) 
     keys = json.dumps({"keys": {"k1": key}, "primary": "k1"})
     settings = Settings(encryption_keys=keys)
     assert key not in json.dumps(settings.masked())
-    assert content_key_texts(None, settings.encryption_keys) == [key]
+    assert content_key_texts(settings) == [key]
     path = tmp_path / "ring.json"
     path.write_text(keys)
-    assert content_key_texts(path, None) == [key]
+    assert content_key_texts(Settings(keyring_file=path)) == [key]
     with pytest.raises(ValueError, match="trace_content"):
         Settings(encryption_keys=keys, trace_content=True)
 

@@ -129,7 +129,7 @@ def preview(value: bytes) -> str:
 def detail(letter: DeadLetterView, codec: Codec) -> dict[str, Any]:
     """The stable JSON of ``dlq show --json`` (without the ledger entries)."""
     from consumers.replay.parsing import iso
-    from switchboard.core.envelope import KeyUnavailable
+    from switchboard.core.envelope import KeyUnavailable, sealed_with
     from switchboard.core.errors import DecodeError
     from switchboard.core.serde import REQUEST
 
@@ -166,6 +166,7 @@ def detail(letter: DeadLetterView, codec: Codec) -> dict[str, Any]:
         "value_base64": base64.b64encode(value).decode(),
         "request": request,
         "request_error": request_error,
+        "sealed_with": sealed_with(codec, REQUEST, value, r["origin_topic"]),
     }
     return out
 
