@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -205,12 +206,41 @@ def load_keyring(path: Path) -> Keyring:
     return parse_keyring(data, source)
 
 
+class _HeldKeys:
+    """Every key (as configured: base64) that a keyring of this process has held, for the log
+    redactor: a key a reload brings is masked from before it is used, and a key a reload
+    removes stays masked (it is still a secret)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: Replaced whole on a change, so a reader needs no lock and can tell a change by
+        #: identity.
+        self.texts: frozenset[str] = frozenset()
+
+    def add(self, keyring: Keyring) -> None:
+        found = {secret.get_secret_value() for secret in keyring.keys.values()}
+        with self._lock:
+            if not found <= self.texts:
+                self.texts = self.texts | found
+
+
+_held_keys = _HeldKeys()
+
+
+def held_key_texts() -> frozenset[str]:
+    """The keys (base64) every keyring of this process has held so far; a new set object
+    after each change."""
+    return _held_keys.texts
+
+
 class KeyringSource(ReloadedFromFile):
     """The current keyring: fixed, or a file reloaded when it changes (a bad edit keeps the
-    last good keyring and logs one line; ``keyring`` is one reference swap per reload)."""
+    last good keyring and logs one line; ``keyring`` is one reference swap per reload). Its
+    keys, the reloaded ones too, join ``held_key_texts`` before they are used."""
 
     def __init__(self, keyring: Keyring, path: Path | None = None) -> None:
         super().__init__(path, "keyring-reload")
+        _held_keys.add(keyring)
         self.keyring = keyring
 
     @classmethod
@@ -228,6 +258,7 @@ class KeyringSource(ReloadedFromFile):
 
     def _reload(self, path: Path) -> None:
         keyring = load_keyring(path)
+        _held_keys.add(keyring)  # masked in the logs before any line can hold it
         self.keyring = keyring
         log.info(
             "keyring %s reloaded: keys %s, primary %s",
@@ -487,6 +518,7 @@ __all__ = [
     "content_codec",
     "content_key_texts",
     "encrypting",
+    "held_key_texts",
     "keyring_from_json",
     "keyring_of",
     "load_keyring",

@@ -6,7 +6,8 @@
 ``logger``, ``message`` and, when known, ``request_id``, ``tenant``, ``specialist``, ``stage``
 (from the record being handled, carried by a ``contextvars`` variable that the runtime sets)
 and ``trace_id``, ``span_id`` (from the current span). Every configured secret (the API key,
-librdkafka passwords and tokens) is replaced by ``***`` in whatever a line holds.
+librdkafka passwords and tokens, content keys, a keyring's reloaded ones too) is replaced by
+``***`` in whatever a line holds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, Final, TextIO
 
 from switchboard.core import tracing
-from switchboard.core.envelope import content_key_texts
+from switchboard.core.envelope import content_key_texts, held_key_texts
 from switchboard.core.settings import Settings
 
 #: The record fields a log line carries when they are known, in this order.
@@ -83,15 +84,28 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 class _Redacting(logging.Formatter):
+    """Masks the ``secrets`` it was given and every content key this process's keyrings have
+    held, including keys a reload brought after start-up (``held_key_texts``)."""
+
     def __init__(self, secrets: Iterable[str] = (), fmt: str | None = None) -> None:
         super().__init__(fmt)
-        # Longest first: a secret that contains another is masked whole.
-        self._secrets = sorted(
-            {s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True
-        )
+        self._given = frozenset(secrets)
+        #: (the held keys it was computed from, the secrets longest first): one attribute, so
+        #: a line formatted during a refresh on another thread reads a matching pair.
+        self._masked: tuple[frozenset[str] | None, list[str]] = (None, [])
+
+    def _secrets(self) -> list[str]:
+        keys = held_key_texts()
+        seen, secrets = self._masked
+        if keys is not seen:  # a keyring gained a key: one new list, then reused per line
+            found = {s for s in self._given | keys if len(s) >= MIN_SECRET_CHARS}
+            # Longest first: a secret that contains another is masked whole.
+            secrets = sorted(found, key=len, reverse=True)
+            self._masked = (keys, secrets)
+        return secrets
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._secrets():
             if secret in text:
                 text = text.replace(secret, MASK)
         return text

@@ -5,11 +5,14 @@ never appear."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from consumers.runtime.memory import MemorySink
 from switchboard.core import headers as h
 from switchboard.core import logs, tracing
+from switchboard.core.envelope import KeyringSource
 from switchboard.core.kafka_clients import LIBRDKAFKA_LOGGER, producer_config
 from switchboard.core.settings import Settings
 
@@ -137,3 +141,35 @@ def test_console_passwords_and_registry_credentials_are_secrets_too(stream: io.S
     text = stream.getvalue()
     assert "wonderland-9" not in text and "sr-pass-123" not in text
     assert "login alice:*** via https://sr-user:***@registry:8081" in text
+
+
+def test_a_key_a_keyring_reload_brings_is_masked_as_the_start_up_ones_are(
+    stream: io.StringIO, tmp_path: Path
+) -> None:
+    """Logging is configured at start-up with the keyring file's k1; the file then gains k2
+    and the process's keyring reloads it: a line quoting either key shows ***, and so does
+    one quoting k1 after a reload removes it."""
+    k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    path = tmp_path / "ring.json"
+    path.write_text(json.dumps({"keys": {"k1": k1}, "primary": "k1"}))
+    settings = Settings(keyring_file=path)
+    logs.configure(fmt="text", level=logging.INFO, secrets=logs.secrets_of(settings), stream=stream)
+    source = KeyringSource.from_settings(settings)  # what a codec of this process holds
+    log = logging.getLogger("switchboard.test")
+    log.info("start-up key %s", k1)
+    path.write_text(json.dumps({"keys": {"k1": k1, "k2": k2}, "primary": "k2"}))
+    os.utime(path, ns=(1, 1))  # an mtime that surely moved, even on a coarse clock
+    assert source.reload_if_changed() and source.keyring.primary == "k2"
+    log.info("reloaded key %s", k2)
+    path.write_text(json.dumps({"keys": {"k2": k2}, "primary": "k2"}))
+    os.utime(path, ns=(2, 2))
+    assert source.reload_if_changed() and "k1" not in source.keyring.keys
+    log.info("removed key %s", k1)
+    text = stream.getvalue()
+    assert k1 not in text and k2 not in text, text
+    ours = [line for line in text.splitlines() if " switchboard.test: " in line]
+    assert [line.rsplit(": ", 1)[1] for line in ours] == [
+        "start-up key ***",
+        "reloaded key ***",
+        "removed key ***",
+    ]
