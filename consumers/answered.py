@@ -293,12 +293,6 @@ class AnsweredIndex(AnsweredLedger):
         """
         self._own[request_id] = not failed or self._own.get(request_id, False)
 
-    def record_response(self, key: bytes | None, timestamp_ms: int, status: str | None) -> None:
-        if key:
-            store = self._stores.get(partition_of(key, self.partitions))
-            if store is not None:
-                store.write([(key, timestamp_ms, _settles(status))], None)
-
     def prune(self) -> int:
         before = self._wall_ms() - self._horizon_ms
         return sum(store.prune(before) for store in list(self._stores.values()))

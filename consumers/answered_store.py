@@ -181,10 +181,6 @@ class AnswerStore:
             out.append(key[1:])
         return out
 
-    def estimated_answers(self) -> int:
-        """RocksDB's estimate of the keys held, halved (each answer has a time-index key)."""
-        return (self._db.property_int_value("rocksdb.estimate-num-keys") or 0) // 2
-
     def close(self) -> None:
         self._db.close()
 
