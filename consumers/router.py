@@ -22,6 +22,7 @@ request id header survived); a string that is not UTF-8 is the caller's bad inpu
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,7 +39,8 @@ from consumers.validation import BodyRules, header_request, invalid_utf8, valida
 from switchboard.core import headers as h
 from switchboard.core.aio_producer import Outbound
 from switchboard.core.errors import DecodeError, RequestInvalid
-from switchboard.core.routing import request_schema_ids, signed_routing
+from switchboard.core.headers import RawHeaders
+from switchboard.core.routing import SIGNED_ROUTING, request_schema_ids, signed_routing
 from switchboard.core.serde import REQUEST, Codec
 from switchboard.core.settings import DEFAULTS, SPECIALISTS, Settings
 from switchboard.core.status import ResponseStatus
@@ -117,6 +119,18 @@ def tenant_controls(settings: Settings) -> tuple[TenantsSource, TenantLimiter | 
 #: Routing-header combinations (tenant, specialist, priority, reply topic) whose decision the
 #: router keeps, at most: all are dropped when more arrive (or the tenants file changes).
 MAX_LANES: Final = 10_000
+#: The headers the client writes (``routing_headers``). A record with these only has each one's
+#: size checked exactly and cheaply (the lane's four once per lane); any other header takes
+#: the general, conservative check (``Router._headers_fit``).
+_ROUTING_NAMES: Final = frozenset({h.REQUEST_ID, h.TENANT, *SIGNED_ROUTING})
+# The header path's names as module constants: read per record.
+_REQUEST_ID, _TENANT, _SPECIALIST = h.REQUEST_ID, h.TENANT, h.SPECIALIST
+_PRIORITY, _REPLY_TO, _DEADLINE_MS = h.PRIORITY, h.REPLY_TO, h.DEADLINE_MS
+_SCHEMA, _REPLAY_ID, _ROUTED = h.SCHEMA, h.REPLAY_ID, h.ROUTED
+#: The headers a lane is keyed by, in the key's order.
+_LANE_NAMES: Final = (_TENANT, _SPECIALIST, _PRIORITY, _REPLY_TO)
+#: A lane not decided yet (None is a decision: the decoding path decides).
+_UNDECIDED: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +158,26 @@ class RecentIds:
         self._window_s = window_s
         self._max = max_size
         self._seen: OrderedDict[str, float] = OrderedDict()
+        #: When the oldest id expires: ``add`` looks at the oldest only from then on (an id is
+        #: forgotten at the first ``add`` after its window, as when every ``add`` looked).
+        self._next_expiry = -math.inf
 
     def seen(self, request_id: str) -> bool:
         return request_id in self._seen
 
     def add(self, request_id: str) -> None:
         now = self._clock()
-        while self._seen and (
-            len(self._seen) >= self._max or next(iter(self._seen.values())) < now - self._window_s
-        ):
-            self._seen.popitem(last=False)
-        self._seen[request_id] = now
+        seen = self._seen
+        if now > self._next_expiry or len(seen) >= self._max:
+            self._forget(now)
+        seen[request_id] = now
+
+    def _forget(self, now: float) -> None:
+        """Drop the ids older than the window and, past the bound, the oldest ones."""
+        seen, oldest = self._seen, now - self._window_s
+        while seen and (len(seen) >= self._max or next(iter(seen.values())) < oldest):
+            seen.popitem(last=False)
+        self._next_expiry = (next(iter(seen.values())) if seen else now) + self._window_s
 
 
 class Router:
@@ -190,11 +213,20 @@ class Router:
         self._recent = RecentIds(rules.dedup_window_s)
         # The header path's lookups, once: request schemas this code reads (a task must be
         # decodable by the workers), task topics and each specialist's model.
-        self._schemas = request_schema_ids()
+        # A schema header over the header size limit is the decoding path's to refuse.
+        limit = rules.max_header_bytes
+        self._schemas = frozenset(s for s in request_schema_ids() if len(_SCHEMA) + len(s) <= limit)
+        self._max_headers = rules.max_headers
+        self._id_limit = limit - len(_REQUEST_ID)  # the largest id value that fits
+        self._deadline_limit = limit - len(_DEADLINE_MS)
         self._task_topics = {s: topics.tasks(s) for s in SPECIALISTS}
         self._batch_topics = {s: topics.batch_tasks(s) for s in SPECIALISTS}
         self._lanes: dict[tuple[Any, Any, Any, Any], _Lane | None] = {}
         self._lanes_config: TenantsConfig | None = None
+        #: The latest assignment time at which the index and the usage tail were ready.
+        self._ready_since = -math.inf
+        #: The ``sb-routed`` header of the last millisecond a record was routed in.
+        self._routed: tuple[int, tuple[str, bytes]] = (-1, (_ROUTED, b""))
         self.duplicates = 0
         self._usage = usage
         self.partitions = 1
@@ -211,10 +243,12 @@ class Router:
         """Route one request. Returns the records at once in the common case (the runtime's
         fast path); an awaitable only when it must wait (index barrier, model triage). Bytes
         that do not decode raise ``DecodeError`` (the runtime dead-letters them)."""
-        received_ms = now_ms()
-        routed = self._route_by_headers(msg, ctx, received_ms)
-        if routed is not None:
-            return routed
+        received_ms = time.time_ns() // 1_000_000  # outcomes.now_ms, at half the cost
+        headers = msg.headers()
+        if headers:
+            routed = self._route_by_headers(msg, headers, ctx, received_ms)
+            if routed is not None:
+                return routed
         try:
             request = self._codec.decode(REQUEST, msg.value() or b"", str(msg.topic()))
         except DecodeError as exc:
@@ -228,7 +262,7 @@ class Router:
         return self._route(msg, request, received_ms)
 
     def _route_by_headers(
-        self, msg: Record, ctx: Context, received_ms: int
+        self, msg: Record, headers: RawHeaders, ctx: Context, received_ms: int
     ) -> list[Outbound] | None:
         """The header path: route a record the client wrote with routing headers from those
         headers alone and forward its original bytes (the worker validates the body), or
@@ -238,55 +272,57 @@ class Router:
 
         What depends only on (tenant, specialist, priority, reply topic) is decided once per
         tenants configuration and kept (``_lane``); per record remain the id, dedup, the
-        value's size, header limits, deadline, signature and rate."""
-        headers = msg.headers()
-        if not headers:
-            return None
-        pairs = list(h.header_pairs(headers)) if type(headers) is not list else headers
+        value's size, header limits, deadline, signature and rate. Every read of the rules
+        and of the lanes is an attribute of this router set up front: this runs per record."""
+        pairs = headers if type(headers) is list else h.header_pairs(headers)
         facts = dict(pairs)  # the last value of each header, as everywhere
-        raw_id = facts.get(h.REQUEST_ID)
-        rules = self._rules
+        raw_id = facts.get(_REQUEST_ID)
         if (
             not raw_id
-            or facts.get(h.SCHEMA) not in self._schemas
+            or facts.get(_SCHEMA) not in self._schemas
             or len(facts) != len(pairs)  # a repeated header: the decoding path weighs each
-            or len(pairs) > rules.max_headers
+            or len(pairs) > self._max_headers
         ):
             return None
         config = self.tenants.config
-        if config is not self._lanes_config or len(self._lanes) > MAX_LANES:
+        lanes = self._lanes
+        if config is not self._lanes_config:
             self._lanes_config, self._lanes = config, {}
+            lanes = self._lanes
         key = (
-            facts.get(h.TENANT),
-            facts.get(h.SPECIALIST),
-            facts.get(h.PRIORITY),
-            facts.get(h.REPLY_TO),
+            facts.get(_TENANT),
+            facts.get(_SPECIALIST),
+            facts.get(_PRIORITY),
+            facts.get(_REPLY_TO),
         )
-        if key in self._lanes:
-            lane = self._lanes[key]
-        else:
-            lane = self._lanes[key] = self._lane(key, config)
-        if (
-            lane is None
-            or not self._index.synced(ctx.assigned_at)
-            or (self._usage is not None and not self._usage.ready)
-        ):
+        lane = lanes.get(key, _UNDECIDED)
+        if lane is _UNDECIDED:
+            if len(lanes) >= MAX_LANES:
+                lanes.clear()
+            lane = lanes[key] = self._lane(key, config)
+        if lane is None or (ctx.assigned_at > self._ready_since and not self._ready(ctx)):
             return None
         value = msg.value() or b""
-        try:
-            if (
-                len(value) > lane.max_value
-                or max(map(len, facts)) + max(map(len, facts.values())) > rules.max_header_bytes
-                or not all(map(str.isascii, facts))  # a name's characters are not its bytes
+        deadline = facts.get(_DEADLINE_MS)
+        if len(value) > lane.max_value:
+            return None  # maybe over the prompt limit: the decoding path measures it exactly
+        if facts.keys() <= _ROUTING_NAMES:
+            # Only the client's routing headers: the lane fits its four, the schema set its
+            # one; the id's and the deadline's sizes are the rest (each exact, as the
+            # decoding path's check).
+            if len(raw_id) > self._id_limit or (
+                deadline is not None and len(deadline) > self._deadline_limit
             ):
-                return None  # maybe over a limit: the decoding path measures it exactly
+                return None
+        elif not self._headers_fit(facts):
+            return None  # maybe over a limit: the decoding path measures it exactly
+        try:
             request_id = raw_id.decode()
-            deadline = facts.get(h.DEADLINE_MS)
             if deadline is not None and int(deadline) <= received_ms:
                 return None
-        except (TypeError, ValueError):  # a None header value, not UTF-8, not a number
+        except (AttributeError, TypeError, ValueError):  # not bytes, not UTF-8, not a number
             return None
-        replay = h.REPLAY_ID in facts
+        replay = _REPLAY_ID in facts
         if self._index.is_answered(request_id, replay=replay) or (
             not replay and self._recent.seen(request_id)
         ):
@@ -294,17 +330,47 @@ class Router:
             return []
         if not request_id.strip() or (
             lane.policy.require_signature
-            and not self._signed(facts, pairs, value, request_id, lane.tenant, lane.policy)
+            and not self._signed(facts, value, request_id, lane.tenant, lane.policy)
         ):
             return None
+        # The rate is charged here, before the worker validates the body: the token is the
+        # tenant's admission into a task topic, and a record the worker then rejects has
+        # taken the router's and the worker's time all the same (and no other process can
+        # give a token back). A body the decoding path refuses costs no token: it is turned
+        # away before it is admitted (docs/security.md, "Tenants").
         if (
             self._limiter is not None
             and self._limiter.check(lane.tenant, partition=msg.partition() or 0) > 0
         ):
             return None  # the decoding path asks again and answers or delays it
         self._recent.add(request_id)
+        stamp = self._routed
+        if stamp[0] != received_ms:  # one header a millisecond, shared by its records
+            stamp = self._routed = (received_ms, (_ROUTED, b"%d 0" % received_ms))
         # Routed when received: the header path takes microseconds (one clock read a record).
-        return [Outbound(lane.topic, value, raw_id, [*pairs, (h.ROUTED, b"%d 0" % received_ms)])]
+        return [Outbound(lane.topic, value, raw_id, [*pairs, stamp[1]])]
+
+    def _ready(self, ctx: Context) -> bool:
+        """Whether the answered index has read every answer up to ``ctx``'s assignment and the
+        usage tail has caught up. Both only ever become true, so the latest assignment time
+        seen ready is kept and the header path asks again only for a later one."""
+        if not self._index.synced(ctx.assigned_at) or (
+            self._usage is not None and not self._usage.ready
+        ):
+            return False
+        self._ready_since = max(self._ready_since, ctx.assigned_at)
+        return True
+
+    def _headers_fit(self, facts: Mapping[str, Any]) -> bool:
+        """Whether every header of a record with headers beyond the routing ones surely fits
+        ``max_header_bytes``: the longest name with the longest value does (conservative:
+        the decoding path measures a record this refuses exactly)."""
+        try:
+            return max(map(len, facts)) + max(
+                map(len, facts.values())
+            ) <= self._rules.max_header_bytes and all(map(str.isascii, facts))
+        except TypeError:  # a None header value
+            return False
 
     def _lane(self, key: tuple[Any, Any, Any, Any], config: TenantsConfig) -> _Lane | None:
         """What a (tenant, specialist, priority, reply topic) of routing headers allows under
@@ -315,11 +381,16 @@ class Router:
             tenant = raw_tenant.decode()
             specialist = raw_specialist.decode()
             reply = reply_to.decode() if reply_to is not None else None
-        except (AttributeError, UnicodeDecodeError):
+            fits = all(
+                value is None or len(name) + len(value) <= self._rules.max_header_bytes
+                for name, value in zip(_LANE_NAMES, key, strict=True)
+            )
+        except (AttributeError, TypeError, UnicodeDecodeError):
             return None
         policy = config.policy(tenant)
         if (
-            policy is None
+            not fits  # a header over the size limit: the decoding path refuses it
+            or policy is None
             or specialist not in self._task_topics
             or (policy.specialists is not None and specialist not in policy.specialists)
             or (
@@ -348,7 +419,6 @@ class Router:
     @staticmethod
     def _signed(
         facts: dict[str, Any],
-        pairs: Any,
         value: bytes,
         request_id: str,
         tenant: str,
@@ -363,7 +433,7 @@ class Router:
             return False
         secret = policy.secret(key_id)
         return secret is not None and signature_ok(
-            signature, value, request_id, tenant, key_id, secret, signed_routing(pairs)
+            signature, value, request_id, tenant, key_id, secret, signed_routing(facts)
         )
 
     async def _route_after_sync(

@@ -12,6 +12,7 @@ from typing import Any
 from consumers.answered import AnsweredLedger
 from consumers.outcomes import Stage
 from consumers.resilience.breaker import CircuitBreaker
+from consumers.router import RouterRules
 from consumers.runtime.memory import MemoryRuntime, MemorySink
 from consumers.specialists.backends import Answer
 from consumers.validation import BodyRules
@@ -79,9 +80,13 @@ class Backend:
 class Stages:
     """The router and the backend worker, each on its in-memory runtime, one sink each."""
 
-    def __init__(self, config: TenantsConfig = CONFIG, **rules: Any) -> None:
+    def __init__(
+        self, config: TenantsConfig = CONFIG, router_rules: RouterRules | None = None, **rules: Any
+    ) -> None:
         self.sink = MemorySink()
-        self.router_runtime, self.router = router_runtime(self.sink, tenants=TenantsSource(config))
+        self.router_runtime, self.router = router_runtime(
+            self.sink, tenants=TenantsSource(config), rules=router_rules
+        )
         self.codec = CountingCodec()
         self.router._codec = self.codec
         self.worker_sink = MemorySink()
@@ -262,6 +267,30 @@ def test_a_value_over_the_prompt_limit_is_decoded_and_checked_by_the_router() ->
     stages.send(request("/backend " + "x" * 60, tenant="open"))
     [response] = responses(stages.sink)
     assert response["error_code"] == "prompt_too_large" and stages.codec.decodes == 1
+
+
+def test_header_limits_on_the_header_path_are_the_decoding_paths() -> None:
+    """Each header counts its name and value bytes, as the decoding path counts them: a request
+    id, a tenant or any other header over ``max_header_bytes`` is decoded and refused
+    ``header_too_large``; one at the limit, and a trace context beside the routing headers,
+    are routed from the headers."""
+    limit = 128
+    stages = Stages(TenantsConfig.from_names(frozenset()), RouterRules(max_header_bytes=limit))
+    at_limit = "r" * (limit - len(h.REQUEST_ID))
+    stages.send(request("/backend size a pool", tenant="open", request_id=at_limit))
+    traced = request("/backend size a pool", tenant="open")
+    trace = (h.TRACEPARENT, b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")
+    stages.send(traced, headers=[*routing_headers(traced), trace])
+    assert len(stages.tasks()) == 2 and stages.codec.decodes == 0
+    long_id = request("/backend size a pool", tenant="open", request_id=at_limit + "r")
+    long_tenant = request("/backend size a pool", tenant="t" * (limit - len(h.TENANT) + 1))
+    extra = request("/backend size a pool", tenant="open")
+    stages.send(long_id)
+    stages.send(long_tenant)
+    stages.send(extra, headers=[*routing_headers(extra), ("x-note", b"n" * limit)])
+    codes = [r["error_code"] for r in responses(stages.sink)]
+    assert codes == ["header_too_large"] * 3
+    assert stages.codec.decodes == 3 and len(stages.tasks()) == 2
 
 
 def test_a_signed_request_is_routed_by_headers_and_a_forged_header_is_refused() -> None:
