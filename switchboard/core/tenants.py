@@ -20,7 +20,7 @@ import hmac
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -237,10 +237,17 @@ def sign(
     return mac.hexdigest()
 
 
-def signature_ok(signature: str, *inputs: Any) -> bool:
-    """Whether ``signature`` is ``sign(*inputs)``'s (value, request id, tenant, key id,
-    secret and, optionally, routing headers), in constant time."""
-    expected = sign(*inputs)
+def signature_ok(
+    signature: str,
+    value: bytes,
+    request_id: str,
+    tenant: str,
+    key_id: str,
+    secret: bytes,
+    routing: Sequence[bytes] = (),
+) -> bool:
+    """Whether ``signature`` is what ``sign`` makes of the same inputs, in constant time."""
+    expected = sign(value, request_id, tenant, key_id, secret, routing)
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 

@@ -130,6 +130,13 @@ def test_the_signature_covers_value_request_id_tenant_and_key_id() -> None:
         (b"value", "r-1", "acme", "k1", b"other"),
     ):
         assert not signature_ok(sig, *changed)
+    # With routing headers (scheme v2) they are covered too, and neither scheme passes as the other.
+    routing = [b"sb-specialist", b"backend"]
+    routed = sign(b"value", "r-1", "acme", "k1", b"secret", routing)
+    assert signature_ok(routed, b"value", "r-1", "acme", "k1", b"secret", routing)
+    assert not signature_ok(routed, b"value", "r-1", "acme", "k1", b"secret", [routing[0], b"api"])
+    assert not signature_ok(routed, b"value", "r-1", "acme", "k1", b"secret")
+    assert not signature_ok(sig, b"value", "r-1", "acme", "k1", b"secret", routing)
 
 
 @pytest.mark.parametrize(
