@@ -91,10 +91,33 @@ def test_a_request_created_before_the_horizon_is_beyond_it() -> None:
     assert not ledger.beyond_horizon(None)
 
 
-def test_partition_of_is_crc32_modulo_the_count() -> None:
-    # librdkafka's consistent_random for a keyed record (checked against the broker in
-    # tests/integration/test_answered_index.py).
-    assert [partition_of(k, 6) for k in ("a", "b", "request-1")] == [
-        partition_of(k.encode(), 6) for k in ("a", "b", "request-1")
+def _crc32_ieee(data: bytes) -> int:
+    """CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) bit by bit: what librdkafka's
+    rd_crc32 computes for ``consistent_random``, written apart from zlib."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_partition_of_is_librdkafkas_consistent_random_partition() -> None:
+    """The partition a Switchboard producer writes a key to: CRC-32 of the key modulo the
+    count (co-partitioning against a real topic: tests/integration/test_answered_index.py)."""
+    # The CRC-32 check value (of b"123456789") and the well-known CRC-32 of b"hello".
+    assert _crc32_ieee(b"123456789") == 0xCBF43926 and _crc32_ieee(b"hello") == 0x3610A686
+    assert [partition_of("123456789", n) for n in (1, 2, 3, 6, 7, 12)] == [
+        0xCBF43926 % n for n in (1, 2, 3, 6, 7, 12)
     ]
-    assert all(0 <= partition_of(f"id-{n}", 7) < 7 for n in range(100))
+    assert partition_of("123456789", 12) == 2 and partition_of("hello", 12) == 10
+    ids = [f"req-{n:05d}" for n in range(500)] + ["", "ä-ünïcode", "x" * 300]
+    for count in (1, 3, 4, 12, 100):
+        assert [partition_of(rid, count) for rid in ids] == [
+            _crc32_ieee(rid.encode()) % count for rid in ids
+        ]
+        assert [partition_of(rid.encode(), count) for rid in ids] == [
+            partition_of(rid, count) for rid in ids
+        ]
+    # Spread: a 500-id sample lands in every one of 12 partitions.
+    assert {partition_of(rid, 12) for rid in ids} == set(range(12))
