@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from consumers.replay.view import DeadLetterView, message_headers
 from switchboard.core import headers as h
-from switchboard.core.admin import ensure_topics
+from switchboard.core.admin import ensure_topics, listed_topic
 from switchboard.core.errors import ConfigError, DecodeError, TransientError
 from switchboard.core.kafka_clients import make_admin, reader_config
 from switchboard.core.serde import RESPONSE, Codec
@@ -70,10 +70,8 @@ class DeadLetterStore:
         self.admin = make_admin(dict(kafka))
 
     def exists(self, topic: str) -> bool:
-        # The whole topic list, not ``list_topics(topic)``: a metadata request naming a topic
-        # from an admin client asks the broker to create it (``auto.create.topics.enable``,
-        # on by default), so a dry run made the ledgers, uncompacted.
-        found = self.admin.list_topics(timeout=self.timeout_s).topics.get(topic)
+        # Never by name: a dry run made the ledgers so, uncompacted (see ``listed_topic``).
+        found = listed_topic(self.admin, topic, self.timeout_s)
         return found is not None and found.error is None and bool(found.partitions)
 
     def missing_topics(self, names: Iterable[str]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from switchboard.core.admin import listed_topic
 from switchboard.core.budgets import BROKER_REQUEST_TIMEOUT_S
 from switchboard.core.kafka_clients import make_admin
 
@@ -21,11 +22,10 @@ def partition_count(config: dict[str, Any], topic: str, fallback: int = 1) -> in
     cannot be described now (the caller keeps its last count)."""
     admin = make_admin(config)
     try:
-        metadata = admin.list_topics(topic, timeout=BROKER_REQUEST_TIMEOUT_S)
+        found = listed_topic(admin, topic, BROKER_REQUEST_TIMEOUT_S)  # never creates it
     except KafkaException as exc:
         log.warning("cannot read %s's partition count (%s); keeping %d", topic, exc, fallback)
         return fallback
-    found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         return fallback
     return len(found.partitions)

@@ -6,7 +6,14 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
+from confluent_kafka.admin import (
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+    TopicMetadata,
+)
 
 from switchboard.core.budgets import ADMIN_TIMEOUT_S, LEADER_POLL_INTERVAL_S, SETTLE_RETRY_PAUSE_S
 from switchboard.core.classify import kafka_access_problem
@@ -33,14 +40,26 @@ def is_settling(err: KafkaError) -> bool:
     return bool(err.retriable()) or err.code() in SETTLING_ERRORS
 
 
+def listed_topic(admin: AdminClient, topic: str, timeout_s: float) -> TopicMetadata | None:
+    """``topic``'s metadata, None when the broker does not list it.
+
+    Read from the whole topic list: a metadata request that names a topic, from an admin or a
+    producer client, asks the broker to create it when it is missing
+    (``auto.create.topics.enable``, on by default), with the broker's defaults.
+    """
+    return admin.list_topics(timeout=timeout_s).topics.get(topic)
+
+
 def end_offsets(
     admin: AdminClient, topic: str, *, timeout_s: float = ADMIN_TIMEOUT_S
 ) -> dict[int, int]:
-    """Partition -> end offset of ``topic``, retrying while a new topic's leadership settles."""
+    """Partition -> end offset of ``topic`` ({} when it does not exist), retrying while a new
+    topic's leadership settles."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            parts = admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+            found = listed_topic(admin, topic, timeout_s)
+            parts = found.partitions if found is not None else {}
             offsets = admin.list_offsets(
                 {TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
                 request_timeout=timeout_s,

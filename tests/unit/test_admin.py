@@ -20,9 +20,10 @@ class FlakyAdmin:
         self.ends = ends
         self.calls = 0
 
-    def list_topics(self, topic: str, timeout: float) -> Any:
+    def list_topics(self, topic: str | None = None, *, timeout: float) -> Any:
+        assert topic is None, "naming a topic asks the broker to create it"
         parts = {p: SimpleNamespace(id=p) for p in self.ends}
-        return SimpleNamespace(topics={topic: SimpleNamespace(partitions=parts)})
+        return SimpleNamespace(topics={"t": SimpleNamespace(partitions=parts)})
 
     def list_offsets(self, request: dict[TopicPartition, Any], request_timeout: float) -> Any:
         self.calls += 1
