@@ -36,6 +36,8 @@ DRAIN_TIMEOUT_S = 30
 BUILD_TOOLS = re.compile(
     r"\b(build-essential|gcc|g\+\+|clang|cc|make|cmake|libc6-dev|python3?-dev|rustc|cargo)\b"
 )
+#: The extras the image installs: msk, so SWITCHBOARD_KAFKA_AUTH=aws-msk-iam works in it.
+IMAGE_EXTRAS = ("msk",)
 PACKAGE_INSTALL = re.compile(r"\b(apt-get|apt|apk|dnf|yum|microdnf)\b[^&;|]*\b(install|add)\b")
 
 
@@ -99,6 +101,16 @@ def dockerfile_problems(text: str) -> list[str]:
     )
     if not installs_wheel:
         problems.append("final stage does not pip-install the wheel taken from the builder")
+    for extra in IMAGE_EXTRAS:
+        with_extra = re.compile(rf"\[[\w,\s]*\b{extra}\b[\w,\s]*\]")
+        if not any(re.search(r"pip[^&;]*install", r) and with_extra.search(r) for r in runs):
+            problems.append(f"final stage does not install switchboard[{extra}]")
+        if not any(
+            re.search(r"pip[^&;]*wheel", run) and with_extra.search(run)
+            for stage in stages[:-1]
+            for run in _values(stage, "RUN")
+        ):
+            problems.append(f"no earlier stage builds the wheels of the {extra} extra")
     entrypoints = _values(final, "ENTRYPOINT")
     if not entrypoints or json.loads(entrypoints[-1]) != ["switchboard"]:
         problems.append(f'ENTRYPOINT is {entrypoints[-1:] or "missing"}, not ["switchboard"]')
@@ -111,7 +123,8 @@ def dockerfile_problems(text: str) -> list[str]:
 
 def test_dockerfile_holds_the_image_contract() -> None:
     """Multi-stage; final stage python:3.11-slim, a non-root USER, no compilers, the wheel from
-    the builder installed with pip, ENTRYPOINT ["switchboard"], EXPOSE 9464."""
+    the builder installed with pip, with the msk extra, ENTRYPOINT ["switchboard"], EXPOSE
+    9464."""
     assert dockerfile_problems(DOCKERFILE.read_text()) == []
 
 
@@ -152,6 +165,8 @@ GOOD = DOCKERFILE.read_text()
         (lambda t: t.replace("EXPOSE 9464", "EXPOSE 8000"), "EXPOSE 9464"),
         (lambda t: t.replace("WORKDIR /app", "COPY . /app\nWORKDIR /app"), "source tree"),
         (lambda t: t.replace("from=builder,", ""), "does not pip-install the wheel"),
+        (lambda t: t.replace('"switchboard[msk]"', "switchboard"), "install switchboard[msk]"),
+        (lambda t: t.replace('"$1[msk]"', '"$1"'), "wheels of the msk extra"),
     ],
 )
 def test_dockerfile_check_catches_each_breach(mutate: Any, problem: str) -> None:
