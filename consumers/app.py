@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -79,6 +80,8 @@ class Pipeline:
     backend_factory: Callable[[Settings, AimdLimiter | None], SpecialistBackend] = make_backend
     runtimes: dict[str, ConsumerRuntime] = field(default_factory=dict)
     workers: dict[str, SpecialistWorker] = field(default_factory=dict)
+    #: The router handler, once ``add_router`` has added it.
+    router: Router | None = None
 
     def __post_init__(self) -> None:
         if self.settings.gil_switch_interval_ms > 0:
@@ -90,6 +93,8 @@ class Pipeline:
         self.producer = AsyncProducer(producer_config(self.kafka))
         self._index: AnsweredIndex | None = None
         self._router_follows = False
+        #: The requests topic's partition count, read with the index's topics (None: absent).
+        self._requests_partitions: int | None = None
         self._index_syncs: set[asyncio.Task[None]] = set()
         #: The router's group-wide usage (only with a tenants file, where budgets live).
         self.usage: UsageTail | None = None
@@ -136,7 +141,8 @@ class Pipeline:
             )
         #: The router follows its partitions of the index when the requests topic is
         #: co-partitioned too; else it keeps only its recent-id cache (the workers dedup).
-        self._router_follows = counts.get(t.requests) == responses
+        self._requests_partitions = counts.get(t.requests)
+        self._router_follows = self._requests_partitions == responses
         if not self._router_follows:
             log.warning(
                 "%s has %s partitions, %s has %d: the router does not read the answered index "
@@ -245,22 +251,28 @@ class Pipeline:
         # Every topic the router may write, known before the first record: a batch job's first
         # record to its (so far unused) batch topic no longer waits on a metadata fetch.
         self.producer.learn_topics(self.topics.all_task_topics())
+        index = self.index  # reads the requests topic's partition count with the other topics
         router = Router(
             codec=self.codec,
             topics=self.topics,
             outcomes=failures.outcomes,
-            index=self.index,
+            index=index,
             rules=RouterRules.from_settings(s),
             limiter=limiter,
             tenants=tenants,
             triage=self._triage(),
             usage=self.usage,
-            partitions=partition_count(self.kafka, requests),
+            partitions=self._requests_partitions or 1,
         )
+        self.router = router
+        assignments = itertools.count()
 
         def on_assign(assigned: object) -> None:
-            # Partitions may have been added: the rate's per-partition share follows the count.
             self._sync_index_now(assigned)
+            if next(assignments) == 0:
+                return  # the count was read at start-up, a moment ago
+            # Partitions may have been added (a rebalance follows): the rate's per-partition
+            # share follows the count.
             refresh = asyncio.ensure_future(
                 asyncio.to_thread(partition_count, self.kafka, requests, router.partitions)
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import consumers.app
 from consumers.app import Pipeline
 from producers.client import SwitchboardClient
 from switchboard.core.serde import RESPONSE, make_codec
@@ -36,6 +37,37 @@ def _wait_split(a: RunningPipeline, b: RunningPipeline, partitions: int) -> None
             return
         time.sleep(0.1)
     raise AssertionError(f"the routers never split the partitions: {held}")
+
+
+def test_the_router_reads_the_requests_partition_count_with_the_index_topics_once(
+    kafka_bootstrap: str, kafka_config: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rate's per-partition shares use the count the answered index read with its other
+    topics at start-up: the router asks for it again only on a later assignment (partitions
+    may have been added), not at start-up nor at its first assignment."""
+    settings = settings_for_test(kafka_bootstrap, partitions=4)
+    create_topics(settings, kafka_config)
+    asked: list[str] = []
+    real = consumers.app.partition_count
+
+    def counted(config: dict[str, str], topic: str, fallback: int = 1) -> int:
+        asked.append(topic)
+        return real(config, topic, fallback)
+
+    monkeypatch.setattr(consumers.app, "partition_count", counted)
+    with RunningPipeline(settings, kafka_config, Pipeline.add_router) as running:
+        runtime, router = running.pipeline.runtimes["router"], running.pipeline.router
+        deadline = time.monotonic() + 60
+        while len(runtime.assignment) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(runtime.assignment) == 4
+        assert router is not None and router.partitions == 4 and asked == []
+        with RunningPipeline(settings, kafka_config, Pipeline.add_router) as joined:
+            _wait_split(running, joined, 4)
+            deadline = time.monotonic() + 30
+            while not asked and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert asked and set(asked) == {running.pipeline.topics.requests} and router.partitions == 4
 
 
 def test_two_routers_enforce_one_tenants_rate_not_twice_it(
