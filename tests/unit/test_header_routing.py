@@ -12,6 +12,7 @@ from typing import Any
 from consumers.answered import AnsweredLedger
 from consumers.outcomes import Stage
 from consumers.resilience.breaker import CircuitBreaker
+from consumers.resilience.ratelimit import TenantLimiter
 from consumers.router import RouterRules
 from consumers.runtime.memory import MemoryRuntime, MemorySink
 from consumers.specialists.backends import Answer
@@ -23,6 +24,7 @@ from switchboard.core.serde import REQUEST, SingleObjectCodec
 from switchboard.core.settings import SPECIALISTS
 from switchboard.core.status import ResponseStatus
 from switchboard.core.tenants import TenantsConfig, TenantsSource, sign
+from tests.support import FakeClock
 
 from .memory_kit import (
     TOPICS,
@@ -291,6 +293,22 @@ def test_header_limits_on_the_header_path_are_the_decoding_paths() -> None:
     codes = [r["error_code"] for r in responses(stages.sink)]
     assert codes == ["header_too_large"] * 3
     assert stages.codec.decodes == 3 and len(stages.tasks()) == 2
+
+
+def test_a_bad_body_routed_by_its_headers_costs_a_rate_token_and_a_refused_one_does_not() -> None:
+    """The header path charges the tenant's rate when it routes, before the worker checks the
+    body: a bad body the worker then refuses has still used its token (it was admitted into a
+    task topic). On the decoding path the body is checked first: a refusal costs none."""
+    stages = Stages()
+    stages.router._limiter = TenantLimiter(default_rate=1.0, default_burst=2, clock=FakeClock())
+    refused = request("/backend size\x07 a pool", tenant="open")
+    stages.send(refused, headers=[(h.REQUEST_ID, refused["request_id"].encode())])
+    stages.send(request("/backend size\x07 a pool", tenant="open"))  # routed: one token
+    stages.send(request("/backend size a pool", tenant="open"))  # routed: the second
+    stages.send(request("/backend size a pool", tenant="open"))  # none left
+    codes = [r["error_code"] for r in responses(stages.sink)]
+    assert codes == ["control_characters", "rate_limited"] and len(stages.tasks()) == 2
+    assert [r["error_code"] for r in stages.work()] == ["control_characters", None]
 
 
 def test_a_signed_request_is_routed_by_headers_and_a_forged_header_is_refused() -> None:
