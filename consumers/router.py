@@ -49,6 +49,7 @@ from switchboard.core.tenants import (
     TenantsConfig,
     TenantsSource,
     internal_topic,
+    sign,
     signature_ok,
 )
 from switchboard.core.topics import Topics
@@ -129,8 +130,6 @@ _PRIORITY, _REPLY_TO, _DEADLINE_MS = h.PRIORITY, h.REPLY_TO, h.DEADLINE_MS
 _SCHEMA, _REPLAY_ID, _ROUTED = h.SCHEMA, h.REPLAY_ID, h.ROUTED
 #: The headers a lane is keyed by, in the key's order.
 _LANE_NAMES: Final = (_TENANT, _SPECIALIST, _PRIORITY, _REPLY_TO)
-#: A lane not decided yet (None is a decision: the decoding path decides).
-_UNDECIDED: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +142,20 @@ class _Lane:
     #: A value up to this size holds a prompt within the tenant's limit (the prompt is part of
     #: the value); a larger one goes to the decoding path, which measures the prompt.
     max_value: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A decoded request that passed the tenant's and the body's checks: what routing it
+    takes from here (the specialist's fences, budgets, rate, the task)."""
+
+    msg: Record
+    request: dict[str, Any]
+    prompt: str
+    received_ms: int
+    #: A DLQ replay's headers, carried onto the task (a replay that fails again is parked).
+    carried: list[tuple[str, bytes]]
+    policy: TenantPolicy
 
 
 class RecentIds:
@@ -295,8 +308,9 @@ class Router:
             facts.get(_PRIORITY),
             facts.get(_REPLY_TO),
         )
-        lane = lanes.get(key, _UNDECIDED)
-        if lane is _UNDECIDED:
+        try:
+            lane = lanes[key]
+        except KeyError:  # a new combination: decided once
             if len(lanes) >= MAX_LANES:
                 lanes.clear()
             lane = lanes[key] = self._lane(key, config)
@@ -433,7 +447,7 @@ class Router:
             return False
         secret = policy.secret(key_id)
         return secret is not None and signature_ok(
-            signature, value, request_id, tenant, key_id, secret, signed_routing(facts)
+            signature, sign(value, request_id, tenant, key_id, secret, signed_routing(facts))
         )
 
     async def _route_after_sync(
@@ -468,39 +482,22 @@ class Router:
             specialist, prompt = self._validate(request, policy)
         except RequestInvalid as exc:
             return self._reject(request, exc, policy)
+        admitted = _Admitted(msg, request, prompt, received_ms, carried, policy)
         if specialist is None:
             verdict = self._triage.classify(prompt)
             if inspect.isawaitable(verdict):
-                return self._route_after_triage(
-                    msg, request, prompt, verdict, received_ms, carried, policy
-                )
+                return self._route_after_triage(admitted, verdict)
             specialist = verdict.specialist
-        return self._permitted_task(msg, request, specialist, prompt, received_ms, carried, policy)
+        return self._permitted_task(admitted, specialist)
 
     async def _route_after_triage(
-        self,
-        msg: Record,
-        request: dict[str, Any],
-        prompt: str,
-        verdict: Awaitable[TriageResult],
-        received_ms: int,
-        carried: list[tuple[str, bytes]],
-        policy: TenantPolicy,
+        self, admitted: _Admitted, verdict: Awaitable[TriageResult]
     ) -> Sequence[Outbound]:
-        specialist = (await verdict).specialist
-        return self._permitted_task(msg, request, specialist, prompt, received_ms, carried, policy)
+        return self._permitted_task(admitted, (await verdict).specialist)
 
-    def _permitted_task(
-        self,
-        msg: Record,
-        request: dict[str, Any],
-        specialist: str,
-        prompt: str,
-        received_ms: int,
-        carried: list[tuple[str, bytes]],
-        policy: TenantPolicy,
-    ) -> list[Outbound]:
+    def _permitted_task(self, admitted: _Admitted, specialist: str) -> list[Outbound]:
         """``_task``, once the tenant may ask ``specialist`` and be answered by its model."""
+        msg, request, policy = admitted.msg, admitted.request, admitted.policy
         tenant = request["tenant"]
         if policy.specialists is not None and specialist not in policy.specialists:
             allowed = ", ".join(f"/{s}" for s in sorted(policy.specialists)) or "none"
@@ -525,7 +522,7 @@ class Router:
                 policy,
             )
         partition = msg.partition() or 0
-        estimate = len(prompt) // 4 + self._rules.max_output_tokens
+        estimate = len(admitted.prompt) // 4 + self._rules.max_output_tokens
         mode = policy.over_limit or self._rules.over_limit
         if self._usage is not None:
             verdict = self._usage.check(
@@ -538,7 +535,7 @@ class Router:
             and (wait_s := self._limiter.check(tenant, partition=partition)) > 0
         ):
             return self._over_limit(msg, request, wait_s, mode)
-        outputs = self._task(msg, request, specialist, prompt, received_ms, carried)
+        outputs = self._task(admitted, specialist)
         if self._usage is not None and (
             policy.tokens_per_minute is not None or policy.tokens_per_day is not None
         ):
@@ -622,9 +619,11 @@ class Router:
         routing headers, so it is tried first: one HMAC) or the original (value, id, tenant)."""
         value = msg.value() or b""
         routing = signed_routing(h.header_pairs(msg.headers()))
-        if routing and signature_ok(signature, value, request_id, tenant, key_id, secret, routing):
+        if routing and signature_ok(
+            signature, sign(value, request_id, tenant, key_id, secret, routing)
+        ):
             return True
-        return signature_ok(signature, value, request_id, tenant, key_id, secret)
+        return signature_ok(signature, sign(value, request_id, tenant, key_id, secret))
 
     def _reply_allowed(self, reply_to: str, policy: TenantPolicy | None) -> bool:
         return (
@@ -670,24 +669,17 @@ class Router:
                     code="header_too_large",
                 )
 
-    def _task(
-        self,
-        msg: Record,
-        request: dict[str, Any],
-        specialist: str,
-        prompt: str,
-        received_ms: int,
-        carried: list[tuple[str, bytes]],
-    ) -> list[Outbound]:
+    def _task(self, admitted: _Admitted, specialist: str) -> list[Outbound]:
+        request = admitted.request
         request_id = request["request_id"]
         self._recent.add(request_id)
         task = dict(request)
         task["specialist"] = specialist
-        task["prompt"] = prompt
+        task["prompt"] = admitted.prompt
         routed_ms = now_ms()
         meta = dict(task.get("metadata") or {})
         meta["routed_at_ms"] = str(routed_ms)
-        meta["route_ms"] = str(routed_ms - received_ms)
+        meta["route_ms"] = str(routed_ms - admitted.received_ms)
         task["metadata"] = meta
         # Batch work (review jobs) goes to the specialist's batch topic: the same workers read
         # it with a smaller share of their cap, so it never queues ahead of interactive work.
@@ -706,7 +698,7 @@ class Router:
             headers.append((h.TRACEPARENT, request["traceparent"].encode()))
             if request.get("tracestate"):
                 headers.append((h.TRACESTATE, request["tracestate"].encode()))
-        headers += carried  # a replayed request that fails for good is parked
+        headers += admitted.carried  # a replayed request that fails for good is parked
         # Keyed by request id: a tenant's load spreads over every partition (no tenant can
         # starve one), and duplicates of one request always meet in the same partition.
         return [

@@ -121,7 +121,7 @@ def test_without_a_file_switchboard_tenants_still_decides() -> None:
 
 def test_the_signature_covers_value_request_id_tenant_and_key_id() -> None:
     sig = sign(b"value", "r-1", "acme", "k1", b"secret")
-    assert signature_ok(sig, b"value", "r-1", "acme", "k1", b"secret")
+    assert signature_ok(sig, sign(b"value", "r-1", "acme", "k1", b"secret"))
     for changed in (
         (b"valuf", "r-1", "acme", "k1", b"secret"),
         (b"value", "r-2", "acme", "k1", b"secret"),
@@ -129,14 +129,14 @@ def test_the_signature_covers_value_request_id_tenant_and_key_id() -> None:
         (b"value", "r-1", "acme", "k2", b"secret"),
         (b"value", "r-1", "acme", "k1", b"other"),
     ):
-        assert not signature_ok(sig, *changed)
+        assert not signature_ok(sig, sign(*changed))
     # With routing headers (scheme v2) they are covered too, and neither scheme passes as the other.
     routing = [b"sb-specialist", b"backend"]
     routed = sign(b"value", "r-1", "acme", "k1", b"secret", routing)
-    assert signature_ok(routed, b"value", "r-1", "acme", "k1", b"secret", routing)
-    assert not signature_ok(routed, b"value", "r-1", "acme", "k1", b"secret", [routing[0], b"api"])
-    assert not signature_ok(routed, b"value", "r-1", "acme", "k1", b"secret")
-    assert not signature_ok(sig, b"value", "r-1", "acme", "k1", b"secret", routing)
+    assert signature_ok(routed, sign(b"value", "r-1", "acme", "k1", b"secret", routing))
+    assert not signature_ok(routed, sign(b"value", "r-1", "acme", "k1", b"secret", [b"x", b"api"]))
+    assert not signature_ok(routed, sig) and not signature_ok(sig, routed)
+    assert not signature_ok("not hex \udcff", sig)  # a garbled header compares, never raises
 
 
 @pytest.mark.parametrize(
