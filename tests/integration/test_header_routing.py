@@ -156,24 +156,76 @@ def _stages(p: Pipeline) -> None:
     p.add_all(concurrency=8)
 
 
-def test_forged_specialist_header_cannot_reach_a_specialist_the_tenant_may_not_ask(
+def test_forged_routing_headers_reach_no_specialist_and_no_model(
     kafka_bootstrap: str, kafka_config: dict[str, str], tmp_path: Path
 ) -> None:
-    """The client's own signed requests: /backend is routed by headers and answered; /security
-    (not allowed) is refused by the router's fence on the decoding path."""
+    """A signed tenant that may ask backend only. Its client's own /backend request is routed
+    from its headers and answered. Two forgeries on the requests topic: an honest /backend
+    record whose signature was made with a guessed secret is refused `bad_signature` by the
+    router and routed nowhere; a /security body under a backend specialist header, signed with
+    the tenant's real key (a key holder lying in its headers), passes the router's fences on
+    the headers, and the worker refuses it `routing_mismatch` before any model call. Nothing
+    reaches the security task topic; each request has exactly one response."""
     settings = settings_for_test(kafka_bootstrap, tenants_file=_tenants_file(tmp_path))
-    create_topics(settings, kafka_config)
+    topics = create_topics(settings, kafka_config)
     client = SwitchboardClient(
         kafka_config,
         topic_prefix=settings.topic_prefix,
         tenant="acme",
         signing_key=("k1", SECRET),
     )
+    raw = Producer({**kafka_config, "linger.ms": 5})
+
+    def send_signed(
+        record: dict[str, object], headers: list[tuple[str, bytes]], secret: str
+    ) -> None:
+        value = CODEC.encode(REQUEST, record, "")
+        signature = sign(
+            value, str(record["request_id"]), "acme", "k1", secret.encode(), signed_routing(headers)
+        )
+        signed = [*headers, (h.KEY_ID, b"k1"), (h.SIGNATURE, signature.encode())]
+        raw.produce(topics.requests, value, str(record["request_id"]).encode(), headers=signed)
+
+    guessed = build_request("/backend size the pool", tenant="acme")
+    lying = build_request(f"/security audit {uuid.uuid4().hex}", tenant="acme")
+    lying_headers = [(k, b"backend" if k == h.SPECIALIST else v) for k, v in routing_headers(lying)]
+    assert (h.SPECIALIST, b"backend") in lying_headers  # the forged routing fact
     try:
-        with RunningPipeline(settings, kafka_config, _stages):
+        with RunningPipeline(settings, kafka_config, _stages) as running:
+            # Answered first: the router's index is in sync, so what follows meets the header
+            # path.
             allowed = client.ask("/backend size the pool", timeout=60)
-            refused = client.ask(f"/security audit {uuid.uuid4().hex}", timeout=60)
+            worker = running.pipeline.workers["backend"]
+            calls = worker.model_calls
+            send_signed(guessed, routing_headers(guessed), "0123456789abcdef-guess")
+            send_signed(lying, lying_headers, SECRET)
+            assert raw.flush(30) == 0
+            forged = {str(guessed["request_id"]), str(lying["request_id"])}
+            read_topic(
+                kafka_config,
+                topics.responses,
+                until=lambda ms: forged <= _by_id(ms).keys(),
+            )
+            # A moment for any second response to show up before counting.
+            responses = _by_id(
+                read_topic(kafka_config, topics.responses, until=lambda _ms: False, timeout_s=2)
+            )
+            backend = read_topic(
+                kafka_config, topics.tasks("backend"), until=lambda ms: len(ms) >= 2
+            )
+            security = read_topic(
+                kafka_config, topics.tasks("security"), until=lambda _ms: False, timeout_s=1
+            )
+            assert worker.model_calls == calls  # neither forgery reached the backend
     finally:
         client.close()
     assert allowed.status == "answered" and allowed.specialist == "backend"
-    assert (refused.status, refused.record["error_code"]) == ("rejected", "specialist_not_allowed")
+    outcome = {rid: [(str(r["status"]), r["error_code"]) for r in responses[rid]] for rid in forged}
+    assert outcome == {
+        str(guessed["request_id"]): [("rejected", "bad_signature")],
+        str(lying["request_id"]): [("rejected", "routing_mismatch")],
+    }
+    routed = {(m.key() or b"").decode(): m for m in backend}
+    assert str(guessed["request_id"]) not in routed and security == []
+    # The lie was routed from its (signed) headers, its bytes as sent: the worker refused it.
+    assert h.header_value(routed[str(lying["request_id"])].headers(), h.ROUTED) is not None
