@@ -183,7 +183,11 @@ def test_forged_routing_headers_reach_no_specialist_and_no_model(
         signature = sign(
             value, str(record["request_id"]), "acme", "k1", secret.encode(), signed_routing(headers)
         )
-        signed = [*headers, (h.KEY_ID, b"k1"), (h.SIGNATURE, signature.encode())]
+        signed: list[tuple[str, str | bytes | None]] = [
+            *headers,
+            (h.KEY_ID, b"k1"),
+            (h.SIGNATURE, signature.encode()),
+        ]
         raw.produce(topics.requests, value, str(record["request_id"]).encode(), headers=signed)
 
     guessed = build_request("/backend size the pool", tenant="acme")
