@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from benchmarks import procs
 from benchmarks.capacity import stage_specs
 from benchmarks.env import BenchKafka
@@ -37,11 +39,23 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
             "generator", "generator", {"kafka": kafka, "topic": topics.requests, "phases": phases}
         )
         rss: list[tuple[float, float]] = []
+        # CPU seconds of every process that shares the two cores (the stages, the generator,
+        # the observer, and the broker's JVM when this run started it), sampled with the RSS:
+        # what holds the drain back is read from their use per phase.
+        watched = [*stages, gen, obs]
+        brokers = _brokers()
+        cpu: list[tuple[float, dict[str, float]]] = []
         sampling = threading.Event()
 
         def sample() -> None:
             while not sampling.is_set():
                 rss.append((time.time(), sum(s.rss_mb() for s in stages)))
+                cpu.append(
+                    (
+                        time.time(),
+                        {**{p.name: p.cpu_s() for p in watched}, **_cpu_of(brokers)},
+                    )
+                )
                 time.sleep(0.25)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -94,6 +108,14 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
     over_seen = [x for x in seen if over["start"] + 1 <= x <= over["end"]]
     in_run_capacity = len(over_seen) / max(1e-9, over["end"] - over["start"] - 1)
     growth = (max((m for _t, m in rss), default=rss_go) - rss_go) if rss else float("nan")
+    served = {
+        label: rounded(
+            sum(1 for x in seen if ph["start"] <= x <= ph["end"])
+            / max(1e-9, ph["end"] - ph["start"]),
+            0,
+        )
+        for label, ph in (("over", over), ("under", under))
+    }
     ratio = drain_rate / spare if spare > 0 else float("nan")
     return {
         "value": f"drain {ratio:.2f} of spare; +{growth:.0f} MB; lost {lost}",
@@ -110,6 +132,11 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
             "spare_per_s": rounded(spare, 0),
             "drain_over_spare": rounded(ratio),
             "served_during_overload_per_s": rounded(in_run_capacity, 0),
+            "served_per_s_by_phase": served,
+            "cores_used_by_phase": {
+                label: _cores(cpu, ph["start"], ph["end"])
+                for label, ph in (("over", over), ("under", under))
+            },
             "rss_growth_mb": rounded(growth, 1),
             "rss_at_go_mb": rounded(rss_go, 1),
             "requests": len(sent),
@@ -117,5 +144,44 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
             "lost": lost,
             "duplicates": results["observer"].get("duplicates"),
             "generator": report,
+            # Pauses (backpressure) and each runtime's counters, per stage process.
+            "stages": {
+                s.name: {k: results.get(s.name, {}).get(k) for k in ("pauses", "runtimes")}
+                for s in stages
+            },
         },
     }
+
+
+def _cores(
+    samples: list[tuple[float, dict[str, float]]], start: float, end: float
+) -> dict[str, float]:
+    """Each process's CPU use between ``start`` and ``end``, in cores (1.0: one core busy)."""
+    inside = [(t, c) for t, c in samples if start <= t <= end]
+    if len(inside) < 2:
+        return {}
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    span = max(1e-9, t1 - t0)
+    used = {name: rounded((c1[name] - c0.get(name, 0.0)) / span, 2) for name in c1}
+    used["total"] = rounded(sum(used.values()), 2)
+    return used
+
+
+def _brokers() -> list[psutil.Process]:
+    """The Kafka broker JVMs on this machine (their CPU shares the cores with the stages)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if "kafka.Kafka" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def _cpu_of(brokers: list[psutil.Process]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for proc in brokers:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out["broker"] = out.get("broker", 0.0) + t.user + t.system
+    return out
