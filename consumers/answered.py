@@ -39,6 +39,7 @@ from typing import Any, Final, cast
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.answered_store import AnswerStore, StateDir, StoreBudget
+from switchboard.core.budgets import BROKER_REQUEST_TIMEOUT_S
 from switchboard.core.errors import KafkaAccessError
 from switchboard.core.headers import STATUS, header_value
 from switchboard.core.kafka_clients import reader_config
@@ -63,8 +64,6 @@ CONSUME_BATCH: Final = 2000
 QUEUED_MIN_MESSAGES: Final = 10_000
 QUEUED_MAX_KBYTES: Final = 2048
 FETCH_MAX_BYTES: Final = 1 << 20
-#: The timeout of each broker request the tail makes (watermarks, offsets for times).
-REQUEST_TIMEOUT_S: Final = 10.0
 
 
 #: The horizon when the topics' retention cannot be read (or both keep forever): 7 days,
@@ -398,7 +397,7 @@ class AnsweredIndex(AnsweredLedger):
         if wanted - self._followed:
             # The client learns the topic's partitions before their offsets are asked for
             # (else "Unknown partition" until some other request fetched its metadata).
-            self._consumer.list_topics(self.topic, timeout=REQUEST_TIMEOUT_S)
+            self._consumer.list_topics(self.topic, timeout=BROKER_REQUEST_TIMEOUT_S)
         for p in sorted(wanted - self._followed):  # one at a time: a failure retries the rest
             store, offset, how = self._open(p)
             self._next[p] = offset
@@ -415,7 +414,7 @@ class AnsweredIndex(AnsweredLedger):
         unreadable or stale store) the first offset of ``now - horizon``."""
         tp = TopicPartition(self.topic, partition)
         low, high = self._consumer.get_watermark_offsets(
-            tp, timeout=REQUEST_TIMEOUT_S, cached=False
+            tp, timeout=BROKER_REQUEST_TIMEOUT_S, cached=False
         )
         store = AnswerStore(self._state.partition(partition), self._budget)
         try:
@@ -427,7 +426,7 @@ class AnsweredIndex(AnsweredLedger):
                 store = AnswerStore(self._state.partition(partition), self._budget)
             since = self._wall_ms() - self._horizon_ms
             (found,) = self._consumer.offsets_for_times(
-                [TopicPartition(self.topic, partition, since)], timeout=REQUEST_TIMEOUT_S
+                [TopicPartition(self.topic, partition, since)], timeout=BROKER_REQUEST_TIMEOUT_S
             )
             start = high if found.offset < 0 else found.offset
             store.write([], start)  # a restart resumes here even if nothing is read before
@@ -445,7 +444,7 @@ class AnsweredIndex(AnsweredLedger):
         """Each followed partition's high watermark now."""
         return {
             p: self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=REQUEST_TIMEOUT_S, cached=False
+                TopicPartition(self.topic, p), timeout=BROKER_REQUEST_TIMEOUT_S, cached=False
             )[1]
             for p in self._followed
         }
@@ -457,7 +456,7 @@ def _settles(status: str | None) -> bool:
 
 
 def _partition_count(consumer: Consumer, topic: str) -> int:
-    metadata = consumer.list_topics(topic, timeout=REQUEST_TIMEOUT_S)
+    metadata = consumer.list_topics(topic, timeout=BROKER_REQUEST_TIMEOUT_S)
     found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         raise KafkaException(f"topic {topic} has no partitions: run `switchboard topics ensure`")
