@@ -201,7 +201,8 @@ class AsyncProducer:
             raise self.refused
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        headers = record.headers
+        # Any, not a typing.cast: a cast's subscripted type is built on every call, per record.
+        headers: Any = record.headers
         if headers and type(headers) is not list:
             headers = list(headers)  # librdkafka takes a list (or dict); most already are
         while True:
@@ -210,7 +211,7 @@ class AsyncProducer:
                     record.topic,
                     record.value,
                     record.key,
-                    headers=cast(list[tuple[str, bytes | str | None]], headers) or None,
+                    headers=headers or None,
                     on_delivery=on_delivery,
                 )
                 return
