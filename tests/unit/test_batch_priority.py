@@ -224,6 +224,32 @@ def test_a_batch_partition_paused_while_interactive_records_wait_resumes_when_th
     assert started.index("b0") > started.index("i2")  # the waiting interactive record went first
 
 
+def test_a_paused_partition_resumes_while_half_a_share_still_waits_in_memory() -> None:
+    """Cap 10: 20 slow records (twice the share) pause the partition; it resumes once 5 of
+    the running ones complete (15 outstanding), not only when all that waited has started,
+    so what the resume fetches is in memory before the slots it is for free up."""
+
+    async def main() -> tuple[list[bool], list[bool]]:
+        handler = Gated()
+        runtime = _runtime(handler, cap=10, share=0.25)
+        _feed(runtime, INTERACTIVE, range(20))
+        await _until(lambda: len(handler.started) == 10)
+        paused = _paused(runtime, INTERACTIVE)
+        for offset in range(5):
+            handler.gates[f"i{offset}"].set()
+        await _until(lambda: runtime.stats.completed == 5)
+        await asyncio.sleep(0.01)  # the offset store and the resume check: one loop turn
+        resumed = _paused(runtime, INTERACTIVE)
+        while runtime.stats.completed < 20:
+            handler.release()
+            await asyncio.sleep(0.001)
+        return paused, resumed
+
+    paused, resumed = asyncio.run(main())
+    assert paused == [True]  # 20 outstanding: twice the share
+    assert resumed == [True, False]  # 15 outstanding: 1.5 shares
+
+
 def test_without_batch_topics_the_runtime_shares_as_before() -> None:
     async def main() -> tuple[int, int]:
         config = RuntimeConfig([INTERACTIVE], "g", {}, concurrency=64)
