@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 import psutil
 
@@ -19,6 +19,11 @@ from benchmarks import procs
 from benchmarks.capacity import stage_specs
 from benchmarks.env import BenchKafka
 from benchmarks.measure import Watermarks, read_topics, rounded
+
+#: After the generator's last phase: how long without a new answer counts as a stall, and the
+#: longest the backlog is given to drain.
+STALL_S: Final = 10.0
+DRAIN_WAIT_MAX_S: Final = 300.0
 
 
 def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +45,7 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
         )
         rss: list[tuple[float, float]] = []
         # CPU seconds of every process that shares the two cores (the stages, the generator,
-        # the observer, and the broker's JVM when this run started it), sampled with the RSS:
+        # the observer, and the Kafka broker JVMs on this machine), sampled with the RSS:
         # what holds the drain back is read from their use per phase.
         watched = [*stages, gen, obs]
         brokers = _brokers()
@@ -67,9 +72,17 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
             if not gen.conn.poll(over_s + under_s + 60):
                 raise RuntimeError("the generator did not finish")
             report = gen.conn.recv()[1]["phases"]
-            _count, _ = wm.wait_for(
-                total, 20.0 if quick else 60.0, alive=lambda: procs.all_alive(stages)
-            )
+            # The backlog left at the generator's end drains for as long as answers keep
+            # coming: "lost" counts only requests unanswered once they stop (a stall), not
+            # ones still on their way when a fixed window closed.
+            drain_began = time.monotonic()
+            count, last = 0, -1
+            while count < total and count != last:
+                if time.monotonic() - drain_began > DRAIN_WAIT_MAX_S:
+                    break
+                last = count
+                count, _ = wm.wait_for(total, STALL_S, alive=lambda: procs.all_alive(stages))
+            drain_wait = time.monotonic() - drain_began
         finally:
             sampling.set()
             results = procs.stop_all([*stages, obs, gen])
@@ -142,6 +155,9 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any]) -> dict[str, Any]
             "requests": len(sent),
             "answered": len(seen),
             "lost": lost,
+            # Seconds the backlog drained after the generator's end (until all were answered,
+            # or answers stopped for STALL_S).
+            "drain_wait_after_load_s": rounded(drain_wait, 1),
             "duplicates": results["observer"].get("duplicates"),
             "generator": report,
             # Pauses (backpressure) and each runtime's counters, per stage process.
@@ -162,8 +178,8 @@ def _cores(
         return {}
     (t0, c0), (t1, c1) = inside[0], inside[-1]
     span = max(1e-9, t1 - t0)
-    used = {name: rounded((c1[name] - c0.get(name, 0.0)) / span, 2) for name in c1}
-    used["total"] = rounded(sum(used.values()), 2)
+    used = {name: round((c1[name] - c0.get(name, 0.0)) / span, 2) for name in c1}
+    used["total"] = round(sum(used.values()), 2)
     return used
 
 
