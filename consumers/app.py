@@ -58,8 +58,8 @@ TRIAGE_MAX_RETRIES: Final = 1
 #: How long ``wait_ready`` waits for every consumer to hold partitions.
 READY_TIMEOUT_S: Final = 60.0
 #: The collector's youngest-generation threshold while a pipeline runs (CPython's default is
-#: 700). A record's objects die with it (reference counting frees them), but each record
-#: allocates dozens, so the default ran a young collection every ~15 records: 438 young and 39
+#: 700). A record's objects die by reference counting, but records in flight keep theirs for a
+#: while, so the default ran a young collection every ~70 records: 438 young and 39
 #: middle collections, plus 4 full ones of ~15 ms each, in a 30k-response worker drain, 9.5 us
 #: of CPU a response. At 50,000 the same drain ran 23 young and 2 middle ones (1.5 us a
 #: response, peak RSS unchanged), and cyclic garbage, if any, waits for at most 50,000 objects.
