@@ -35,17 +35,31 @@ class Unsupported(Exception):
     """Raised when a schema uses a type the compiler does not specialise (fastavro serves it)."""
 
 
+#: Zigzagged values in 14-bit groups, by table: two varint bytes with the continuation bit set
+#: (``_GROUPS``), and the last group's minimal encoding (``_LAST``, one or two bytes). A
+#: millisecond timestamp (six varint bytes) is two lookups and a join instead of a six-turn loop
+#: per byte (0.59 against 1.27 µs here); the tables cost ~1.4 MB per process.
+_GROUP_BITS = 14
+_GROUP_MASK = (1 << _GROUP_BITS) - 1
+_GROUPS = tuple(bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80)) for z in range(1 << 14))
+_LAST = tuple(
+    bytes((z,)) if z < 0x80 else bytes(((z & 0x7F) | 0x80, z >> 7)) for z in range(1 << 14)
+)
+
+
 def _encode_long(n: int) -> bytes:
     """``n`` as an Avro long: zigzag, then base-128 varint, least significant group first."""
     if not _LONG_MIN <= n <= _LONG_MAX:
         raise OverflowError(f"{n} does not fit an Avro long")
     z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    if z <= _GROUP_MASK:
+        return _LAST[z]
+    out = _GROUPS[z & _GROUP_MASK]
+    z >>= _GROUP_BITS
+    while z > _GROUP_MASK:
+        out += _GROUPS[z & _GROUP_MASK]
+        z >>= _GROUP_BITS
+    return out + _LAST[z]
 
 
 _SMALL = tuple(_encode_long(n) for n in range(-64, 64))
