@@ -46,6 +46,7 @@ from switchboard.core.kafka_clients import reader_config
 from switchboard.core.status import ResponseStatus
 from switchboard.core.tail import (
     CONSUME_WAIT_S,
+    FETCH_MIN_BYTES,
     FETCH_WAIT_MAX_MS,
     STOP_JOIN_TIMEOUT_S,
     Barriers,
@@ -217,6 +218,7 @@ class AnsweredIndex(AnsweredLedger):
                 "answered-index",
                 **{
                     "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+                    "fetch.min.bytes": FETCH_MIN_BYTES,
                     # A catch-up reads as fast as it stores: no need to queue or fetch more
                     # ahead (librdkafka's defaults: 100,000 records or 64 MiB queued per
                     # partition, 50 MiB a fetch; they cost a rebuild ~50 MB of RSS).

@@ -48,6 +48,11 @@ CONSUME_BATCH: Final = 500
 CONSUME_WAIT_S: Final = 0.05
 #: librdkafka's own fetch wait: a tail serves read-your-writes barriers, so keep it short.
 FETCH_WAIT_MAX_MS: Final = 10
+#: And the broker answers a tail's fetch early only with this much: a tail that keeps up would
+#: otherwise fetch every few records, and on this machine the broker spends ~170 µs of CPU on
+#: each fetch request (five caught-up consumers at 3,000 records/s: 3,257 fetches/s, +0.56 of
+#: a core; with 16 KiB or 10 ms: 446/s, +0.13).
+FETCH_MIN_BYTES: Final = 64 * 1024
 #: How long ``stop`` waits for the tail's thread before closing the consumer.
 STOP_JOIN_TIMEOUT_S: Final = 5.0
 
@@ -153,7 +158,11 @@ class TopicTail:
         self._topic = topic
         self._on_message = on_message
         self._consumer = Consumer(
-            reader_config(config, "tail", **{"fetch.wait.max.ms": FETCH_WAIT_MAX_MS})
+            reader_config(
+                config,
+                "tail",
+                **{"fetch.wait.max.ms": FETCH_WAIT_MAX_MS, "fetch.min.bytes": FETCH_MIN_BYTES},
+            )
         )
         self._next: dict[int, int] = {}
         self._barriers = Barriers()
