@@ -147,15 +147,22 @@ def with_logger(config: dict[str, Any]) -> dict[str, Any]:
 PARTITIONER: Final = "consistent_random"
 
 
+#: Producer batching, which ``SWITCHBOARD_KAFKA_CONFIG`` may change. It trades latency at low
+#: load against broker load: a caught-up consumer fetches once per producer batch, and a
+#: broker pays per request (docs/capacity.md, "Batching"). The guarantees below stay fixed.
+PRODUCER_TUNING: Final = {"linger.ms": 2, "compression.type": "lz4"}
+
+
 def producer_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    """Idempotent, fully acknowledged producer: a retried send is never duplicated in the log."""
+    """Idempotent, fully acknowledged producer: a retried send is never duplicated in the log.
+    ``base`` (the settings' passthrough keys) may change the batching (``PRODUCER_TUNING``),
+    not the guarantees or the partitioner the co-partitioned topics rely on."""
     return {
+        **PRODUCER_TUNING,
         **with_logger(base),
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": PARTITIONER,
-        "linger.ms": 2,
-        "compression.type": "lz4",
         **overrides,
     }
 
