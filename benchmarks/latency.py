@@ -16,12 +16,15 @@ A request still unanswered ``cap_s`` after its phase ended counts as "at least t
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 from benchmarks import procs
 from benchmarks.capacity import _task_topics, stage_specs
 from benchmarks.env import BenchKafka
 from benchmarks.measure import Watermarks, interleave, median, percentile, read_topics, rounded
+
+#: G4's phase at 100 req/s, in both modes.
+P100_S: Final = 20.0
 
 
 def latency_run(
@@ -95,7 +98,9 @@ def run(bench: BenchKafka, quick: bool, state: dict[str, Any], only: set[str]) -
     half_rate = 0.5 * state["raw_chain_capacity"]
     phases = [
         {"label": "warm", "rate": 100, "seconds": 2.0},
-        {"label": "p100", "rate": 100, "seconds": seconds},
+        # G4's phase is full length in --quick too (the issue's acceptance): 2,000 requests,
+        # so its p99 is not the 3rd-slowest of 250, which one stall of the shared machine moved.
+        {"label": "p100", "rate": 100, "seconds": P100_S},
         # Extra, for information: 50% of the pipeline's own capacity (G2, this run).
         {
             "label": "sbhalf",
