@@ -169,6 +169,11 @@ class Outcomes:
             "content": content,
             "responded_at_ms": now_ms(),
             "traceparent": traceparent or request.get("traceparent"),
+            # The schema's defaults, written out: with every field present the compiled writer
+            # takes its straight path (indexing, no per-field lookup of a default).
+            "error_code": None,
+            "error_message": None,
+            "dlq": None,
             **fields,
         }
         self._counts[status] = self._counts.get(status, 0) + 1
