@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         {"G1", "G2", "G3", "G5", "G6", "G9"},
         lambda: capacity.run(bench, payloads, args.quick, state, only),
     )
+    if "pipeline_capacity" in state:
+
+        def live() -> dict[str, Any]:
+            overload.live_step(bench, args.quick, state, only)
+            return {}
+
+        step("live capacity", {"G3", "G9"}, live)
     if "raw_chain_capacity" in state:
         step("latency", {"G3", "G4"}, lambda: latency.run(bench, args.quick, state, only))
     elif {"G4"} & only:
