@@ -39,6 +39,10 @@ FIRST_TRY: Final = 0.35
 SEARCH_STEPS: Final = 5
 #: How long the backlog of a rate that was not sustained may take to drain before the next.
 SETTLE_MAX_S: Final = 60.0
+#: A quiet broker (``quiet_broker``): under this many cores over a second, waited for at most
+#: QUIET_MAX_S (an idle broker here uses ~0.02).
+QUIET_CORES: Final = 0.1
+QUIET_MAX_S: Final = 30.0
 
 
 def live_capacity(
@@ -304,6 +308,23 @@ def _cores(
     used = {name: round((c1[name] - c0.get(name, 0.0)) / span, 2) for name in c1}
     used["total"] = round(sum(used.values()), 2)
     return used
+
+
+def quiet_broker(max_s: float = QUIET_MAX_S) -> float:
+    """Wait until the broker JVMs use under ``QUIET_CORES`` over a second (at most ``max_s``);
+    returns the seconds waited. After heavy phases (the live-capacity search offers up to
+    ~80k req/s) the broker keeps working for a while, and a latency phase started then
+    measures that work, not the pipeline."""
+    brokers = _brokers()
+    began = time.monotonic()
+    last = _cpu_of(brokers).get("broker", 0.0)
+    while time.monotonic() - began < max_s:
+        time.sleep(1.0)
+        now = _cpu_of(brokers).get("broker", 0.0)
+        if now - last < QUIET_CORES:
+            break
+        last = now
+    return round(time.monotonic() - began, 1)
 
 
 def _brokers() -> list[psutil.Process]:
