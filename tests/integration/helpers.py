@@ -68,6 +68,20 @@ def read_topic(
     return out
 
 
+def topic_end_total(config: dict[str, str], topic: str) -> int:
+    """How many records ``topic`` holds now: the sum of its partitions' high watermarks (a
+    test's topic, never compacted or trimmed)."""
+    consumer = Consumer({**config, "group.id": f"ends-{uuid.uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
 def committed_offsets(config: dict[str, str], group: str, topic: str, partitions: int) -> list[int]:
     consumer = Consumer({**config, "group.id": group})
     try:

@@ -19,7 +19,7 @@ from switchboard.core.settings import SPECIALISTS, Settings
 from switchboard.devtools.fake_anthropic import FakeAnthropic
 
 from .harness import RunningPipeline, create_topics, running_pipeline, settings_for_test
-from .helpers import read_topic
+from .helpers import read_topic, topic_end_total
 
 pytestmark = pytest.mark.integration
 
@@ -144,11 +144,12 @@ def test_a_request_submitted_twice_is_answered_once(
     assert client.result("dup-1", timeout=60).status == "answered"
     marker = client.ask(SEED_BY_SPECIALIST["data"], timeout=60)  # after the duplicate, surely
     assert marker.status == "answered"
-    responses = read_topic(
-        kafka_config,
-        f"{settings.topic_prefix}.responses",
-        until=lambda m: any(x.key() == marker.request_id.encode() for x in m),
-    )
+    # The whole topic as it stands now, every partition to its end: stopping at the marker
+    # alone could stop before dup-1's partition was fetched (they are different partitions).
+    topic = f"{settings.topic_prefix}.responses"
+    total = topic_end_total(kafka_config, topic)
+    responses = read_topic(kafka_config, topic, until=lambda m: len(m) >= total)
+    assert marker.request_id.encode() in [m.key() for m in responses]
     assert [m.key() for m in responses].count(b"dup-1") == 1
 
 
