@@ -24,6 +24,7 @@ from switchboard.devtools.fake_anthropic import FakeAnthropic
 from tests.unit.review_corpus import CORPUS, corpus_documents, offline_review
 
 from .harness import RunningPipeline, create_topics, running_pipeline, settings_for_test
+from .helpers import topic_end_total
 
 pytestmark = pytest.mark.integration
 
@@ -345,18 +346,6 @@ def test_claude_answers_review_requests_with_the_findings_tool(
     assert report["usage"]["input_tokens"] > 0 and report["usage"]["cost_micro_usd"] > 0
 
 
-def _topic_size(kafka: dict[str, str], topic: str) -> int:
-    consumer = Consumer({**kafka, "group.id": f"size-{uuid.uuid4().hex}"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        )
-    finally:
-        consumer.close()
-
-
 def test_an_answered_id_is_looked_up_not_resubmitted_and_switchboard_result_prints_it(
     running: Settings, kafka_config: dict[str, str]
 ) -> None:
@@ -370,12 +359,12 @@ def test_an_answered_id_is_looked_up_not_resubmitted_and_switchboard_result_prin
     with SwitchboardClient(kafka_config, topic_prefix=prefix) as client:
         client.submit("/backend design a rate limiter", request_id=request)
         earlier = client.result(request, 60)
-    requests_before = _topic_size(kafka_config, f"{prefix}.requests")
+    requests_before = topic_end_total(kafka_config, f"{prefix}.requests")
     with SwitchboardClient(kafka_config, topic_prefix=prefix) as client:
         assert set(client.lookup([request, "never-sent"])) == {request}
         assert client.submit("/backend design a rate limiter", request_id=request) == request
         assert client.result(request, 0.1).content == earlier.content
-    assert _topic_size(kafka_config, f"{prefix}.requests") == requests_before
+    assert topic_end_total(kafka_config, f"{prefix}.requests") == requests_before
 
     run = [sys.executable, "-m", "switchboard.cli.main", "result"]
     shown = subprocess.run(
