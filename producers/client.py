@@ -517,8 +517,10 @@ class SwitchboardClient(_ClientBase):
         return self.result(self.submit(text, **kwargs), timeout)
 
     def close(self) -> None:
-        self._producer.flush(10)
-        self._responses.close()
+        try:
+            self._producer.flush(10)  # may raise the broker's refusal (error_cb)
+        finally:
+            self._responses.close()
 
     def __enter__(self) -> SwitchboardClient:
         return self
@@ -561,8 +563,10 @@ class AsyncSwitchboardClient(_ClientBase):
         return await self.result(await self.submit(text, **kwargs), timeout)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._producer.close)
-        await asyncio.to_thread(self._responses.close)
+        try:
+            await asyncio.to_thread(self._producer.close)
+        finally:
+            await asyncio.to_thread(self._responses.close)
 
     async def __aenter__(self) -> AsyncSwitchboardClient:
         return self

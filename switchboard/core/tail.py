@@ -167,7 +167,14 @@ class TopicTail:
         self._next: dict[int, int] = {}
         self._barriers = Barriers()
         self._running = True
-        self._assign(since_ms)
+        try:
+            self._assign(since_ms)
+        except BaseException:
+            # A refusal (credentials, TLS) or a missing topic: close the consumer now, not in
+            # its finaliser, which may run while the interpreter shuts down (a CI run saw
+            # `switchboard submit` print the refusal and then die of SIGSEGV on exit).
+            self._consumer.close()
+            raise
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
