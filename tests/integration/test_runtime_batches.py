@@ -26,11 +26,16 @@ PARTITIONS = 3
 
 
 def _runtime(
-    kafka: dict[str, str], source: str, group: str, handler: Handler
+    kafka: dict[str, Any],
+    source: str,
+    group: str,
+    handler: Handler,
+    consumer: dict[str, Any] | None = None,
 ) -> tuple[ConsumerRuntime, AsyncProducer]:
+    """A runtime and its producer; ``consumer`` adds settings for its group consumer."""
     producer = AsyncProducer({**kafka, "linger.ms": 2})
     runtime = ConsumerRuntime(
-        RuntimeConfig([source], group, kafka, concurrency=100),
+        RuntimeConfig([source], group, {**kafka, **(consumer or {})}, concurrency=100),
         handler,
         producer=producer,
         failures=Unexpected(),
@@ -55,8 +60,11 @@ def test_fast_records_are_delivered_before_commit_and_survive_a_member_joining(
             handled_while_shared.append(msg.offset() or 0)
         return [Outbound(sink, msg.value() or b"", msg.key())]  # at once: the fast path
 
-    first, p1 = _runtime(kafka_config, source, group, forward)
-    second, p2 = _runtime(kafka_config, source, group, forward)
+    # A member learns of a rebalance at its next heartbeat (librdkafka's default: every 3 s),
+    # and the first has 4,000 records of its own, ~5 s of work: the join must not wait 3 s.
+    quick_heartbeat = {"heartbeat.interval.ms": 100}
+    first, p1 = _runtime(kafka_config, source, group, forward, quick_heartbeat)
+    second, p2 = _runtime(kafka_config, source, group, forward, quick_heartbeat)
 
     async def main() -> None:
         run_first = asyncio.create_task(first.run(idle_timeout=8))
