@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
 import sys
@@ -171,6 +173,11 @@ def _fake_anthropic(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A crash in native code (librdkafka, RocksDB) prints every thread's Python stack on
+    # stderr instead of dying silently: the operator's (and CI's) only clue to where it was.
+    if not faulthandler.is_enabled():
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # no real stderr file
+            faulthandler.enable()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["fake-anthropic"]:
         # The fake server parses its own options (--port, --fault, ...): hand them over whole.

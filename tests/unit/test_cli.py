@@ -142,3 +142,22 @@ def test_fake_anthropic_without_aiohttp_is_one_line_saying_what_to_install() -> 
     assert proc.stderr.strip() == (
         "switchboard: error: fake-anthropic needs aiohttp: pip install 'switchboard[fake]'"
     )
+
+
+def test_a_crash_in_native_code_prints_the_python_stacks() -> None:
+    """A segfault under a command (librdkafka, RocksDB) ends with every thread's Python stack
+    on stderr, naming where it was, not with a silent -11."""
+    crash = (
+        "import ctypes, sys\n"
+        "import switchboard.cli.main as cli\n"
+        "def handler(*_args):\n"
+        "    ctypes.string_at(0)  # a read of address 0: SIGSEGV\n"
+        "cli.configure_logging = handler  # main calls it once the arguments parse\n"
+        "sys.exit(cli.main(['settings']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", crash], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == -11
+    assert "Fatal Python error: Segmentation fault" in out.stderr
+    assert "in handler" in out.stderr and "in main" in out.stderr
