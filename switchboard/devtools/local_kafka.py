@@ -83,9 +83,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 #: The JVM options Kafka's own ``kafka-run-class.sh`` starts a broker with
-#: (``KAFKA_JVM_PERFORMANCE_OPTS``). Without ``MaxGCPauseMillis=20`` G1 aims at 200 ms: here its
-#: young collections took ~40 ms each (jstat, 96 in 3.9 s), and at 100 req/s the few such pauses
-#: of a 20 s phase held ~1% of requests, which is G4's p99 (15 ms alone, 27-64 ms after a drain).
+#: (``KAFKA_JVM_PERFORMANCE_OPTS``). Without ``MaxGCPauseMillis=20`` G1 aims at 200 ms, and the
+#: young collections here took ~40 ms each instead of 16-19: pauses that long hold ~1% of the
+#: requests at 100 req/s, a latency p99 (benchmarks/README.md, "Why targets are still missed").
 JVM_PERFORMANCE_OPTS: Final = (
     "-server",
     "-XX:+UseG1GC",
