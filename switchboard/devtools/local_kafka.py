@@ -201,6 +201,8 @@ class LocalKafka:
         self.data = state_dir / "data"
         self.pid_file = state_dir / "broker.pid"
         self.log_file = state_dir / "broker.log"
+        #: The JVM's garbage-collection log (rotated: four files of 20 MB at most).
+        self.gc_log_file = state_dir / "broker-gc.log"
         self.bootstrap_file = state_dir / "bootstrap"
         self.cluster_id_file = state_dir / "cluster.id"
 
@@ -384,6 +386,9 @@ class LocalKafka:
             f"-Xmx{self.heap}",
             f"-Xms{self.heap}",
             *JVM_PERFORMANCE_OPTS,
+            # As kafka-server-start.sh's -loggc (KAFKA_GC_LOG_OPTS): every pause with its
+            # wall-clock time, beside the broker's log, to set against a latency outlier.
+            f"-Xlog:gc*:file={self.gc_log_file}:time,tags:filecount=4,filesize=20M",
             f"-Dlog4j2.configurationFile={self.root / 'log4j2.yaml'}",
             f"-Dswitchboard.state={self.root}",
             "-cp",

@@ -76,6 +76,10 @@ def test_lifecycle_start_idempotent_restart_keeps_data(fresh_broker: LocalKafka)
     assert started
     assert fresh_broker.status().running
     assert _round_trip(bootstrap, "durable", b"before-restart") == [b"before-restart"]
+    # The JVM's GC log, as Kafka's start script writes it: the collector and its heap (the
+    # -Xms/-Xmx this broker was given) are in it from the start.
+    gc_log = fresh_broker.gc_log_file.read_text()
+    assert "Using G1" in gc_log and "Heap Max Capacity: 256M" in gc_log
 
     again, started_again, _ = fresh_broker.start()
     assert (again, started_again) == (bootstrap, False)
