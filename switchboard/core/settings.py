@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     # --- local broker --------------------------------------------------------------------
     state_dir: Path = Path(".switchboard")
     kafka_port: int = Field(default=9092, ge=1, le=65535)
-    kafka_heap: str = "512m"
+    #: The local broker's JVM heap: Kafka's own default (``KAFKA_HEAP_OPTS``, -Xmx1G). Its log
+    #: cleaner alone pins 128 MB of it (``log.cleaner.dedupe.buffer.size``) from the start.
+    kafka_heap: str = "1g"
     kafka_start_timeout_s: float = Field(default=60.0, gt=0)
 
     # --- Anthropic -----------------------------------------------------------------------

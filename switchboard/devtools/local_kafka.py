@@ -186,7 +186,7 @@ class LocalKafka:
         state_dir: Path,
         *,
         port: int = 9092,
-        heap: str = "512m",
+        heap: str = "1g",
         start_timeout_s: float = 60.0,
         pom: Path = DEFAULT_POM,
         jars: Path | None = None,

@@ -48,7 +48,7 @@ class SecureKafka(LocalKafka):
         state_dir: Path,
         *,
         jars: Path | None = None,
-        heap: str = "512m",
+        heap: str = "1g",
         start_timeout_s: float = 60.0,
         pom: Path = DEFAULT_POM,
         topic_prefix: str = "switchboard",
