@@ -227,7 +227,7 @@ class BatchRunner:
         raise AssertionError("unreachable")
 
     async def _fail_now(self, oversize: list[Planned], attempts: Mapping[str, int]) -> None:
-        records: list[Outbound] = []
+        records: list[Sequence[Outbound]] = []  # one request's outputs each, in their order
         for p in oversize:
             failure = Failure(
                 ErrorClass.PERMANENT,
@@ -236,8 +236,10 @@ class BatchRunner:
                 f"{self._max_bytes}; split the document into smaller parts",
                 "BatchItemTooLarge",
             )
-            records += await self._dead(
-                p.item.request, p.item.specialist, failure, attempts[p.item.custom_id]
+            records.append(
+                await self._dead(
+                    p.item.request, p.item.specialist, failure, attempts[p.item.custom_id]
+                )
             )
         await self._deliver(records)
 
@@ -255,7 +257,7 @@ class BatchRunner:
         # No result (or no batch: the API forgot it) means the item never ran: send it again.
         lost = "no result for the item" if ended else "the batch is gone at the API"
         resubmit: list[_Pending] = []
-        records: list[Outbound] = []
+        records: list[Sequence[Outbound]] = []  # one request's outputs each, in their order
         for custom_id, held in batch.items.items():
             if held.request_id in self._answered:
                 continue  # published before a restart, or answered elsewhere: never twice
@@ -267,7 +269,7 @@ class BatchRunner:
                     resubmit.append(_Pending(known, held.attempt + 1))
                     continue
                 verdict = Dead(self._not_resubmitted(held, verdict, known is None))
-            records += await self._terminal(batch, custom_id, verdict)
+            records.append(await self._terminal(batch, custom_id, verdict))
         # Commit order: the responses (and dead letters, delivered inside) are confirmed
         # delivered before the ledger says done, so a crash in between republishes nothing
         # (the answered scan skips them) and loses nothing.
@@ -415,9 +417,18 @@ class BatchRunner:
             timestamp_ms=int(created) if created else None,
         )
 
-    async def _deliver(self, records: list[Outbound]) -> None:
-        if records:
-            await self._producer.send_all(records)
+    async def _deliver(self, records: list[Sequence[Outbound]]) -> None:
+        """Every request's outputs in their order, the requests side by side: the k-th output
+        of every request once all the (k-1)-th are acknowledged (a round trip per position,
+        not per record).
+
+        Produce order is not delivery order across partitions (librdkafka batches each apart):
+        a process killed after one ``send_all`` of a copy and its reply may have written the
+        reply and not the copy, and the copy in the ledger is what keeps a redelivery from
+        being answered, and billed, again. So a reply never exists without its copy."""
+        depth = max((len(r) for r in records), default=0)
+        for k in range(depth):
+            await self._producer.send_all([r[k] for r in records if len(r) > k])
 
 
 def _ledger_item(item: BatchItem, attempt: int) -> LedgerItem:

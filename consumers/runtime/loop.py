@@ -380,6 +380,9 @@ class ConsumerRuntime:
                 self._spawn(ctx, self._process(msg, ctx, result))
             elif not result:
                 self._complete(msg, ctx)  # nothing to deliver (a duplicate)
+            elif len(result) > 1:
+                # Delivered in order, each after the one before it (``_deliver``): a task.
+                self._spawn(ctx, self._redeliver(msg, ctx, result))
             else:
                 if deliveries is None:
                     deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
@@ -589,11 +592,22 @@ class ConsumerRuntime:
                     delay = min(delay * 2, ERROR_PATH_MAX_RETRY_S)
 
     async def _deliver(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
+        """Deliver ``outputs`` in their order, each once the one before it is acknowledged: a
+        reply never without its ledger copy, a failed answer never without its dead letter.
+        (Produce order is not delivery order across partitions: a process killed after
+        producing both may have written the second and not the first.) A retry resends only
+        what is not delivered yet."""
         delay = DELIVERY_FIRST_RETRY_S
         replaced = False
+        sent = 0
         while True:
             try:
-                await self._producer.send_all(outputs)
+                if len(outputs) == 1:
+                    await self._producer.send(outputs[0])
+                else:
+                    while sent < len(outputs):
+                        await self._producer.send(outputs[sent])
+                        sent += 1
                 return
             except KafkaException as exc:  # DeliveryError too: a delivery report's error
                 err = exc.args[0] if exc.args else None
@@ -615,7 +629,7 @@ class ConsumerRuntime:
                     # This output can never be written (too large, illegal topic): the record
                     # takes the error path instead (DLQ and a failed answer), once.
                     replaced = True
-                    outputs = await self._failures.resolve(msg, exc)
+                    outputs, sent = await self._failures.resolve(msg, exc), 0
                     continue
                 # Transient (librdkafka already retried for message.timeout.ms: the cluster is
                 # in trouble), or the error path's own output failed too. Keep the offset open

@@ -162,3 +162,60 @@ def test_an_output_that_is_refused_takes_the_failure_path(
     if refused_by == "producer":
         assert dead == bad
     assert committed_offsets(kafka_config, group, source, 1) == [n]
+
+
+class OrderLog(AsyncProducer):
+    """An ``AsyncProducer`` that notes when each record is produced and acknowledged."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.events: list[tuple[str, bytes, str]] = []  # (event, value, topic)
+
+    def _produce(self, record: Outbound, on_delivery: Any) -> None:
+        self.events.append(("produced", record.value or b"", record.topic))
+
+        def noted(err: Any, msg: Any) -> None:
+            self.events.append(("acked", record.value or b"", record.topic))
+            on_delivery(err, msg)
+
+        super()._produce(record, noted)
+
+
+def test_a_records_outputs_are_delivered_in_order_each_after_the_one_before(
+    kafka_config: dict[str, str], make_topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    """A handler's outputs land in their order: the second is produced only once the first is
+    acknowledged (a reply after its ledger copy). Produce order alone is not delivery order
+    across partitions: a process killed after producing both could leave the second only."""
+    source, ledger, replies = make_topic("src", 3), make_topic("ledger", 3), make_topic("reply")
+    n = 300
+    produce_all(kafka_config, source, ((f"k{i}".encode(), f"r{i}".encode()) for i in range(n)))
+
+    def copy_then_reply(msg: Record, _ctx: Context) -> Sequence[Outbound]:
+        value = msg.value() or b""
+        return [Outbound(ledger, value, msg.key()), Outbound(replies, value, msg.key())]
+
+    producer = OrderLog({**kafka_config, "linger.ms": 2})
+    runtime = ConsumerRuntime(
+        RuntimeConfig([source], unique("g"), kafka_config, concurrency=100),
+        copy_then_reply,
+        producer=producer,
+        failures=Unexpected(),
+    )
+    stats = asyncio.run(runtime.run(max_messages=n, idle_timeout=10))
+    producer.close()
+    assert stats.completed == n
+    position = {event: i for i, event in enumerate(producer.events)}
+    for i in range(n):
+        value = f"r{i}".encode()
+        copy_acked = position[("acked", value, ledger)]
+        assert (
+            position[("produced", value, ledger)]
+            < copy_acked
+            < position[("produced", value, replies)]
+            < position[("acked", value, replies)]
+        )
+    # In the topics too: every reply has its copy.
+    copies = read_topic(kafka_config, ledger, until=lambda m: len(m) >= n, timeout_s=30)
+    answered = read_topic(kafka_config, replies, until=lambda m: len(m) >= n, timeout_s=30)
+    assert {m.value() for m in answered} == {m.value() for m in copies}
