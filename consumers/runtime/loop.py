@@ -602,12 +602,9 @@ class ConsumerRuntime:
         sent = 0
         while True:
             try:
-                if len(outputs) == 1:
-                    await self._producer.send(outputs[0])
-                else:
-                    while sent < len(outputs):
-                        await self._producer.send(outputs[sent])
-                        sent += 1
+                while sent < len(outputs):
+                    await self._producer.send(outputs[sent])
+                    sent += 1
                 return
             except KafkaException as exc:  # DeliveryError too: a delivery report's error
                 err = exc.args[0] if exc.args else None
