@@ -382,7 +382,7 @@ class ConsumerRuntime:
                 self._complete(msg, ctx)  # nothing to deliver (a duplicate)
             elif len(result) > 1:
                 # Delivered in order, each after the one before it (``_deliver``): a task.
-                self._spawn(ctx, self._redeliver(msg, ctx, result))
+                self._spawn(ctx, self._deliver_then_complete(msg, ctx, result))
             else:
                 if deliveries is None:
                     deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
@@ -392,7 +392,7 @@ class ConsumerRuntime:
                 except KafkaException:
                     # Refused at once (too large for the producer, an illegal topic): the slow
                     # path delivers it or sends the record to the failure path.
-                    self._spawn(ctx, self._redeliver(msg, ctx, result))
+                    self._spawn(ctx, self._deliver_then_complete(msg, ctx, result))
                     continue
                 ctx.fast_pending += 1
                 fast.append((msg, ctx, result))
@@ -481,7 +481,7 @@ class ConsumerRuntime:
             if lost is not None and (
                 not lost or any((o.topic, o.key, o.value) in lost for o in outputs)
             ):
-                self._spawn(ctx, self._redeliver(msg, ctx, outputs))
+                self._spawn(ctx, self._deliver_then_complete(msg, ctx, outputs))
                 continue
             offset: Any = msg.offset()
             ctx.tracker.finish(offset)
@@ -496,7 +496,11 @@ class ConsumerRuntime:
                 self._store_scheduled = True
                 asyncio.get_running_loop().call_soon(self._store_dirty)
 
-    async def _redeliver(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
+    async def _deliver_then_complete(
+        self, msg: Record, ctx: Context, outputs: Sequence[Outbound]
+    ) -> None:
+        """The slow path's delivery for a record handled on the fast path: a redelivery after
+        a lost or refused output, or a record of several outputs (delivered in order)."""
         await self._deliver(msg, ctx, outputs)
         self._complete(msg, ctx)
 
