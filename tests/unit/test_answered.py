@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from consumers.answered import AnsweredLedger
+from consumers.answered import AnsweredLedger, _answers
+from consumers.runtime.message import MemoryRecord
+from switchboard.core import headers as h
 from switchboard.core.status import ResponseStatus
 
 
@@ -97,3 +99,34 @@ def test_a_ledger_without_a_tail_is_always_synced() -> None:
     ledger = AnsweredLedger(60)
     asyncio.run(ledger.sync(float("inf")))
     assert ledger.synced(float("inf"))
+
+
+def test_the_tail_reads_each_keyed_response_and_whether_it_settles_a_replay() -> None:
+    """What the index's tail stores of each response it reads (``_answers``, per answer on
+    every rebuild): a status other than ``failed`` settles, the last ``sb-status`` counts, a
+    response without one settles nothing, and a keyless record is no answer."""
+    status = h.STATUS
+
+    def response(key: bytes | None, *statuses: bytes | None) -> MemoryRecord:
+        return MemoryRecord("t", b"", key, [(status, s) for s in statuses], timestamp_ms=7)
+
+    read = list(
+        _answers(
+            [
+                response(b"a", b"answered"),
+                response(b"f", b"failed"),
+                response(b"r", b"failed", b"rejected"),  # the last one counts
+                response(b"x", b"answered", b"failed"),
+                response(b"n"),
+                response(None, b"answered"),
+                response(b"", b"answered"),
+            ]
+        )
+    )
+    assert read == [
+        (b"a", 7, True),
+        (b"f", 7, False),
+        (b"r", 7, True),
+        (b"x", 7, False),
+        (b"n", 7, False),
+    ]
