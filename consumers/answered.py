@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from consumers.answered_store import AnswerStore, StateDir, StoreBudget
+from consumers.answered_store import BLOCK_CACHE_BYTES, AnswerStore, StateDir, StoreBudget
 from switchboard.core.budgets import BROKER_REQUEST_TIMEOUT_S
 from switchboard.core.errors import KafkaAccessError
 from switchboard.core.headers import STATUS
@@ -200,6 +200,8 @@ class AnsweredIndex(AnsweredLedger):
 
     ``partitions``: the response topic's partition count (read from the broker when None).
     ``state``: this process's state directory (``StateDir``), closed with the index.
+    ``cache_bytes``: the block cache every store of the process shares (the memtables are
+    charged to it): what a process's index memory is, and what keeps its lookups in memory.
     """
 
     def __init__(
@@ -210,11 +212,12 @@ class AnsweredIndex(AnsweredLedger):
         *,
         state: StateDir,
         partitions: int | None = None,
+        cache_bytes: int = BLOCK_CACHE_BYTES,
     ) -> None:
         super().__init__(horizon_s)
         self.topic = responses_topic
         self._state = state
-        self._budget = StoreBudget()  # the memory every store of this process shares
+        self._budget = StoreBudget(cache_bytes)  # the memory every store of this process shares
         self._consumer = Consumer(
             reader_config(
                 config,

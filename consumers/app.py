@@ -165,7 +165,14 @@ class Pipeline:
         )
         log.info("answered index: dedup horizon %gs (%s)", horizon_s, source)
         state = StateDir(s.answered_state_dir, t.responses, s.instance_id)
-        return AnsweredIndex(self.kafka, t.responses, horizon_s, state=state, partitions=responses)
+        return AnsweredIndex(
+            self.kafka,
+            t.responses,
+            horizon_s,
+            state=state,
+            partitions=responses,
+            cache_bytes=s.answered_cache_mb << 20,
+        )
 
     def _following(self, role: str, then: Callable[[object], None]) -> Callable[[object], None]:
         """An assignment hook: the index follows ``role``'s partitions, then ``then`` (the

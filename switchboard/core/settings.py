@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     #: ``<answered_dir>/<responses topic>/<instance id or a free slot m0, m1, ...>``; unset:
     #: ``<state_dir>/answered``.
     answered_dir: Path | None = None
+    #: The answered index's block cache in MiB, shared by the process's stores (their
+    #: memtables, 16 MiB, are charged to it). Lookups stay in memory while the stores' filter
+    #: and index blocks fit: about 12 million answers a process at 64 (a lookup 5-20 us);
+    #: beyond, they page from disk (200-500 us). Measured: benchmarks/README.md, G13.
+    answered_cache_mb: int = Field(default=64, ge=32)
     #: Per-tenant request rate at the router (the seed's "1000 RPS per user"); 0 turns it off.
     tenant_rate_per_s: float = Field(default=1000.0, ge=0)
     tenant_burst: int = Field(default=1000, ge=1)

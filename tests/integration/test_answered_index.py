@@ -110,8 +110,11 @@ def test_two_processes_split_the_partitions_and_each_index_follows_its_own(
 ) -> None:
     """Two pipelines in one worker group: each one's index reads exactly the response
     partitions of the task partitions its worker holds (of the interactive and the batch task
-    topic, which the group assigns independently), never another's alone."""
-    settings = settings_for_test(kafka_bootstrap, partitions=4, answered_dir=tmp_path)
+    topic, which the group assigns independently), never another's alone. Each process's
+    stores share the block cache ``SWITCHBOARD_ANSWERED_CACHE_MB`` sets."""
+    settings = settings_for_test(
+        kafka_bootstrap, partitions=4, answered_dir=tmp_path, answered_cache_mb=48
+    )
     create_topics(settings, kafka_config)
     tasks = Topics(settings.topic_prefix).tasks("backend")
 
@@ -134,6 +137,7 @@ def test_two_processes_split_the_partitions_and_each_index_follows_its_own(
                         break
                 await asyncio.sleep(0.1)
             assert pipelines[0].index._state.path != pipelines[1].index._state.path  # a slot each
+            assert [p.index._budget.cache_bytes for p in pipelines] == [48 << 20] * 2
             return [(held(p), p.index.followed, p.index.assignment) for p in pipelines]
         finally:
             for pipeline in pipelines:
