@@ -380,7 +380,8 @@ class AnsweredIndex(AnsweredLedger):
             store = self._stores.get(partition)
             if store is None:
                 continue  # dropped since the fetch
-            after: int = msgs[-1].offset() + 1  # type: ignore[operator]
+            last: Any = msgs[-1].offset()  # never None on a record without an error
+            after = last + 1
             store.write(_answers(msgs), after)
             self._next[partition] = after
             if own:
