@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     #: The answered index's block cache in MiB, shared by the process's stores (their
     #: memtables, 16 MiB, are charged to it). Lookups stay in memory while the stores' filter
     #: and index blocks fit: about 12 million answers a process at 64 (a lookup 5-20 us);
-    #: beyond, they page from disk (200-500 us). Measured: benchmarks/README.md, G13.
+    #: beyond, they page from disk (200-500 us; a larger cache helps only so far: 50.4M
+    #: answers at 320 MiB still 250-350 us). Measured: benchmarks/README.md, G13.
     answered_cache_mb: int = Field(default=64, ge=32)
     #: Per-tenant request rate at the router (the seed's "1000 RPS per user"); 0 turns it off.
     tenant_rate_per_s: float = Field(default=1000.0, ge=0)
