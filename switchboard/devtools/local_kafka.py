@@ -149,8 +149,13 @@ def find_java(minimum: int = MIN_JAVA, jvm_root: Path = Path("/usr/lib/jvm")) ->
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 characters),
+    never starting with "-" (kafka-storage's argument parser reads such an id as an option;
+    Kafka's own Uuid.randomUuid draws again likewise: a CI run failed on one, 1 in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float, config: dict[str, str] | None = None) -> bool:
