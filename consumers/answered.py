@@ -52,6 +52,7 @@ from switchboard.core.tail import (
     STOP_JOIN_TIMEOUT_S,
     Barriers,
     fetch,
+    past_markers,
 )
 
 log = logging.getLogger(__name__)
@@ -357,7 +358,8 @@ class AnsweredIndex(AnsweredLedger):
                 return
             if batch:
                 self._store_batch(batch)
-            self._barriers.resolve(self._next)
+            if self._barriers.waiting:
+                self._barriers.resolve(past_markers(self._consumer, self.topic, self._next))
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_EVERY_S
                 dropped = self.prune()

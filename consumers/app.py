@@ -39,6 +39,7 @@ from consumers.worker import SpecialistWorker
 from switchboard.core import metrics
 from switchboard.core.admin import partition_counts, retention_ms
 from switchboard.core.aio_producer import AsyncProducer
+from switchboard.core.atomic import AtomicWriter, transactional_id
 from switchboard.core.envelope import content_codec
 from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import make_admin, producer_config
@@ -97,7 +98,13 @@ class Pipeline:
         #: Seals and opens content with the configured keyring (docs/security.md, "Content
         #: encryption"); without one it seals nothing and names any key it meets.
         self.codec = content_codec(self.settings)
-        self.producer = AsyncProducer(producer_config(self.kafka))
+        # Replies to a caller's own topic and their ledger copies go out in transactions
+        # (switchboard.core.atomic): both or neither, whatever kills the process.
+        self.atomic = AtomicWriter(
+            producer_config(self.kafka),
+            transactional_id(self.topics.prefix, self.settings.instance_id),
+        )
+        self.producer = AsyncProducer(producer_config(self.kafka), atomic=self.atomic)
         self._index: AnsweredIndex | None = None
         self._router_follows = False
         #: The requests topic's partition count, read with the index's topics (None: absent).
@@ -399,6 +406,10 @@ class Pipeline:
         gc.freeze()
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+        if self.settings.instance_id:
+            # A stable transactional id: fence the previous incarnation now, so what it left
+            # open does not hold this process's answered index until the coordinator's timeout.
+            self.atomic.start()
         status = self._start_status()
         watch = asyncio.create_task(self._watch(), name="health-and-lag")
         clean = False

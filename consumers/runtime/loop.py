@@ -596,19 +596,19 @@ class ConsumerRuntime:
                     delay = min(delay * 2, ERROR_PATH_MAX_RETRY_S)
 
     async def _deliver(self, msg: Record, ctx: Context, outputs: Sequence[Outbound]) -> None:
-        """Deliver ``outputs`` in their order, each once the one before it is acknowledged: a
-        reply never without its ledger copy, a failed answer never without its dead letter.
-        (Produce order is not delivery order across partitions: a process killed after
-        producing both may have written the second and not the first.) A retry resends only
-        what is not delivered yet."""
+        """Deliver ``outputs``: one record on its own; several (a reply and its ledger copy)
+        all or nothing, in one Kafka transaction with other records' groups
+        (``switchboard.core.atomic``), so a process killed at any point leaves both or
+        neither, never the copy alone (the redelivered task would be skipped as answered and
+        the caller's topic never get its reply). A retry sends the whole group again."""
         delay = DELIVERY_FIRST_RETRY_S
         replaced = False
-        sent = 0
         while True:
             try:
-                while sent < len(outputs):
-                    await self._producer.send(outputs[sent])
-                    sent += 1
+                if len(outputs) == 1:
+                    await self._producer.send(outputs[0])
+                elif outputs:
+                    await self._producer.send_atomic(outputs)
                 return
             except KafkaException as exc:  # DeliveryError too: a delivery report's error
                 err = exc.args[0] if exc.args else None
@@ -630,7 +630,7 @@ class ConsumerRuntime:
                     # This output can never be written (too large, illegal topic): the record
                     # takes the error path instead (DLQ and a failed answer), once.
                     replaced = True
-                    outputs, sent = await self._failures.resolve(msg, exc), 0
+                    outputs = await self._failures.resolve(msg, exc)
                     continue
                 # Transient (librdkafka already retried for message.timeout.ms: the cluster is
                 # in trouble), or the error path's own output failed too. Keep the offset open

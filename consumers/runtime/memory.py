@@ -100,6 +100,15 @@ class MemorySink:
         futures = [self.send(r) for r in records]
         return list(await asyncio.gather(*futures))
 
+    async def send_atomic(self, records: Sequence[Outbound]) -> None:
+        """As a transaction: every record delivered, or (the first refusal raised) none."""
+        for record in records:
+            error = self.refuse(record) if self.refuse is not None else None
+            if error is not None:
+                raise DeliveryError(error)
+        for record in records:
+            self._deliver(record)
+
 
 class MemoryRuntime:
     """One handler and its failure strategy over records fed by hand."""
@@ -170,7 +179,10 @@ class MemoryRuntime:
         replaced = False
         while True:
             try:
-                await self.sink.send_all(outputs)
+                if len(outputs) > 1:  # as the real runtime: a group is written all or nothing
+                    await self.sink.send_atomic(outputs)
+                else:
+                    await self.sink.send_all(outputs)
                 return outputs
             except KafkaException as exc:
                 permanent = classify_kafka(exc).error_class is ErrorClass.PERMANENT

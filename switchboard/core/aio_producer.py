@@ -14,12 +14,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from switchboard.core.errors import KafkaAccessError
 from switchboard.core.kafka_clients import with_logger
+
+if TYPE_CHECKING:  # atomic imports this module: the type only
+    from switchboard.core.atomic import AtomicWriter
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +120,11 @@ class DeliveryBatch:
 class AsyncProducer:
     """Thread-safe async producer; one per process is enough (librdkafka multiplexes)."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, atomic: AtomicWriter | None = None) -> None:
+        """``atomic``: writes ``send_atomic``'s groups in transactions (without one, a group's
+        records are sent one after the other, each once the one before it is delivered)."""
         self._producer = Producer(with_logger(config))
+        self._atomic = atomic
         self._running = True
         self._loop: asyncio.AbstractEventLoop | None = None
         # Delivery reports waiting for the event loop; filled on whichever thread polls.
@@ -243,6 +249,17 @@ class AsyncProducer:
             return [await self.send(records[0])]
         return list(await asyncio.gather(*(self.send(r) for r in records)))
 
+    async def send_atomic(self, records: Sequence[Outbound]) -> None:
+        """Deliver ``records`` all or nothing (one Kafka transaction, shared with other groups)
+        when this producer has an ``AtomicWriter``; else in order, each once the one before it
+        is acknowledged (a crash between two leaves the first only). Raises the failure that
+        left them undelivered; a retry sends the whole group again."""
+        if self._atomic is not None:
+            await self._atomic.send(records)
+            return
+        for record in records:
+            await self.send(record)
+
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> int:
         """Wait for everything queued; returns how many records are still undelivered."""
         remaining = int(self._producer.flush(timeout_s))
@@ -250,6 +267,8 @@ class AsyncProducer:
         return remaining
 
     def close(self, timeout_s: float = FLUSH_TIMEOUT_S) -> int:
+        if self._atomic is not None:
+            self._atomic.close(timeout_s)
         remaining = self.flush(timeout_s)
         self._running = False
         self._poller.join(timeout=POLLER_JOIN_TIMEOUT_S)

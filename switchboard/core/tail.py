@@ -96,6 +96,11 @@ class Barriers:
         for future in requests:
             self._waiting.append((ends(), future))
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a barrier waits to be resolved (the reader's thread reads it)."""
+        return bool(self._waiting)
+
     def resolve(self, next_offsets: Mapping[int, int]) -> None:
         """Resolve each barrier whose every partition is read up to its mark."""
         if not self._waiting:
@@ -119,6 +124,21 @@ class Barriers:
             if not future.done():
                 future.set_exception(exc)
         self._waiting = []
+
+
+def past_markers(consumer: Consumer, topic: str, next_offsets: dict[int, int]) -> dict[int, int]:
+    """``next_offsets`` (partition -> the offset after the last record read) moved on to the
+    consumer's positions: a transaction's commit or abort marker, and an aborted transaction's
+    records, take offsets a ``read_committed`` reader never gets as records, so after the last
+    reply written in a transaction (``switchboard.core.atomic``) the offset after the last
+    record read stays below the high watermark for good. The position is local (no broker
+    request); one not known yet (nothing fetched) leaves the offset as it is."""
+    positions = consumer.position([TopicPartition(topic, p) for p in next_offsets])
+    moved = dict(next_offsets)
+    for tp in positions:
+        if tp.offset > moved.get(tp.partition, -1):
+            moved[tp.partition] = tp.offset
+    return moved
 
 
 def fetch(
@@ -263,7 +283,8 @@ class TopicTail:
                     self._on_message(msg)
                 except Exception:  # a bad record must not stop the tail
                     log.exception("tail %s: on_message failed", self._topic)
-            self._barriers.resolve(self._next)
+            if self._barriers.waiting:
+                self._barriers.resolve(past_markers(self._consumer, self._topic, self._next))
 
     def _ends(self) -> dict[int, int]:
         """Each read partition's high watermark, asked of the broker now."""

@@ -1,0 +1,295 @@
+"""Groups of records written all or nothing: Kafka transactions, many groups per transaction.
+
+A reply to a caller's own topic travels with its copy on the responses topic (the ledger the
+answered index reads). Written one after the other, a process killed between the two left the
+answer in the ledger only: the redelivered task was recognised as answered and the caller's
+topic never got its reply. Written in one transaction, both are visible to a
+``read_committed`` reader (librdkafka's default, and every Switchboard tail's) or neither is,
+and the task is answered again.
+
+One transaction per group would serialise every reply behind a commit round trip. The writer
+thread takes every group queued while the previous transaction committed and writes them in
+the next one, so the cost is one commit per batch of groups, and a group waits at most about
+two commits. confluent-kafka's transactional calls block, so they run on that thread only.
+
+A group that cannot be written (a record too large, an illegal topic) fails alone: the
+transaction is aborted, the group's future gets the error and the other groups go into the
+next transaction. A transaction that fails as a whole (the broker, a fenced producer) fails
+every group in it with the error: nothing of theirs is visible, and the runtime delivers them
+again. The transactional id is stable per process instance (``Settings.instance_id``), so a
+restarted instance fences its predecessor and aborts what the predecessor left open at once;
+without an instance id, what a dead process left open is aborted by the coordinator after
+``TRANSACTION_TIMEOUT_MS``, and until then ``read_committed`` readers of the partitions it
+touched wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from switchboard.core.aio_producer import DeliveryError, Outbound
+from switchboard.core.kafka_clients import with_logger
+
+log = logging.getLogger(__name__)
+
+#: How long the coordinator keeps a transaction a dead process left open before aborting it
+#: (``read_committed`` readers of its partitions wait that long). A commit here takes
+#: milliseconds; librdkafka's default (60 s) would stall the ledger's readers for a minute.
+TRANSACTION_TIMEOUT_MS: Final = 10_000
+#: The budget of each blocking transactional call (init, flush, commit, abort).
+CALL_TIMEOUT_S: Final = 30.0
+#: At most this many groups in one transaction (a bound on what one failure fails).
+MAX_GROUPS: Final = 1_000
+#: Tries of a commit that fails with a retriable error.
+COMMIT_ATTEMPTS: Final = 3
+#: How long the writer waits before it tries again after its producer failed to start.
+RESTART_PAUSE_S: Final = 0.5
+
+
+def transactional_id(prefix: str, instance_id: str | None) -> str:
+    """This process's transactional id: stable per instance when it has an id (a restart fences
+    the previous incarnation), else unique to the host and process."""
+    instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    return f"{prefix}.txn.{instance}"
+
+
+@dataclass(eq=False)
+class _Group:
+    records: Sequence[Outbound]
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+    #: The first delivery error of one of its records in transaction ``in_transaction``.
+    error: KafkaError | None = None
+    in_transaction: int = 0
+
+    def reporter(self, transaction: int) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery callback of its records in ``transaction``: reports of an earlier,
+        aborted one (purged records, served later) say nothing about this one."""
+        self.in_transaction, self.error = transaction, None
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None and self.error is None and self.in_transaction == transaction:
+                self.error = err
+
+        return on_delivery
+
+    def settle(self, exc: BaseException | None) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, exc)
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():  # the waiter was cancelled (a revoke): nothing to tell
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
+class AtomicWriter:
+    """Writes each ``send`` group all or nothing; thread-safe, one per process."""
+
+    def __init__(self, config: dict[str, Any], transactional_id: str) -> None:
+        self._config = {
+            **with_logger(config),
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+        }
+        self.transactional_id = transactional_id
+        self._pending: deque[_Group] = deque()
+        self._wake = threading.Condition()
+        self._running = True
+        self._thread: threading.Thread | None = None
+        self._producer: Producer | None = None
+        #: Transactions begun so far (numbers each one for its delivery reports).
+        self._transactions = 0
+        #: Transactions committed and aborted so far (tests and status read them).
+        self.committed = 0
+        self.aborted = 0
+
+    def start(self) -> None:
+        """Start the producer now rather than at the first group: with a stable transactional
+        id this fences the previous incarnation at once and aborts what it left open (which
+        otherwise holds ``read_committed`` readers, this process's answered index among them,
+        until the coordinator's timeout)."""
+        with self._wake:
+            self._start_thread()
+            self._wake.notify()
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="atomic-writer", daemon=True)
+            self._thread.start()
+
+    def send(self, records: Sequence[Outbound]) -> asyncio.Future[None]:
+        """Queue ``records`` as one group; the future resolves once the transaction holding
+        them committed, or fails with the error that left none of them visible."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._wake:
+            if not self._running:
+                raise RuntimeError("the atomic writer is closed")
+            self._pending.append(_Group(records, future, loop))
+            # Started on first use unless ``start`` was called: a process that never writes a
+            # group never opens a transactional producer (nor needs its id's ACL).
+            self._start_thread()
+            self._wake.notify()
+        return future
+
+    def close(self, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        """Write what is queued, then stop the thread and close the producer."""
+        with self._wake:
+            self._running = False
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+
+    # --- the writer thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        if not self._pending:  # started by ``start``: the producer first
+            try:
+                self._ready()
+            except KafkaException as exc:  # tried again at the first group
+                log.warning("transactional producer %s: %s", self.transactional_id, exc)
+        while True:
+            with self._wake:
+                while self._running and not self._pending:
+                    self._wake.wait()
+                if not self._pending:
+                    break  # closed and nothing left
+                groups = [
+                    self._pending.popleft() for _ in range(min(MAX_GROUPS, len(self._pending)))
+                ]
+            try:
+                self._write(groups)
+            except Exception as exc:  # never leave a waiter hanging, whatever went wrong
+                log.exception("atomic writer failed")
+                self._fail(groups, exc)
+        if self._producer is not None:
+            self._producer.flush(CALL_TIMEOUT_S)
+
+    def _ready(self) -> Producer:
+        if self._producer is None:
+            producer = Producer(self._config)
+            producer.init_transactions(CALL_TIMEOUT_S)
+            self._producer = producer
+        return self._producer
+
+    def _write(self, groups: list[_Group]) -> None:
+        try:
+            producer = self._ready()
+        except KafkaException as exc:
+            log.warning("transactional producer %s: %s", self.transactional_id, exc)
+            self._fail(groups, exc)
+            threading.Event().wait(RESTART_PAUSE_S)
+            return
+        producer.begin_transaction()
+        self._transactions += 1
+        written: list[_Group] = []
+        for group in groups:
+            on_delivery = group.reporter(self._transactions)
+            try:
+                for record in group.records:
+                    self._produce(producer, record, on_delivery)
+            except KafkaException as exc:
+                # Refused at once (too large, an illegal topic), maybe after some of its records
+                # were produced: abort, fail it alone, and write the others next time.
+                self._abort(producer)
+                group.settle(exc)
+                self._requeue([g for g in groups if g is not group])
+                return
+            written.append(group)
+        try:
+            producer.flush(CALL_TIMEOUT_S)  # serves the delivery reports: who failed, if any
+            refused = [g for g in written if g.error is not None]
+            if refused:
+                self._abort(producer)
+                for group in refused:
+                    group.settle(DeliveryError(group.error))
+                self._requeue([g for g in written if g not in refused])
+                return
+            self._commit(producer)
+        except KafkaException as exc:
+            self._failed_transaction(producer, exc)
+            self._fail(written, exc)
+            return
+        self.committed += 1
+        for group in written:
+            group.settle(None)
+
+    @staticmethod
+    def _commit(producer: Producer) -> None:
+        """Commit, again while the error says a retry may pass (a commit that timed out may
+        have succeeded at the coordinator: failing its groups would write them twice)."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                producer.commit_transaction(CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if attempt + 1 == COMMIT_ATTEMPTS or not (
+                    isinstance(err, KafkaError) and err.retriable()
+                ):
+                    raise
+
+    @staticmethod
+    def _produce(
+        producer: Producer,
+        record: Outbound,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        headers: Any = record.headers
+        if headers and type(headers) is not list:
+            headers = list(headers)
+        while True:
+            try:
+                producer.produce(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    headers=headers or None,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let deliveries drain it
+
+    def _abort(self, producer: Producer) -> None:
+        self.aborted += 1
+        try:
+            producer.abort_transaction(CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            self._failed_transaction(producer, exc, aborting=True)
+
+    def _failed_transaction(
+        self, producer: Producer, exc: KafkaException, *, aborting: bool = False
+    ) -> None:
+        """After a failed commit or abort: abort what can be, or start a new producer."""
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.txn_requires_abort() and not aborting:
+            self._abort(producer)
+            return
+        log.warning(
+            "transactional producer %s failed (%s): starting a new one", self.transactional_id, exc
+        )
+        self._producer = None  # fatal (fenced) or unusable: init_transactions again
+
+    def _requeue(self, groups: list[_Group]) -> None:
+        with self._wake:
+            self._pending.extendleft(reversed(groups))
+
+    @staticmethod
+    def _fail(groups: list[_Group], exc: BaseException) -> None:
+        for group in groups:
+            group.settle(exc)

@@ -1,0 +1,137 @@
+"""The atomic writer on the real broker: groups written all or nothing, many per transaction; a
+process killed before its commit leaves nothing visible, and its successor aborts it at once;
+a group the producer refuses fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import KafkaException
+
+from switchboard.core.aio_producer import AsyncProducer, Outbound
+from switchboard.core.atomic import TRANSACTION_TIMEOUT_MS, AtomicWriter
+from switchboard.core.kafka_clients import producer_config
+
+from .helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _pair(ledger: str, reply: str, i: int, tag: str = "") -> list[Outbound]:
+    key = f"r{i}".encode()
+    return [
+        Outbound(ledger, f"copy{tag}-{i}".encode(), key),
+        Outbound(reply, f"reply{tag}-{i}".encode(), key),
+    ]
+
+
+def _values(config: dict[str, str], topic: str, n: int, **extra: str) -> list[bytes]:
+    got = read_topic({**config, **extra}, topic, until=lambda m: len(m) >= n, timeout_s=20)
+    return sorted(m.value() for m in got)
+
+
+def test_groups_are_written_together_many_to_a_transaction(
+    kafka_config: dict[str, str], make_topic: Callable[..., str]
+) -> None:
+    """300 pairs sent at once: each lands on both topics once, in far fewer transactions."""
+    ledger, reply = make_topic("ledger", 3), make_topic("reply", 2)
+    writer = AtomicWriter(producer_config(kafka_config), f"test.txn.{uuid.uuid4().hex}")
+
+    async def main() -> None:
+        await asyncio.gather(*(writer.send(_pair(ledger, reply, i)) for i in range(300)))
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    assert _values(kafka_config, ledger, 300) == sorted(f"copy-{i}".encode() for i in range(300))
+    assert _values(kafka_config, reply, 300) == sorted(f"reply-{i}".encode() for i in range(300))
+    assert 1 <= writer.committed <= 100, writer.committed
+    assert writer.aborted == 0
+
+
+KILLED_MID_TRANSACTION = textwrap.dedent(
+    """
+    import os, sys
+    from confluent_kafka import Producer
+    config, tid, ledger, reply = eval(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    p = Producer({**config, "transactional.id": tid, "transaction.timeout.ms": 60000})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(ledger, b"copy-killed-%d" % i, b"k%d" % i)
+    assert p.flush(30) == 0  # the copies are in the log, their transaction open
+    os._exit(0)  # dies before the reply and the commit, like a SIGKILL between them
+    """
+)
+
+
+def test_a_transaction_killed_before_its_commit_stays_invisible_and_is_aborted_at_once(
+    kafka_config: dict[str, str], make_topic: Callable[..., str]
+) -> None:
+    """A process writes five ledger copies in a transaction and dies before the replies and
+    the commit (its coordinator would keep it open for a minute). Readers never see those
+    copies; the next instance with the same transactional id fences it and aborts it at
+    once, so its own group is readable within seconds, not after the timeout."""
+    ledger, reply = make_topic("ledger"), make_topic("reply")
+    tid = f"test.txn.{uuid.uuid4().hex}"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_TRANSACTION, repr(kafka_config), tid, ledger, reply],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    # The killed copies did reach the log (this test would prove nothing otherwise).
+    uncommitted = _values(kafka_config, ledger, 5, **{"isolation.level": "read_uncommitted"})
+    assert uncommitted == [b"copy-killed-%d" % i for i in range(5)]
+
+    writer = AtomicWriter(producer_config(kafka_config), tid)
+    began = time.monotonic()
+
+    async def main() -> None:
+        await writer.send(_pair(ledger, reply, 1))
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    got = read_topic(
+        kafka_config, ledger, until=lambda m: any(x.value() == b"copy-1" for x in m), timeout_s=30
+    )
+    took = time.monotonic() - began
+    assert [m.value() for m in got] == [b"copy-1"]  # read_committed: the killed ones never
+    assert took < TRANSACTION_TIMEOUT_MS / 1000 / 2, took  # aborted by the fence, not a timeout
+    assert _values(kafka_config, reply, 1) == [b"reply-1"]
+
+
+def test_a_group_the_producer_refuses_fails_alone(
+    kafka_config: dict[str, str], make_topic: Callable[..., str]
+) -> None:
+    """A group whose second record is too large for the producer, among good groups: it
+    raises, its first record is never visible, and every other group is delivered."""
+    ledger, reply = make_topic("ledger"), make_topic("reply")
+    config = producer_config({**kafka_config, "message.max.bytes": 100_000})
+    producer = AsyncProducer(config, atomic=AtomicWriter(config, f"test.txn.{uuid.uuid4().hex}"))
+    too_large = [Outbound(ledger, b"copy-bad", b"bad"), Outbound(reply, b"x" * 200_000, b"bad")]
+
+    async def main() -> list[BaseException | None]:
+        sends = [producer.send_atomic(_pair(ledger, reply, i)) for i in range(20)]
+        sends.insert(10, producer.send_atomic(too_large))
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        producer.close()
+    assert isinstance(results[10], KafkaException), results[10]
+    assert [r for i, r in enumerate(results) if i != 10] == [None] * 20
+    assert _values(kafka_config, ledger, 20) == sorted(f"copy-{i}".encode() for i in range(20))
+    assert _values(kafka_config, reply, 20) == sorted(f"reply-{i}".encode() for i in range(20))
