@@ -406,6 +406,10 @@ class Pipeline:
         gc.freeze()
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+        if not self.atomic.started:
+            self.atomic.rename(
+                transactional_id(self.topics.prefix, self.settings.instance_id, list(self.runtimes))
+            )
         if self.settings.instance_id:
             # A stable transactional id: fence the previous incarnation now, so what it left
             # open does not hold this process's answered index until the coordinator's timeout.

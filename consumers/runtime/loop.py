@@ -612,9 +612,15 @@ class ConsumerRuntime:
                 return
             except KafkaException as exc:  # DeliveryError too: a delivery report's error
                 err = exc.args[0] if exc.args else None
-                topics = ",".join(sorted({o.topic for o in outputs}))
+                resource = ",".join(sorted({o.topic for o in outputs}))
+                if (
+                    isinstance(err, KafkaError)
+                    and err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                ):
+                    # A group's transaction (switchboard.core.atomic): the id is what to grant.
+                    resource = getattr(self._producer, "transactional_id", None) or resource
                 denied = (
-                    kafka_access_problem(err, operation="Write", resource=topics)
+                    kafka_access_problem(err, operation="Write", resource=resource)
                     if isinstance(err, KafkaError)
                     else None
                 )

@@ -137,6 +137,11 @@ class AsyncProducer:
         )
         self._poller.start()
 
+    @property
+    def transactional_id(self) -> str | None:
+        """The transactional id ``send_atomic`` writes under (None without an atomic writer)."""
+        return self._atomic.transactional_id if self._atomic is not None else None
+
     def learn_topics(self, topics: Iterable[str], timeout_s: float = 5.0) -> None:
         """Fetch these topics' metadata now (blocking), so the first record to each does not
         wait for a metadata round trip behind the records already queued (a router's first

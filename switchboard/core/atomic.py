@@ -56,11 +56,15 @@ COMMIT_ATTEMPTS: Final = 3
 RESTART_PAUSE_S: Final = 0.5
 
 
-def transactional_id(prefix: str, instance_id: str | None) -> str:
+def transactional_id(prefix: str, instance_id: str | None, roles: Sequence[str] = ()) -> str:
     """This process's transactional id: stable per instance when it has an id (a restart fences
-    the previous incarnation), else unique to the host and process."""
+    the previous incarnation), else unique to the host and process. ``roles`` (the consumers it
+    runs) keep apart processes of different roles given the same instance id, as static group
+    membership does (``group.instance.id`` is ``<role>-<instance id>``): two live producers with
+    one id would fence each other in turn."""
     instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    return f"{prefix}.txn.{instance}"
+    role = "+".join(sorted(roles)) or "pipeline"
+    return f"{prefix}.txn.{role}.{instance}"
 
 
 @dataclass(eq=False)
@@ -116,6 +120,20 @@ class AtomicWriter:
         #: Transactions committed and aborted so far (tests and status read them).
         self.committed = 0
         self.aborted = 0
+
+    @property
+    def started(self) -> bool:
+        """Whether the writer's thread (and so its producer, under its id) has started."""
+        return self._thread is not None
+
+    def rename(self, transactional_id: str) -> None:
+        """Use ``transactional_id`` instead (before the writer starts: a running producer keeps
+        its id)."""
+        with self._wake:
+            if self._thread is not None:
+                raise RuntimeError("the atomic writer has started: its transactional id is fixed")
+            self.transactional_id = transactional_id
+            self._config["transactional.id"] = transactional_id
 
     def start(self) -> None:
         """Start the producer now rather than at the first group: with a stable transactional

@@ -9,7 +9,8 @@ Least privilege, from what each role's code actually does (``docs/security.md`` 
   back to its origin), responses and the DLQ (a record that fails for good).
 - ``worker-<specialist>``: read its own task topics (interactive and batch) in its group; read responses (the answered
   index); write responses, retries, the DLQ and the parking lot.
-- every pipeline process (router, relay, workers): write its status report.
+- every pipeline process (router, relay, workers): write its status report, and use
+  transactional ids with the prefix ``<prefix>.txn.`` (a reply and its ledger copy).
 - ``admin`` (operators, ``topics ensure``, DLQ tools) and ``broker``: super users, no ACLs.
 
 Every reader also needs ``Describe`` on its tail's throw-away groups (``switchboard-<name>-``
@@ -65,6 +66,12 @@ def _group(name: str, op: AclOperation = READ, pattern: ResourcePatternType = LI
     return (ResourceType.GROUP, name, pattern, op)
 
 
+def transactional_ids(topics: Topics) -> tuple:
+    """Write on the pipeline's transactional ids (``switchboard.core.atomic``: a reply and its
+    ledger copy are one transaction), by the prefix every one of them has."""
+    return (ResourceType.TRANSACTIONAL_ID, f"{topics.prefix}.txn.", PREFIXED, WRITE)
+
+
 def grants(name: str, topics: Topics) -> list[tuple]:
     """``(resource type, name, pattern type, operation)`` for identity ``name``."""
     tasks = _topic(f"{topics.prefix}.tasks.", WRITE, PREFIXED)
@@ -73,6 +80,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
     readers = [_group(READER_GROUP_PREFIX, DESCRIBE, PREFIXED)]
     # Every pipeline process publishes its status report (``switchboard status`` reads them).
     status = _topic(topics.status, WRITE)
+    txn = transactional_ids(topics)
     if name == CLIENT:
         return [_topic(topics.requests, WRITE), _topic(topics.responses, READ), *readers]
     if name == ROUTER:
@@ -84,6 +92,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
             *retries,
             _topic(topics.dlq, WRITE),
             status,
+            txn,
             *readers,
         ]
     if name == RELAY:
@@ -95,6 +104,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
             *responses_rw,
             _topic(topics.dlq, WRITE),
             status,
+            txn,
             *readers,
         ]
     for specialist in SPECIALISTS:
@@ -108,6 +118,7 @@ def grants(name: str, topics: Topics) -> list[tuple]:
                 _topic(topics.dlq, WRITE),
                 _topic(topics.parking_lot, WRITE),
                 status,
+                txn,
                 *readers,
             ]
     return []  # admin and broker are super users

@@ -20,10 +20,19 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from producers.client import SwitchboardClient
+from switchboard.core import headers as h
 from switchboard.core.errors import KafkaAccessError
-from switchboard.core.kafka_clients import producer_config
+from switchboard.core.kafka_clients import make_admin, producer_config
 from switchboard.core.settings import Settings
 from switchboard.core.status import ResponseStatus
 from switchboard.devtools.acls import CLIENT, RELAY, ROUTER, worker
@@ -240,3 +249,41 @@ def test_kafka_env_prints_what_a_shell_needs(secure_kafka: SecureKafka, secured:
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
     assert "invalid choice: 'root'" in bad.stderr
+
+
+def test_a_reply_and_its_ledger_copy_commit_as_one_transaction_under_the_roles_acls(
+    secure_kafka: SecureKafka, secured: Settings
+) -> None:
+    """A request with its own reply topic, answered by a backend worker running as its own
+    identity: the reply and its ledger copy go out in one transaction under the transactional
+    id prefix the worker's ACLs grant (``<prefix>.txn.``), one record on each topic."""
+    reply = f"replies-{secured.topic_prefix}"
+    admin_config = connect(secure_kafka, "admin")
+    admin = make_admin(admin_config)
+    admin.create_topics([NewTopic(reply, 1, 1)])[reply].result(30)
+    topic_acl = ResourceType.TOPIC, reply, ResourcePatternType.LITERAL
+    bindings = [  # a tenant's reply topic: its ACLs are the operator's to give
+        AclBinding(*topic_acl, f"User:{who}", "*", op, AclPermissionType.ALLOW)
+        for who, op in ((worker("backend"), AclOperation.WRITE), (CLIENT, AclOperation.READ))
+    ]
+    for future in admin.create_acls(bindings, request_timeout=30).values():
+        future.result()
+    with (
+        role_pipelines(secure_kafka, secured, mtls=False, specialists=("backend",)),
+        SwitchboardClient(
+            connect(secure_kafka, CLIENT), topic_prefix=secured.topic_prefix, reply_topic=reply
+        ) as client,
+    ):
+        request_id = client.submit(BACKEND)
+        response = client.result(request_id, timeout=60)
+    assert response.status == ResponseStatus.ANSWERED, response
+    replies = read_topic(admin_config, reply, until=bool, timeout_s=10)
+    ledger = read_topic(
+        admin_config,
+        f"{secured.topic_prefix}.responses",
+        until=lambda m: any(x.key() == request_id.encode() for x in m),
+        timeout_s=10,
+    )
+    assert [m.key() for m in replies] == [request_id.encode()]
+    copies = [m for m in ledger if m.key() == request_id.encode()]
+    assert [h.header_value(m.headers(), h.REPLY_COPY_OF) for m in copies] == [reply]

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 from cryptography import x509
 
+from switchboard.core.atomic import transactional_id
 from switchboard.core.classify import classify_kafka, kafka_access_problem
 from switchboard.core.errors import ErrorClass, KafkaAccessError
 from switchboard.core.kafka_clients import access_error_callback, speaks_tls
@@ -117,7 +118,11 @@ def test_each_role_gets_only_what_it_needs() -> None:
     assert (topic, t.requests, write) not in backend
     assert grants(ADMIN, t) == []  # a super user
     prefixed = [g for g in grants(ROUTER, t) if g[2] is ResourcePatternType.PREFIXED]
-    assert {g[1] for g in prefixed} == {"p.tasks.", "switchboard-"}
+    assert {g[1] for g in prefixed} == {"p.tasks.", "p.txn.", "switchboard-"}
+    txn = (str(ResourceType.TRANSACTIONAL_ID), "p.txn.", write)  # replies and ledger copies
+    assert all(txn in _ops(role, t) for role in (ROUTER, RELAY, worker("api")))
+    assert txn not in client
+    assert transactional_id("p", "pod-1", ["worker.api"]).startswith("p.txn.")
     assert len(set(identities())) == len(identities())
 
 
