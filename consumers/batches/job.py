@@ -24,6 +24,7 @@ from consumers.batches.requests import (
 from consumers.batches.runner import BatchRunner, BatchSummary, PollPolicy
 from consumers.outcomes import Outcomes, Stage
 from switchboard.core.aio_producer import AsyncProducer
+from switchboard.core.atomic import AtomicWriter, transactional_id
 from switchboard.core.envelope import content_codec
 from switchboard.core.errors import ConfigError
 from switchboard.core.kafka_clients import producer_config
@@ -72,7 +73,13 @@ async def run_batch_job(
         client = make_client(settings)
     topics = Topics(settings.topic_prefix)
     codec = content_codec(settings)
-    producer = AsyncProducer(producer_config(dict(kafka)))
+    # Replies to a caller's topic and their ledger copies: one transaction each batch of them
+    # (switchboard.core.atomic); the job's name keeps the id stable, so a rerun fences a killed
+    # run of the same job at once.
+    atomic = AtomicWriter(
+        producer_config(dict(kafka)), transactional_id(topics.prefix, job, ["review-batch"])
+    )
+    producer = AsyncProducer(producer_config(dict(kafka)), atomic=atomic)
     try:
         ledger = BatchLedger(
             kafka, topics, producer, job, replication_factor=settings.replication_factor

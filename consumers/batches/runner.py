@@ -418,17 +418,16 @@ class BatchRunner:
         )
 
     async def _deliver(self, records: list[Sequence[Outbound]]) -> None:
-        """Every request's outputs in their order, the requests side by side: the k-th output
-        of every request once all the (k-1)-th are acknowledged (a round trip per position,
-        not per record).
-
-        Produce order is not delivery order across partitions (librdkafka batches each apart):
-        a process killed after one ``send_all`` of a copy and its reply may have written the
-        reply and not the copy, and the copy in the ledger is what keeps a redelivery from
-        being answered, and billed, again. So a reply never exists without its copy."""
-        depth = max((len(r) for r in records), default=0)
-        for k in range(depth):
-            await self._producer.send_all([r[k] for r in records if len(r) > k])
+        """Every request's outputs: a lone response as it is, a reply and its ledger copy all
+        or nothing (``send_atomic``: one transaction for many of them), so a process killed at
+        any point never leaves the copy without the reply (the request then counts as
+        answered and the caller's topic never gets it) nor the reply without the copy (a
+        rerun would answer, and bill, it again)."""
+        singles = [r[0] for r in records if len(r) == 1]
+        groups = [r for r in records if len(r) > 1]
+        await asyncio.gather(
+            self._producer.send_all(singles), *(self._producer.send_atomic(g) for g in groups)
+        )
 
 
 def _ledger_item(item: BatchItem, attempt: int) -> LedgerItem:
