@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.atomic import TRANSACTION_TIMEOUT_MS, AtomicWriter
 from switchboard.core.kafka_clients import producer_config
+from switchboard.core.tail import TopicTail
 
 from .helpers import read_topic
 
@@ -135,3 +136,33 @@ def test_a_group_the_producer_refuses_fails_alone(
     assert [r for i, r in enumerate(results) if i != 10] == [None] * 20
     assert _values(kafka_config, ledger, 20) == sorted(f"copy-{i}".encode() for i in range(20))
     assert _values(kafka_config, reply, 20) == sorted(f"reply-{i}".encode() for i in range(20))
+
+
+def test_a_tail_barrier_resolves_past_commit_and_abort_markers(
+    kafka_config: dict[str, str], make_topic: Callable[..., str]
+) -> None:
+    """A topic whose last offsets are a transaction's commit marker, then an aborted
+    transaction: a tail's barrier still resolves (the offset after the last record read stays
+    below the high watermark for good), having seen only the committed records."""
+    topic = make_topic("tail", 2)
+    tid = f"test.txn.{uuid.uuid4().hex}"
+    producer = Producer(producer_config({**kafka_config, "transactional.id": tid}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(6):
+        producer.produce(topic, b"kept-%d" % i, b"k%d" % i)
+    producer.commit_transaction(30)
+    seen: list[bytes] = []
+    tail = TopicTail(kafka_config, topic, lambda m: seen.append(m.value() or b""), since_ms=0)
+    try:
+        tail.barrier().result(timeout=15)
+        assert sorted(seen) == [b"kept-%d" % i for i in range(6)]
+        producer.begin_transaction()
+        for i in range(4):
+            producer.produce(topic, b"aborted-%d" % i, b"k%d" % i)
+        assert producer.flush(30) == 0
+        producer.abort_transaction(30)
+        tail.barrier().result(timeout=15)  # the aborted records and the marker: read past
+    finally:
+        tail.stop()
+    assert sorted(seen) == [b"kept-%d" % i for i in range(6)]
