@@ -10,10 +10,11 @@ growing" lag. CPU is the stage processes' own user+system time from "go" to the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks import procs
-from benchmarks.env import BenchKafka, Payloads, preload
+from benchmarks.env import BenchKafka, Payloads, preload, reply_topic
 from benchmarks.measure import (
     Watermarks,
     interleave,
@@ -94,23 +95,34 @@ def stage_specs(
 
 def drain(
     bench: BenchKafka,
-    records: list[tuple[bytes, bytes]],
+    records: list[Any] | Callable[[Topics], list[Any]],
     kind: str,
     hops: str,
     partitions: int = 3,
     timeout_s: float = 120.0,
     python: procs.PeerPython | None = None,
     routers: int = 1,
+    replies: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
     """Preload ``records``, run the system until every output is there, and measure.
 
-    ``python``: the interpreter the stages run in (a G10 peer's venv); None: the fork server.
-    ``routers``: Switchboard router processes (``benchmarks.scaling``).
+    ``records``: or a function of the run's topics making them (requests naming its reply
+    topic). ``python``: the interpreter the stages run in (a G10 peer's venv); None: the fork
+    server. ``routers``: Switchboard router processes (``benchmarks.scaling``). ``replies``:
+    the outputs counted are those on the run's reply topic (each with its ledger copy on the
+    responses topic, the two in one transaction).
     """
     with bench.pipeline_topics(partitions) as topics:
+        if callable(records):
+            records = records(topics)
         preload(bench.config, topics.requests, records)
-        outputs = _task_topics(topics) if hops == "router" else [topics.responses]
+        if replies:
+            outputs = [reply_topic(topics)]
+        elif hops == "router":
+            outputs = _task_topics(topics)
+        else:
+            outputs = [topics.responses]
         stages = [
             procs.start(*s, python=python)
             for s in stage_specs(kind, bench, topics, hops, routers, **extra)
@@ -219,6 +231,37 @@ def run(
         state["runs"] += chain + pipe
         out["RAW-CHAIN"], out["G2"] = _throughput_gate(
             "pipeline", pipe, "raw_chain", chain, floor=0.50
+        )
+        # The same requests asking for their answers on a reply topic of their own: each
+        # reply goes out with its ledger copy in one transaction (many pairs a transaction).
+        # Reported beside G2, not judged.
+        replied = [
+            drain(
+                bench,
+                lambda t: payloads.requests(
+                    len(chain_records), "q", headers=True, reply_to=reply_topic(t)
+                ),
+                "switchboard",
+                "chain",
+                replies=True,
+            )
+            for _ in range(reps)
+        ]
+        state["runs"] += replied
+        reply_rate = median(r["rate"] for r in replied)
+        out["G2"]["detail"].update(
+            {
+                "reply_topic_msg_s": rounded(reply_rate, 0),
+                "reply_topic_runs": [rounded(r["rate"], 0) for r in replied],
+                "reply_topic_vs_shared_topic": rounded(ratio(reply_rate, pipe_rate)),
+                "reply_topic_cpu_us_per_response": rounded(
+                    median(r["cpu_us_per_msg"] for r in replied), 1
+                ),
+                "reply_topic_transactions": [
+                    sum(int(res.get("transactions", 0)) for res in r["stage_results"].values())
+                    for r in replied
+                ],
+            }
         )
         chain_cpu = median(r["cpu_us_per_msg"] for r in chain)
         pipe_cpu = median(r["cpu_us_per_msg"] for r in pipe)

@@ -89,6 +89,18 @@ class BenchKafka:
         ensure_topics(
             self.admin, task_specs, partitions=tasks_partitions or partitions, replication_factor=1
         )
+        # A caller's own reply topic (outside the pipeline's names: the router would refuse
+        # those), under the run's prefix so that it is deleted with the rest.
+        ensure_topics(
+            self.admin,
+            [
+                TopicSpec(
+                    "replies", reply_topic(topics), {"message.timestamp.type": "LogAppendTime"}
+                )
+            ],
+            partitions=partitions,
+            replication_factor=1,
+        )
         try:
             yield topics
         finally:
@@ -107,6 +119,11 @@ class BenchKafka:
                         future.result(timeout=30)
 
 
+def reply_topic(topics: Topics) -> str:
+    """The reply topic of a run's callers (``BenchKafka.pipeline_topics`` makes it)."""
+    return f"{topics.prefix}-replies"
+
+
 class Payloads:
     """Encoded SpecialistRequest values: requests (``/cmd text``) and routed tasks.
 
@@ -117,10 +134,13 @@ class Payloads:
     def __init__(self) -> None:
         self.codec = SingleObjectCodec()
 
-    def requests(self, n: int, prefix: str = "r", *, headers: bool = False) -> list[Any]:
+    def requests(
+        self, n: int, prefix: str = "r", *, headers: bool = False, reply_to: str | None = None
+    ) -> list[Any]:
         """``n`` (key, value) pairs; commands cycle over the five specialists. ``headers``:
         (key, value, headers) triples instead, with the routing headers the client writes
-        (``routing_headers``, the client's own function), as users' requests carry them."""
+        (``routing_headers``, the client's own function), as users' requests carry them.
+        ``reply_to``: every request asks for its answer on that topic."""
         out: list[Any] = []
         for i in range(n):
             specialist = SPECIALISTS[i % len(SPECIALISTS)]
@@ -128,6 +148,7 @@ class Payloads:
                 f"/{specialist} {PROMPTS[i % len(PROMPTS)]}",
                 tenant=f"tenant-{i % TENANTS}",
                 request_id=f"{prefix}{i:08d}",
+                reply_to=reply_to,
             )
             key, value = request["request_id"].encode(), self.codec.encode(REQUEST, request, "")
             out.append((key, value, routing_headers(request)) if headers else (key, value))

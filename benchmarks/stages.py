@@ -192,6 +192,8 @@ def switchboard(spec: dict[str, Any], ctl: Control) -> None:
             for role, r in pipeline.runtimes.items()
         }
         snapshot["model_calls"] = {s: w.model_calls for s, w in pipeline.workers.items()}
+        # Replies to callers' own topics and their ledger copies, one transaction per batch.
+        snapshot["transactions"] = pipeline.atomic.committed
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -26,6 +26,7 @@ touched wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -52,6 +53,10 @@ CALL_TIMEOUT_S: Final = 30.0
 MAX_GROUPS: Final = 1_000
 #: Tries of a commit that fails with a retriable error.
 COMMIT_ATTEMPTS: Final = 3
+#: Transactions a group may be in that fail on another's account before it fails too.
+MAX_RETRIES: Final = 5
+#: Delivery errors of records librdkafka dropped from its queue when their transaction failed.
+_PURGED: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 #: How long the writer waits before it tries again after its producer failed to start.
 RESTART_PAUSE_S: Final = 0.5
 
@@ -67,37 +72,37 @@ def transactional_id(prefix: str, instance_id: str | None, roles: Sequence[str] 
     return f"{prefix}.txn.{role}.{instance}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Group:
     records: Sequence[Outbound]
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
-    #: The first delivery error of one of its records in transaction ``in_transaction``.
-    error: KafkaError | None = None
-    in_transaction: int = 0
-
-    def reporter(self, transaction: int) -> Callable[[KafkaError | None, Message], None]:
-        """The delivery callback of its records in ``transaction``: reports of an earlier,
-        aborted one (purged records, served later) say nothing about this one."""
-        self.in_transaction, self.error = transaction, None
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None and self.error is None and self.in_transaction == transaction:
-                self.error = err
-
-        return on_delivery
-
-    def settle(self, exc: BaseException | None) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, exc)
+    #: Written in a transaction of its own: it was among the refused records of a shared one
+    #: (a broker refuses a partition's whole batch at once, innocent records too).
+    alone: bool = False
+    #: Transactions it was in that failed on another's account (purged, refused with others).
+    retries: int = 0
 
 
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():  # the waiter was cancelled (a revoke): nothing to tell
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
+def _settle_all(outcomes: Sequence[tuple[_Group, BaseException | None]]) -> None:
+    """Tell each group's waiter how its transaction went: one wake-up of each event loop for
+    all of them (a wake-up per group cost a write to the loop's self-pipe each)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Any]]] = {}
+    for group, exc in outcomes:
+        by_loop.setdefault(group.loop, []).append((group.future, exc))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for future, exc in settled:
+        if future.done():  # the waiter was cancelled (a revoke): nothing to tell
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
 
 
 class AtomicWriter:
@@ -115,8 +120,6 @@ class AtomicWriter:
         self._running = True
         self._thread: threading.Thread | None = None
         self._producer: Producer | None = None
-        #: Transactions begun so far (numbers each one for its delivery reports).
-        self._transactions = 0
         #: Transactions committed and aborted so far (tests and status read them).
         self.committed = 0
         self.aborted = 0
@@ -186,9 +189,14 @@ class AtomicWriter:
                     self._wake.wait()
                 if not self._pending:
                     break  # closed and nothing left
-                groups = [
-                    self._pending.popleft() for _ in range(min(MAX_GROUPS, len(self._pending)))
-                ]
+                if self._pending[0].alone:
+                    groups = [self._pending.popleft()]
+                else:
+                    groups = []
+                    while self._pending and len(groups) < MAX_GROUPS:
+                        if self._pending[0].alone:
+                            break
+                        groups.append(self._pending.popleft())
             try:
                 self._write(groups)
             except Exception as exc:  # never leave a waiter hanging, whatever went wrong
@@ -213,10 +221,16 @@ class AtomicWriter:
             threading.Event().wait(RESTART_PAUSE_S)
             return
         producer.begin_transaction()
-        self._transactions += 1
+        # One delivery callback for the whole transaction: it only collects failures (the
+        # reports of an earlier, aborted transaction's purged records go to that one's list).
+        failed: list[tuple[KafkaError, Message]] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failed.append((err, msg))
+
         written: list[_Group] = []
         for group in groups:
-            on_delivery = group.reporter(self._transactions)
             try:
                 for record in group.records:
                     self._produce(producer, record, on_delivery)
@@ -224,18 +238,15 @@ class AtomicWriter:
                 # Refused at once (too large, an illegal topic), maybe after some of its records
                 # were produced: abort, fail it alone, and write the others next time.
                 self._abort(producer)
-                group.settle(exc)
+                _settle_all([(group, exc)])
                 self._requeue([g for g in groups if g is not group])
                 return
             written.append(group)
         try:
             producer.flush(CALL_TIMEOUT_S)  # serves the delivery reports: who failed, if any
-            refused = [g for g in written if g.error is not None]
-            if refused:
+            if failed:
                 self._abort(producer)
-                for group in refused:
-                    group.settle(DeliveryError(group.error))
-                self._requeue([g for g in written if g not in refused])
+                self._refused(written, failed)
                 return
             self._commit(producer)
         except KafkaException as exc:
@@ -243,8 +254,7 @@ class AtomicWriter:
             self._fail(written, exc)
             return
         self.committed += 1
-        for group in written:
-            group.settle(None)
+        _settle_all([(group, None) for group in written])
 
     @staticmethod
     def _commit(producer: Producer) -> None:
@@ -303,11 +313,55 @@ class AtomicWriter:
         )
         self._producer = None  # fatal (fenced) or unusable: init_transactions again
 
+    def _refused(self, written: list[_Group], failed: list[tuple[KafkaError, Message]]) -> None:
+        """After an aborted transaction with failed deliveries: fail what failed on its own
+        account, and try the rest again. The broker refuses a partition's whole batch,
+        innocent records with the guilty, so a refused group shared with others is tried
+        again in a transaction of its own; librdkafka may purge the records it had queued
+        when the transaction failed (``_PURGE_QUEUE``), which says nothing of them."""
+        refused = _refused(written, [(e, m) for e, m in failed if e.code() not in _PURGED])
+        failing: list[tuple[_Group, BaseException | None]] = []
+        again: list[_Group] = []
+        for group in written:
+            exc = refused.get(group)
+            if exc is not None and group.alone:
+                failing.append((group, exc))  # alone: the error is its own
+                continue
+            group.retries += 1
+            if group.retries > MAX_RETRIES:
+                failing.append((group, exc or DeliveryError(failed[0][0])))
+                continue
+            group.alone = group.alone or exc is not None
+            again.append(group)
+        _settle_all(failing)
+        self._requeue(again)
+
     def _requeue(self, groups: list[_Group]) -> None:
         with self._wake:
             self._pending.extendleft(reversed(groups))
 
     @staticmethod
     def _fail(groups: list[_Group], exc: BaseException) -> None:
-        for group in groups:
-            group.settle(exc)
+        _settle_all([(group, exc) for group in groups])
+
+
+def _refused(
+    groups: list[_Group], failed: list[tuple[KafkaError, Message]]
+) -> dict[_Group, BaseException]:
+    """The groups with a record among the ``failed`` deliveries, each with its error; every
+    group when a failure cannot be told apart; none when nothing failed."""
+    if not failed:
+        return {}
+    errors: dict[tuple[Any, Any, Any], KafkaError] = {}
+    for err, msg in failed:
+        if msg is None:
+            return {group: DeliveryError(err) for group in groups}
+        errors.setdefault((msg.topic(), msg.key(), msg.value()), err)
+    refused: dict[_Group, BaseException] = {}
+    for group in groups:
+        for record in group.records:
+            found = errors.get((record.topic, record.key, record.value))
+            if found is not None:
+                refused[group] = DeliveryError(found)
+                break
+    return refused or {group: DeliveryError(failed[0][0]) for group in groups}

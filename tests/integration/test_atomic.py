@@ -5,6 +5,7 @@ a group the producer refuses fails alone."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,8 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.atomic import TRANSACTION_TIMEOUT_MS, AtomicWriter
@@ -166,3 +168,34 @@ def test_a_tail_barrier_resolves_past_commit_and_abort_markers(
     finally:
         tail.stop()
     assert sorted(seen) == [b"kept-%d" % i for i in range(6)]
+
+
+def test_a_group_the_broker_refuses_fails_alone(
+    kafka_config: dict[str, str], make_topic: Callable[..., str], admin: AdminClient
+) -> None:
+    """A reply topic that takes records of 2,000 bytes at most: a group with a larger reply is
+    refused by the broker (a delivery report, not a produce error), the transaction holding it
+    is aborted, that group fails and the others go into the next transaction, delivered."""
+    ledger = make_topic("ledger")
+    reply = f"reply-small-{uuid.uuid4().hex[:10]}"
+    small = {"max.message.bytes": "2000"}
+    admin.create_topics([NewTopic(reply, 1, 1, config=small)])[reply].result(30)
+    writer = AtomicWriter(producer_config(kafka_config), f"test.txn.{uuid.uuid4().hex}")
+    too_large = [Outbound(ledger, b"copy-bad", b"bad"), Outbound(reply, os.urandom(20_000), b"bad")]
+
+    async def main() -> list[BaseException | None]:
+        sends = [writer.send(_pair(ledger, reply, i)) for i in range(30)]
+        sends.insert(15, writer.send(too_large))
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    refused = results.pop(15)
+    assert isinstance(refused, KafkaException), refused
+    assert refused.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    assert results == [None] * 30
+    assert writer.aborted >= 1
+    assert _values(kafka_config, ledger, 30) == sorted(f"copy-{i}".encode() for i in range(30))
+    assert _values(kafka_config, reply, 30) == sorted(f"reply-{i}".encode() for i in range(30))
