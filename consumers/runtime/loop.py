@@ -381,8 +381,14 @@ class ConsumerRuntime:
             elif not result:
                 self._complete(msg, ctx)  # nothing to deliver (a duplicate)
             elif len(result) > 1:
-                # Delivered in order, each after the one before it (``_deliver``): a task.
-                self._spawn(ctx, self._deliver_then_complete(msg, ctx, result))
+                # A reply and its ledger copy: all or nothing, in a transaction shared with
+                # other records' pairs (``send_atomic``); no task of its own, and counted with
+                # the fast path's records (a revoke or a stop waits for them alike).
+                pending = asyncio.ensure_future(self._producer.send_atomic(result))
+                ctx.fast_pending += 1
+                pending.add_done_callback(
+                    functools.partial(self._atomic_delivered, msg, ctx, result)
+                )
             else:
                 if deliveries is None:
                     deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
@@ -496,11 +502,28 @@ class ConsumerRuntime:
                 self._store_scheduled = True
                 asyncio.get_running_loop().call_soon(self._store_dirty)
 
+    def _atomic_delivered(
+        self,
+        msg: Record,
+        ctx: Context,
+        outputs: Sequence[Outbound],
+        pending: asyncio.Future[None],
+    ) -> None:
+        """A record's group of outputs is settled: the record completes, or (the group
+        failed) the slow path delivers it again, retrying or taking the failure path; a
+        revoked partition's record is left to its next owner."""
+        ctx.fast_pending -= 1
+        if pending.cancelled() or pending.exception() is not None:
+            if not ctx.revoked:
+                self._spawn(ctx, self._deliver_then_complete(msg, ctx, outputs))
+            return
+        self._complete(msg, ctx)
+
     async def _deliver_then_complete(
         self, msg: Record, ctx: Context, outputs: Sequence[Outbound]
     ) -> None:
         """The slow path's delivery for a record handled on the fast path: a redelivery after
-        a lost or refused output, or a record of several outputs (delivered in order)."""
+        a lost or refused output (or group of outputs)."""
         await self._deliver(msg, ctx, outputs)
         self._complete(msg, ctx)
 

@@ -254,14 +254,16 @@ class AsyncProducer:
             return [await self.send(records[0])]
         return list(await asyncio.gather(*(self.send(r) for r in records)))
 
-    async def send_atomic(self, records: Sequence[Outbound]) -> None:
+    def send_atomic(self, records: Sequence[Outbound]) -> asyncio.Future[None]:
         """Deliver ``records`` all or nothing (one Kafka transaction, shared with other groups)
         when this producer has an ``AtomicWriter``; else in order, each once the one before it
-        is acknowledged (a crash between two leaves the first only). Raises the failure that
-        left them undelivered; a retry sends the whole group again."""
+        is acknowledged (a crash between two leaves the first only). The future fails with the
+        error that left them undelivered; a retry sends the whole group again."""
         if self._atomic is not None:
-            await self._atomic.send(records)
-            return
+            return self._atomic.send(records)
+        return asyncio.ensure_future(self._send_in_order(records))
+
+    async def _send_in_order(self, records: Sequence[Outbound]) -> None:
         for record in records:
             await self.send(record)
 
