@@ -38,10 +38,14 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from switchboard.core import metrics
 from switchboard.core.aio_producer import DeliveryError, Outbound
 from switchboard.core.kafka_clients import with_logger
 
 log = logging.getLogger(__name__)
+
+_COMMITTED = metrics.REPLY_TRANSACTIONS.labels("committed")
+_ABORTED = metrics.REPLY_TRANSACTIONS.labels("aborted")
 
 #: How long the coordinator keeps a transaction a dead process left open before aborting it
 #: (``read_committed`` readers of its partitions wait that long). A commit here takes
@@ -254,6 +258,7 @@ class AtomicWriter:
             self._fail(written, exc)
             return
         self.committed += 1
+        _COMMITTED.inc()
         _settle_all([(group, None) for group in written])
 
     @staticmethod
@@ -295,6 +300,7 @@ class AtomicWriter:
 
     def _abort(self, producer: Producer) -> None:
         self.aborted += 1
+        _ABORTED.inc()
         try:
             producer.abort_transaction(CALL_TIMEOUT_S)
         except KafkaException as exc:

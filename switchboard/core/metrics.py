@@ -163,6 +163,11 @@ RESPONSES = Counter(
     "Terminal responses written, by stage, specialist and status.",
     ["stage", "specialist", "status"],
 )
+REPLY_TRANSACTIONS = Counter(
+    "switchboard_reply_transactions_total",
+    "Transactions of replies and their ledger copies, by outcome (committed, aborted).",
+    ["outcome"],
+)
 DEAD_LETTERS = Counter(
     "switchboard_dead_letters_total", "Records written to the DLQ.", ["stage", "error_class"]
 )

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from switchboard.core.aio_producer import AsyncProducer, Outbound
 from switchboard.core.atomic import TRANSACTION_TIMEOUT_MS, AtomicWriter
@@ -35,6 +36,11 @@ def _pair(ledger: str, reply: str, i: int, tag: str = "") -> list[Outbound]:
     ]
 
 
+def _transactions(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("switchboard_reply_transactions_total", {"outcome": outcome})
+    return value or 0.0
+
+
 def _values(config: dict[str, str], topic: str, n: int, **extra: str) -> list[bytes]:
     got = read_topic({**config, **extra}, topic, until=lambda m: len(m) >= n, timeout_s=20)
     return sorted(m.value() for m in got)
@@ -46,6 +52,7 @@ def test_groups_are_written_together_many_to_a_transaction(
     """300 pairs sent at once: each lands on both topics once, in far fewer transactions."""
     ledger, reply = make_topic("ledger", 3), make_topic("reply", 2)
     writer = AtomicWriter(producer_config(kafka_config), f"test.txn.{uuid.uuid4().hex}")
+    committed_before = _transactions("committed")
 
     async def main() -> None:
         await asyncio.gather(*(writer.send(_pair(ledger, reply, i)) for i in range(300)))
@@ -57,6 +64,7 @@ def test_groups_are_written_together_many_to_a_transaction(
     assert _values(kafka_config, ledger, 300) == sorted(f"copy-{i}".encode() for i in range(300))
     assert _values(kafka_config, reply, 300) == sorted(f"reply-{i}".encode() for i in range(300))
     assert 1 <= writer.committed <= 100, writer.committed
+    assert _transactions("committed") - committed_before == writer.committed  # the metric
     assert writer.aborted == 0
 
 
@@ -182,6 +190,7 @@ def test_a_group_the_broker_refuses_fails_alone(
     admin.create_topics([NewTopic(reply, 1, 1, config=small)])[reply].result(30)
     writer = AtomicWriter(producer_config(kafka_config), f"test.txn.{uuid.uuid4().hex}")
     too_large = [Outbound(ledger, b"copy-bad", b"bad"), Outbound(reply, os.urandom(20_000), b"bad")]
+    aborted_before = _transactions("aborted")
 
     async def main() -> list[BaseException | None]:
         sends = [writer.send(_pair(ledger, reply, i)) for i in range(30)]
@@ -197,5 +206,6 @@ def test_a_group_the_broker_refuses_fails_alone(
     assert refused.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
     assert results == [None] * 30
     assert writer.aborted >= 1
+    assert _transactions("aborted") - aborted_before == writer.aborted
     assert _values(kafka_config, ledger, 30) == sorted(f"copy-{i}".encode() for i in range(30))
     assert _values(kafka_config, reply, 30) == sorted(f"reply-{i}".encode() for i in range(30))
