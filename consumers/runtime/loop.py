@@ -633,6 +633,12 @@ class ConsumerRuntime:
                 elif outputs:
                     await self._producer.send_atomic(outputs)
                 return
+            except KafkaAccessError as exc:
+                # Kafka refused the producer itself (its error callback said so: credentials,
+                # TLS): stop with that line, the record uncommitted, as for a denied write.
+                self._refused = exc
+                self.request_stop()
+                raise asyncio.CancelledError from exc
             except KafkaException as exc:  # DeliveryError too: a delivery report's error
                 err = exc.args[0] if exc.args else None
                 resource = ",".join(sorted({o.topic for o in outputs}))

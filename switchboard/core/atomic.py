@@ -185,7 +185,7 @@ class AtomicWriter:
         if not self._pending:  # started by ``start``: the producer first
             try:
                 self._ready()
-            except KafkaException as exc:  # tried again at the first group
+            except Exception as exc:  # a refusal too: tried again (and told) at the first group
                 log.warning("transactional producer %s: %s", self.transactional_id, exc)
         while True:
             with self._wake:
