@@ -27,11 +27,13 @@ from typing import Any
 
 import anthropic
 import pytest
+from prometheus_client import REGISTRY
 
 from consumers.batches import BatchItem, PollPolicy, custom_id_for, run_batch_job
 from consumers.batches.ledger import BatchLedger, BatchState, LedgerBatch
 from consumers.batches.results import batch_cost_micro_usd
 from producers.client import build_request
+from switchboard.core import headers as h
 from switchboard.core.admin import end_offsets, ensure_topics
 from switchboard.core.aio_producer import AsyncProducer
 from switchboard.core.findings import parse_findings_answer
@@ -220,6 +222,50 @@ def test_a_restarted_job_resumes_its_batch_and_publishes_each_result_once(
     assert (fourth.batches_resumed, fourth.batches_created, fourth.already_answered) == (0, 0, 4)
     assert fake.stats().batches_created == 1
     assert len(responses(settings, kafka_config)) == 4
+
+
+def test_batch_results_for_a_reply_topic_commit_with_their_ledger_copies(
+    fake: FakeAnthropic, settings: Settings, kafka_config: dict[str, str]
+) -> None:
+    """Items asking for a reply topic of their own: each result goes to that topic once and to
+    the ledger once, the pair in one transaction (a few transactions for all of them), under
+    the job's transactional id; a rerun of the answered job writes nothing more."""
+    job = "jobreply"
+    reply = f"replies-{settings.topic_prefix}"
+    ensure_topics(
+        make_admin(kafka_config), [TopicSpec("test", reply, {})], partitions=2, replication_factor=1
+    )
+    items = [item(job, f"r{n}") for n in range(6)]
+    for it in items:
+        it.request["reply_to"] = reply  # type: ignore[index]
+    committed = (
+        REGISTRY.get_sample_value("switchboard_reply_transactions_total", {"outcome": "committed"})
+        or 0.0
+    )
+    summary = run(items, settings, kafka_config, job=job)
+    assert summary.answered == 6
+    wanted = {it.request_id.encode() for it in items}
+    replies = read_topic(
+        kafka_config, reply, until=lambda m: wanted <= {x.key() for x in m}, timeout_s=20
+    )
+    ledger = read_topic(
+        kafka_config,
+        Topics(settings.topic_prefix).responses,
+        until=lambda m: wanted <= {x.key() for x in m},
+        timeout_s=20,
+    )
+    assert Counter(m.key() for m in replies) == Counter(wanted)
+    copies = [m for m in ledger if h.header_value(m.headers(), h.REPLY_COPY_OF) == reply]
+    assert Counter(m.key() for m in copies) == Counter(wanted)
+    after = REGISTRY.get_sample_value(
+        "switchboard_reply_transactions_total", {"outcome": "committed"}
+    )
+    assert after is not None and 1 <= after - committed <= 6
+    rerun = run(items, settings, kafka_config, job=job)
+    assert (rerun.already_answered, rerun.answered) == (6, 0)
+    time.sleep(0.5)
+    again = read_topic(kafka_config, reply, until=lambda m: len(m) > 6, timeout_s=3)
+    assert len(again) == 6
 
 
 def test_a_batch_canceled_from_outside_fails_its_items_with_a_pointer(
