@@ -212,24 +212,7 @@ class AsyncProducer:
             raise self.refused
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        # Any, not a typing.cast: a cast's subscripted type is built on every call, per record.
-        headers: Any = record.headers
-        if headers and type(headers) is not list:
-            headers = list(headers)  # librdkafka takes a list (or dict); most already are
-        while True:
-            try:
-                self._producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    headers=headers or None,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                # The local queue is full: let delivery reports drain it, then try again.
-                self._producer.poll(POLL_INTERVAL_S)
-                self._wake_loop()
+        produce_into(self._producer, record, on_delivery, self._wake_loop)
 
     def send(self, record: Outbound) -> asyncio.Future[Message]:
         """Produce ``record``; the returned future resolves when the broker has acknowledged it."""
@@ -280,6 +263,34 @@ class AsyncProducer:
         self._running = False
         self._poller.join(timeout=POLLER_JOIN_TIMEOUT_S)
         return remaining
+
+
+def produce_into(
+    producer: Producer,
+    record: Outbound,
+    on_delivery: DeliveryCallback,
+    after_full: Callable[[], None] | None = None,
+) -> None:
+    """``record`` to ``producer``'s queue; while the queue is full, poll (delivery reports
+    drain it, ``after_full`` runs after each such poll) and try again."""
+    # Any, not a typing.cast: a cast's subscripted type is built on every call, per record.
+    headers: Any = record.headers
+    if headers and type(headers) is not list:
+        headers = list(headers)  # librdkafka takes a list (or dict); most already are
+    while True:
+        try:
+            producer.produce(
+                record.topic,
+                record.value,
+                record.key,
+                headers=headers or None,
+                on_delivery=on_delivery,
+            )
+            return
+        except BufferError:
+            producer.poll(POLL_INTERVAL_S)
+            if after_full is not None:
+                after_full()
 
 
 def _run_batch(_err: KafkaError | None, batch: Any) -> None:

@@ -32,14 +32,14 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from switchboard.core import metrics
-from switchboard.core.aio_producer import DeliveryError, Outbound
+from switchboard.core.aio_producer import DeliveryError, Outbound, produce_into
 from switchboard.core.kafka_clients import with_logger
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class AtomicWriter:
         for group in groups:
             try:
                 for record in group.records:
-                    self._produce(producer, record, on_delivery)
+                    produce_into(producer, record, on_delivery)
             except KafkaException as exc:
                 # Refused at once (too large, an illegal topic), maybe after some of its records
                 # were produced: abort, fail it alone, and write the others next time.
@@ -275,28 +275,6 @@ class AtomicWriter:
                     isinstance(err, KafkaError) and err.retriable()
                 ):
                     raise
-
-    @staticmethod
-    def _produce(
-        producer: Producer,
-        record: Outbound,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-    ) -> None:
-        headers: Any = record.headers
-        if headers and type(headers) is not list:
-            headers = list(headers)
-        while True:
-            try:
-                producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    headers=headers or None,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                producer.poll(0.05)  # the local queue is full: let deliveries drain it
 
     def _abort(self, producer: Producer) -> None:
         self.aborted += 1
