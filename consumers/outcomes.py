@@ -212,8 +212,8 @@ class Outcomes:
         when it goes to a reply topic, so the answered index (which reads the responses topic,
         the ledger) knows the request is answered and a redelivery is never answered, or
         billed, again. The reply topic's caller still gets exactly one record on its topic; the
-        copy carries ``sb-reply-copy-of`` naming that topic. Both are confirmed delivered
-        before the offset is committed (the runtime's commit order)."""
+        copy carries ``sb-reply-copy-of`` naming that topic. The runtime writes the two in
+        one transaction (``send_atomic``: both or neither) before the offset is committed."""
         if response.topic == self.topics.responses:
             return [response]
         copy = Outbound(
