@@ -250,7 +250,7 @@ class AtomicWriter:
             producer.flush(CALL_TIMEOUT_S)  # serves the delivery reports: who failed, if any
             if failed:
                 self._abort(producer)
-                self._refused(written, failed)
+                self._after_refusal(written, failed)
                 return
             self._commit(producer)
         except KafkaException as exc:
@@ -297,7 +297,9 @@ class AtomicWriter:
         )
         self._producer = None  # fatal (fenced) or unusable: init_transactions again
 
-    def _refused(self, written: list[_Group], failed: list[tuple[KafkaError, Message]]) -> None:
+    def _after_refusal(
+        self, written: list[_Group], failed: list[tuple[KafkaError, Message]]
+    ) -> None:
         """After an aborted transaction with failed deliveries: fail what failed on its own
         account, and try the rest again. The broker refuses a partition's whole batch,
         innocent records with the guilty, so a refused group shared with others is tried
@@ -308,7 +310,7 @@ class AtomicWriter:
         again: list[_Group] = []
         for group in written:
             exc = refused.get(group)
-            if exc is not None and group.alone:
+            if exc is not None and (group.alone or len(written) == 1):
                 failing.append((group, exc))  # alone: the error is its own
                 continue
             group.retries += 1
