@@ -357,7 +357,7 @@ class ConsumerRuntime:
         (``PartitionTracker``).
         """
         fast: list[tuple[Record, Context, Sequence[Outbound]]] = []
-        deliveries = None
+        ready: list[tuple[Record, Context, Sequence[Outbound]]] = []
         by_key = self.config.ordering == "key"
         for msg in batch:
             ctx = self._accept(msg)
@@ -390,20 +390,26 @@ class ConsumerRuntime:
                     functools.partial(self._atomic_delivered, msg, ctx, result)
                 )
             else:
-                if deliveries is None:
-                    deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
-                try:
-                    for out in result:
-                        deliveries.add(out)
-                except KafkaException:
-                    # Refused at once (too large for the producer, an illegal topic): the slow
-                    # path delivers it or sends the record to the failure path.
-                    self._spawn(ctx, self._deliver_then_complete(msg, ctx, result))
-                    continue
-                ctx.fast_pending += 1
-                fast.append((msg, ctx, result))
-        if deliveries is not None:
-            deliveries.seal()
+                ready.append((msg, ctx, result))
+        if not ready:
+            return
+        # The batch's outputs go to librdkafka together, after its last record is handled:
+        # produced in one burst they fill one request per partition, where produced between
+        # handlers they left in a request per linger interval (many small requests, the broker
+        # paying per request). A record's outputs wait for the rest of its batch only.
+        deliveries = self._producer.batch(functools.partial(self._fast_delivered, fast))
+        for record, ctx, result in ready:
+            try:
+                for out in result:
+                    deliveries.add(out)
+            except KafkaException:
+                # Refused at once (too large for the producer, an illegal topic): the slow
+                # path delivers it or sends the record to the failure path.
+                self._spawn(ctx, self._deliver_then_complete(record, ctx, result))
+                continue
+            ctx.fast_pending += 1
+            fast.append((record, ctx, result))
+        deliveries.seal()
 
     def _accept(self, msg: Message) -> Context | None:
         """The context of a record to handle, with its offset tracked; None for an error
@@ -826,14 +832,9 @@ class ConsumerRuntime:
         contexts = [c for tp in tps if (c := self._parts.get(tp)) is not None]
         for ctx in contexts:
             ctx.revoked = True
-        pending = {t for c in contexts for t in c.tasks}
         if not abandon:
-            began = time.monotonic()
-            if pending:
-                _done, pending = await asyncio.wait(pending, timeout=self.config.revoke_timeout_s)
-            left = self.config.revoke_timeout_s - (time.monotonic() - began)
-            await self._wait_fast(contexts, max(MIN_FAST_ACK_WAIT_S, left))
-        await self._cancel(pending)
+            await self._finish_work(contexts, self.config.revoke_timeout_s)
+        await self._cancel({t for c in contexts for t in c.tasks})
         offsets = []
         for ctx in contexts:
             del self._parts[(ctx.topic, ctx.partition)]
@@ -849,6 +850,24 @@ class ConsumerRuntime:
                 )
         self._m_assigned.set(len(self._parts))
         return offsets
+
+    async def _finish_work(self, contexts: Sequence[Context], timeout_s: float) -> None:
+        """Until the tasks and fast-path records of ``contexts`` are done (or ``timeout_s``;
+        the fast path gets at least ``MIN_FAST_ACK_WAIT_S``). Waited for in rounds: a
+        fast-path batch whose delivery failed hands its records to new tasks (the slow
+        path's redelivery) while it is waited for."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            tasks = {t for c in contexts for t in c.tasks}
+            if tasks:
+                _done, pending = await asyncio.wait(
+                    tasks, timeout=max(0.0, deadline - time.monotonic())
+                )
+                if pending:
+                    return
+            await self._wait_fast(contexts, max(MIN_FAST_ACK_WAIT_S, deadline - time.monotonic()))
+            if not any(c.tasks for c in contexts) or time.monotonic() >= deadline:
+                return
 
     async def _wait_fast(self, contexts: Sequence[Context], timeout_s: float) -> None:
         """Until the fast-path records of ``contexts`` are acknowledged (or ``timeout_s``)."""
@@ -867,13 +886,9 @@ class ConsumerRuntime:
     # --- shutdown ----------------------------------------------------------------------
     async def _shutdown(self) -> None:
         consumer = self._consumer
-        began = time.monotonic()
-        tasks = {t for c in self._parts.values() for t in c.tasks}
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=self.config.drain_timeout_s)
-            await self._cancel(pending)
-        left = self.config.drain_timeout_s - (time.monotonic() - began)
-        await self._wait_fast(list(self._parts.values()), max(MIN_FAST_ACK_WAIT_S, left))
+        contexts = list(self._parts.values())
+        await self._finish_work(contexts, self.config.drain_timeout_s)
+        await self._cancel({t for c in contexts for t in c.tasks})
         self._store_dirty()
         if consumer is not None:
             await self._in_poll_thread(self._run_consumer_ops, consumer)
