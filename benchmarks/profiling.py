@@ -87,7 +87,7 @@ def _fn(frame: str) -> str:
 
 
 def run(
-    bench: BenchKafka, payloads: Payloads, n: int = 30_000, seconds: float = 12.0
+    bench: BenchKafka, payloads: Payloads, n: int = 200_000, seconds: float = 12.0
 ) -> dict[str, Any]:
     """Drain ``n`` requests through router + worker with py-spy attached to both."""
     if shutil.which("py-spy") is None:
