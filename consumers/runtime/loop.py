@@ -390,6 +390,7 @@ class ConsumerRuntime:
                     functools.partial(self._atomic_delivered, msg, ctx, result)
                 )
             else:
+                ctx.fast_pending += 1  # counted now: _accept's bound reads it per record
                 ready.append((msg, ctx, result))
         if not ready:
             return
@@ -405,9 +406,9 @@ class ConsumerRuntime:
             except KafkaException:
                 # Refused at once (too large for the producer, an illegal topic): the slow
                 # path delivers it or sends the record to the failure path.
+                ctx.fast_pending -= 1
                 self._spawn(ctx, self._deliver_then_complete(record, ctx, result))
                 continue
-            ctx.fast_pending += 1
             fast.append((record, ctx, result))
         deliveries.seal()
 

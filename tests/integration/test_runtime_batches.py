@@ -219,3 +219,63 @@ def test_a_records_outputs_are_delivered_in_order_each_after_the_one_before(
     copies = read_topic(kafka_config, ledger, until=lambda m: len(m) >= n, timeout_s=30)
     answered = read_topic(kafka_config, replies, until=lambda m: len(m) >= n, timeout_s=30)
     assert {m.value() for m in answered} == {m.value() for m in copies}
+
+
+def test_a_batch_answered_at_once_is_produced_in_one_burst_and_never_pauses_its_partition(
+    kafka_config: dict[str, str],
+    make_topic: Callable[..., str],
+    unique: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetched batch's outputs go to librdkafka after its last record is handled (one burst:
+    one request per partition, not one per linger interval), and while the batch is handled
+    its records count as fast-path records: a batch far larger than the partition's share of
+    the cap pauses nothing (a pause drops librdkafka's prefetched records)."""
+    n = 3000
+    source, sink = make_topic("src", 1), make_topic("sink", 1)
+    produce_all(kafka_config, source, ((f"k{i}".encode(), f"r{i}".encode()) for i in range(n)))
+    events: list[tuple[str, int]] = []
+    pauses: list[bool] = []
+    original_pause = ConsumerRuntime._set_paused
+
+    def set_paused(self: ConsumerRuntime, ctx: Context, paused: bool) -> None:
+        pauses.append(paused)
+        original_pause(self, ctx, paused)
+
+    monkeypatch.setattr(ConsumerRuntime, "_set_paused", set_paused)
+
+    class Burst(AsyncProducer):
+        def _produce(self, record: Outbound, on_delivery: Any) -> None:
+            events.append(("produced", int(record.value[1:])))
+            super()._produce(record, on_delivery)
+
+    def forward(msg: Record, _ctx: Context) -> Sequence[Outbound]:
+        events.append(("handled", msg.offset() or 0))
+        return [Outbound(sink, msg.value() or b"", msg.key())]
+
+    producer = Burst({**kafka_config, "linger.ms": 2})
+    group = unique("g")
+    runtime = ConsumerRuntime(
+        # A share of 10 records: a batch of 500 is 50 shares.
+        RuntimeConfig([source], group, kafka_config, concurrency=10, batch_size=500),
+        forward,
+        producer=producer,
+        failures=Unexpected(),
+    )
+    stats = asyncio.run(runtime.run(max_messages=n, idle_timeout=10))
+    producer.close()
+    assert stats.completed == n
+    assert not any(pauses), f"{sum(pauses)} pauses"
+    # Each run of handled records is followed by their outputs, none produced between.
+    runs: list[tuple[str, list[int]]] = []
+    for kind, number in events:
+        if not runs or runs[-1][0] != kind:
+            runs.append((kind, []))
+        runs[-1][1].append(number)
+    assert [kind for kind, _ in runs[:2]] == ["handled", "produced"]
+    for (kind, handled), (_, produced) in zip(runs[::2], runs[1::2], strict=False):
+        assert kind == "handled" and produced == handled
+    assert max(len(numbers) for _, numbers in runs) > 10 * 10  # batches, not single records
+    out = read_topic(kafka_config, sink, until=lambda m: len(m) >= n, timeout_s=30)
+    assert sorted(int((m.value() or b"r0")[1:]) for m in out) == list(range(n))
+    assert committed_offsets(kafka_config, group, source, 1) == [n]
