@@ -130,6 +130,17 @@ def _text(value: Any) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+#: What a routed task's headers say about its body, in ``admit_routed``'s order.
+_ROUTING_FACTS: Final = (
+    "request_id",
+    "tenant",
+    "specialist",
+    "priority",
+    "reply_to",
+    "deadline_ms",
+)
+
+
 def admit_routed(
     request: dict[str, Any], facts: Mapping[str, Any], rules: BodyRules
 ) -> dict[str, Any]:
@@ -142,28 +153,25 @@ def admit_routed(
     deadline = request.get("deadline_ms")
     parsed = parse_command(request.get("text") or "")
     named = request.get("specialist") or parsed[0]
-    said = (
-        ("request_id", str(request.get("request_id")), _text(facts.get(h.REQUEST_ID))),
-        ("tenant", str(request.get("tenant")), _text(facts.get(h.TENANT))),
-        (
-            "specialist",
-            named if named in SPECIALISTS else None,
-            _text(facts.get(h.SPECIALIST)),
-        ),
-        (
-            "priority",
-            str(request.get("priority") or "NORMAL"),
-            _text(facts.get(h.PRIORITY)) or "NORMAL",
-        ),
-        ("reply_to", request.get("reply_to") or None, _text(facts.get(h.REPLY_TO))),
-        (
-            "deadline_ms",
-            None if deadline is None else str(deadline),
-            _text(facts.get(h.DEADLINE_MS)),
-        ),
+    # Two tuples compared at once (per task: no tuple of triples, no list unless they differ).
+    body = (
+        str(request.get("request_id")),
+        str(request.get("tenant")),
+        named if named in SPECIALISTS else None,
+        str(request.get("priority") or "NORMAL"),
+        request.get("reply_to") or None,
+        None if deadline is None else str(deadline),
     )
-    wrong = [name for name, body, header in said if body != header]
-    if wrong:
+    said = (
+        _text(facts.get(h.REQUEST_ID)),
+        _text(facts.get(h.TENANT)),
+        _text(facts.get(h.SPECIALIST)),
+        _text(facts.get(h.PRIORITY)) or "NORMAL",
+        _text(facts.get(h.REPLY_TO)),
+        _text(facts.get(h.DEADLINE_MS)),
+    )
+    if body != said:
+        wrong = [name for name, a, b in zip(_ROUTING_FACTS, body, said, strict=True) if a != b]
         raise RequestInvalid(
             f"the request's routing headers do not say what its body says ({', '.join(wrong)}): "
             "send requests through the Switchboard client, or without routing headers",
