@@ -82,8 +82,13 @@ SLOW_PAUSE_SHARES: Final = 2
 #: (librdkafka's fetch wait), on the critical path of every wave of slow calls: G7's
 #: W=1/C=1000 cell spread each wave's starts over ~0.5 s (0.89 of C/W).
 SLOW_RESUME_SHARES: Final = 1.5
-FAST_PAUSE_BATCHES: Final = 4
-FAST_RESUME_BATCHES: Final = 2
+#: Fast-path records wait only for their acknowledgements, which come back behind the
+#: producer's batches and the GIL: at 4 batches (2,000 records a partition) a router draining
+#: a backlog paused 9-13 times a 60k-record drain and drained 20-32k msg/s; at 8, 42-45k
+#: (2026-12-02, ``benchmarks.capacity.drain``, router hop). Memory bounds it: ~1 KB a record
+#: (the consumed message and its outputs), ~4 MB a partition at the pause.
+FAST_PAUSE_BATCHES: Final = 8
+FAST_RESUME_BATCHES: Final = 4
 #: Runtime tuning without a setting of its own.
 DEFAULT_REVOKE_TIMEOUT_S: Final = 10.0
 DEFAULT_BATCH_SIZE: Final = 500
@@ -309,6 +314,10 @@ class ConsumerRuntime:
                     )
                 self._dispatch_all(batch)
                 if batch:
+                    # The delivery reports that are in, served here between batches: on the
+                    # poller thread each report waits for the GIL this loop holds, and the
+                    # acknowledgements fast-path records wait for fell behind by batches.
+                    self._producer.serve_reports()
                     self._last_activity = time.monotonic()
                 elif (
                     idle_timeout is not None

@@ -109,6 +109,9 @@ class MemorySink:
         for record in records:
             self._deliver(record)
 
+    def serve_reports(self) -> None:
+        """Nothing to serve: a record's delivery is settled when it is produced."""
+
 
 class MemoryRuntime:
     """One handler and its failure strategy over records fed by hand."""

@@ -164,6 +164,19 @@ class AsyncProducer:
                 self.refused = exc
             self._wake_loop()
 
+    def serve_reports(self) -> None:
+        """On the event loop: serve the delivery reports librdkafka holds now, and run the
+        callbacks of those settled (the poller thread serves the rest meanwhile). Called
+        between a consumer's batches, it keeps acknowledgements from waiting behind the GIL:
+        a router draining a backlog paused for them 9-13 times a 60k-record drain at
+        20-32k msg/s; served here too, 6 times at 35-57k (2026-12-02)."""
+        try:
+            self._producer.poll(0)
+        except KafkaAccessError as exc:  # from the error callback, as in the poller
+            self.refused = exc
+        if self._settled:
+            self._drain()
+
     def _wake_loop(self) -> None:
         loop = self._loop
         if self._settled and not self._drain_scheduled and loop is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -112,3 +114,37 @@ def test_no_consumer_call_is_made_on_the_event_loop(
     assert {"store_offsets", "pause", "resume"} <= kinds
     assert [kind for kind, thread in calls if thread == loop_thread] == []
     assert committed_offsets(kafka_config, group, source, 1) == [n]
+
+
+def test_delivery_reports_are_served_on_the_loop_between_batches(
+    kafka_config: dict[str, str], make_topic: Callable[..., str]
+) -> None:
+    """``serve_reports`` runs settled deliveries' callbacks on the event loop, inside the call:
+    the loop below never yields, so the poller thread's scheduled drain cannot have run them,
+    and every one of 200 callbacks runs on the loop's thread."""
+    sink = make_topic("sink")
+    n = 200
+
+    async def main() -> tuple[int, set[int]]:
+        producer = AsyncProducer(kafka_config)
+        threads: set[int] = set()
+        seen = 0
+
+        def delivered(err: object, _msg: Message) -> None:
+            nonlocal seen
+            assert err is None
+            threads.add(threading.get_ident())
+            seen += 1
+
+        for i in range(n):
+            producer.produce(Outbound(sink, f"r{i}".encode()), delivered)
+        deadline = time.monotonic() + 20
+        while seen < n and time.monotonic() < deadline:
+            producer.serve_reports()  # synchronous: the loop runs nothing else meanwhile
+            time.sleep(0.005)
+        producer.close()
+        return seen, threads
+
+    seen, threads = asyncio.run(main())
+    assert seen == n
+    assert threads == {threading.get_ident()}  # asyncio.run's loop is this thread's
