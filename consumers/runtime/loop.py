@@ -85,7 +85,9 @@ SLOW_RESUME_SHARES: Final = 1.5
 #: Fast-path records wait only for their acknowledgements, which come back behind the
 #: producer's batches and the GIL: at 4 batches (2,000 records a partition) a router draining
 #: a backlog paused 9-13 times a 60k-record drain and drained 20-32k msg/s; at 8, 42-45k
-#: (2026-12-02, ``benchmarks.capacity.drain``, router hop). Memory bounds it: ~1 KB a record
+#: (2026-12-02, ``benchmarks.capacity.drain``, router hop); at 8 with the reports also served
+#: between batches (``AsyncProducer.serve_reports``), 3 pauses and 83-87k msg/s. Memory bounds
+#: it: ~1 KB a record
 #: (the consumed message and its outputs), ~4 MB a partition at the pause.
 FAST_PAUSE_BATCHES: Final = 8
 FAST_RESUME_BATCHES: Final = 4
