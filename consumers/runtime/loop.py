@@ -87,8 +87,7 @@ SLOW_RESUME_SHARES: Final = 1.5
 #: a backlog paused 9-13 times a 60k-record drain and drained 20-32k msg/s; at 8, 42-45k
 #: (2026-12-02, ``benchmarks.capacity.drain``, router hop); at 8 with the reports also served
 #: between batches (``AsyncProducer.serve_reports``), 3 pauses and 83-87k msg/s. Memory bounds
-#: it: ~1 KB a record
-#: (the consumed message and its outputs), ~4 MB a partition at the pause.
+#: it: ~1 KB a record (the consumed message and its outputs), ~4 MB a partition at the pause.
 FAST_PAUSE_BATCHES: Final = 8
 FAST_RESUME_BATCHES: Final = 4
 #: Runtime tuning without a setting of its own.

@@ -169,7 +169,8 @@ class AsyncProducer:
         callbacks of those settled (the poller thread serves the rest meanwhile). Called
         between a consumer's batches, it keeps acknowledgements from waiting behind the GIL:
         a router draining a backlog paused for them 9-13 times a 60k-record drain at
-        20-32k msg/s; served here too, 6 times at 35-57k (2026-12-02)."""
+        20-32k msg/s; with them served here too, 6 times at 35-57k (2026-12-02; 3 times at
+        83-87k with the runtime's pause at 8 batches, ``FAST_PAUSE_BATCHES``)."""
         try:
             self._producer.poll(0)
         except KafkaAccessError as exc:  # from the error callback, as in the poller
