@@ -158,11 +158,15 @@ class AsyncProducer:
 
     def _poll_forever(self) -> None:
         while self._running:
-            try:
-                self._producer.poll(POLL_INTERVAL_S)
-            except KafkaAccessError as exc:  # from the error callback: keep serving reports
-                self.refused = exc
+            self._poll(POLL_INTERVAL_S)
             self._wake_loop()
+
+    def _poll(self, timeout_s: float) -> None:
+        """Serve delivery reports for up to ``timeout_s``, on whichever thread calls."""
+        try:
+            self._producer.poll(timeout_s)
+        except KafkaAccessError as exc:  # from the error callback: keep serving reports
+            self.refused = exc
 
     def serve_reports(self) -> None:
         """On the event loop: serve the delivery reports librdkafka holds now, and run the
@@ -171,10 +175,7 @@ class AsyncProducer:
         a router draining a backlog paused for them 9-13 times a 60k-record drain at
         20-32k msg/s; with them served here too, 6 times at 35-57k (2026-12-02; 3 times at
         83-87k with the runtime's pause at 8 batches, ``FAST_PAUSE_BATCHES``)."""
-        try:
-            self._producer.poll(0)
-        except KafkaAccessError as exc:  # from the error callback, as in the poller
-            self.refused = exc
+        self._poll(0)
         if self._settled:
             self._drain()
 
