@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from switchboard.core.settings import SPECIALISTS
@@ -126,6 +126,64 @@ class LoopHistogramChild:
         self.sum += amount
 
 
+class LoopCounter(Collector):
+    """A counter family for the hot path, with ``LoopHistogram``'s contract: incremented only
+    by the thread that runs the event loop, read by a scrape, no lock.
+
+    prometheus_client's ``Counter.inc`` checks the amount and takes a lock (about 0.7 µs
+    here); a worker's answer counts its response and its model call, 1.4 µs of a record's
+    30. A child here is one float (``value``) added to in place: about 0.1 µs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], LoopCounterChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> LoopCounterChild:
+        """The child of ``values`` (bind it once and keep it: this is a dict lookup)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
+            child = self._children.setdefault(values, LoopCounterChild())
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class LoopCounterChild:
+    """One label set of a ``LoopCounter``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (a caller on the hot path may add to ``value`` itself)."""
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self.value += amount
+
+
 def _float_label(bound: float) -> str:
     """A bucket bound as prometheus_client writes it (``0.005``, ``1.0``)."""
     return repr(float(bound))
@@ -158,7 +216,7 @@ LOOP_HEARTBEAT = Gauge(
 )
 
 # --- outcomes ----------------------------------------------------------------------------------
-RESPONSES = Counter(
+RESPONSES = LoopCounter(
     "switchboard_responses_total",
     "Terminal responses written, by stage, specialist and status.",
     ["stage", "specialist", "status"],
@@ -202,7 +260,7 @@ BREAKER_STATE = Gauge(
 )
 
 # --- model calls -----------------------------------------------------------------------------------
-MODEL_CALLS = Counter(
+MODEL_CALLS = LoopCounter(
     "switchboard_model_calls_total",
     "Model calls by outcome: answered, refused, error.",
     ["specialist", "model", "outcome"],
@@ -280,7 +338,7 @@ class ResponseMetrics:
 
     def __init__(self, stage: str) -> None:
         self._stage = stage
-        self._responses: dict[tuple[object, str], Counter] = {}
+        self._responses: dict[tuple[object, str], LoopCounterChild] = {}
         self._latency: dict[object, tuple[LoopHistogramChild, dict[str, LoopHistogramChild]]] = {}
 
     def observe(
@@ -293,7 +351,7 @@ class ResponseMetrics:
         if child is None:
             child = RESPONSES.labels(self._stage, label, status)
             self._responses[(label, status)] = child
-        child.inc()
+        child.value += 1
         if latency_ms:
             bound = self._latency.get(label)
             if bound is None:
@@ -346,7 +404,7 @@ class ModelChildren:
         self.usage_output = TOKEN_USAGE.labels(specialist, model, "output")
 
     def success(self, refused: bool, seconds: float) -> None:
-        (self.refused if refused else self.answered).inc()
+        (self.refused if refused else self.answered).value += 1
         self.duration.observe(seconds)
 
     def spend(self, usage: Mapping[str, int] | None, cost_micro_usd: int) -> None:

@@ -143,3 +143,23 @@ def test_the_offline_rulebook_keeps_its_fast_path_and_is_counted() -> None:
     answer = backend.answer_now("api", "/api design cursor pagination", {})
     assert answer.backend == "offline"
     assert value("switchboard_model_calls_total", **labels) - before == 1
+
+
+def test_a_loop_counter_exports_what_a_prometheus_counter_would() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    counter = metrics.LoopCounter("t_calls_total", "Calls.", ["outcome"], registry=registry)
+    answered = counter.labels("answered")
+    answered.inc()
+    answered.value += 2  # the hot path's own add
+    counter.labels("error").inc(0.5)
+    assert counter.labels("answered") is answered  # bound once, kept
+    text = generate_latest(registry).decode()
+    assert "# TYPE t_calls_total counter" in text  # as prometheus_client's Counter writes it
+    assert 't_calls_total{outcome="answered"} 3.0' in text
+    assert 't_calls_total{outcome="error"} 0.5' in text
+    with pytest.raises(ValueError, match="only goes up"):
+        answered.inc(-1)
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels("answered", "extra")
