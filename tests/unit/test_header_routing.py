@@ -168,6 +168,42 @@ def test_a_header_routed_request_is_forwarded_byte_for_byte_without_a_decode() -
     assert "route" in response["stage_latency_ms"] and "queue" in response["stage_latency_ms"]
 
 
+class SyncingLedger(AnsweredLedger):
+    """An index that has not read the answers up to an assignment until ``sync`` is awaited
+    (as after a start or a rebalance)."""
+
+    def __init__(self) -> None:
+        super().__init__(3600)
+        self.syncs = 0
+        self._synced = False
+
+    def synced(self, since: float) -> bool:
+        return self._synced
+
+    async def sync(self, since: float) -> None:
+        await asyncio.sleep(0)
+        self.syncs += 1
+        self._synced = True
+
+
+def test_a_request_fetched_before_the_index_sync_is_forwarded_from_its_headers_after_it() -> None:
+    # Records fetched between an assignment and its barrier wait for the sync, then take the
+    # header path as every later record does: the original bytes, no validate-and-encode.
+    stages = Stages()
+    index = SyncingLedger()
+    stages.router._index = index
+    record = request("/backend  size a pool", tenant="open")
+    value = encoded(record, TOPICS.requests)
+    stages.send(record, value=value)
+    [task] = stages.tasks()
+    assert index.syncs == 1 and stages.router_runtime.fast_path == 0  # it waited
+    assert task.value() == value and header(task, h.ROUTED)  # forwarded, not re-encoded
+    [response] = stages.work()
+    assert (response["status"], response["content"]) == ("answered", "ok: size a pool")
+    stages.send(record)  # after the sync: a duplicate, dropped on the header path at once
+    assert len(stages.tasks()) == 1 and stages.router.duplicates == 1
+
+
 def test_batch_priority_goes_to_the_batch_topic_from_its_header() -> None:
     stages = Stages()
     stages.send(request("/backend size a pool", tenant="open", priority="BATCH"))
