@@ -145,6 +145,8 @@ class Outcomes:
     def __post_init__(self) -> None:
         self.stage = Stage(self.stage)  # a plain "model" from a caller reads as its member
         self._metrics = metrics.ResponseMetrics(str(self.stage))
+        #: ``topics.responses``, named once (``Topics`` builds the name on every read).
+        self._responses_topic = self.topics.responses
 
     def response(
         self,
@@ -178,7 +180,10 @@ class Outcomes:
         }
         self._counts[status] = self._counts.get(status, 0) + 1
         self._metrics.observe(record["specialist"], status, fields.get("stage_latency_ms"))
-        topic = reply_topic(request.get("reply_to"), self.topics.prefix) or self.topics.responses
+        reply_to = request.get("reply_to")
+        topic = (
+            reply_topic(reply_to, self.topics.prefix) if reply_to is not None else None
+        ) or self._responses_topic
         headers = [
             (h.REQUEST_ID, request_id.encode()),
             (h.STATUS, status.encode()),
@@ -214,10 +219,10 @@ class Outcomes:
         billed, again. The reply topic's caller still gets exactly one record on its topic; the
         copy carries ``sb-reply-copy-of`` naming that topic. The runtime writes the two in
         one transaction (``send_atomic``: both or neither) before the offset is committed."""
-        if response.topic == self.topics.responses:
+        if response.topic == self._responses_topic:
             return [response]
         copy = Outbound(
-            self.topics.responses,
+            self._responses_topic,
             response.value,  # the same bytes: decoders resolve the writer schema by id either way
             response.key,
             [*response.headers, (h.REPLY_COPY_OF, response.topic.encode())],

@@ -145,8 +145,9 @@ def admit_routed(
     request: dict[str, Any], facts: Mapping[str, Any], rules: BodyRules
 ) -> dict[str, Any]:
     """A task the router routed from headers, decoded by the worker: the request to answer
-    (prompt, specialist and the router's timing filled in, as a routed task has them), or
-    ``RequestInvalid`` raised with the reason the router would have given. A body that does
+    (``request`` itself, its prompt, specialist and the router's timing filled in, as a
+    routed task has them), or ``RequestInvalid`` raised with the reason the router would have
+    given (``request`` untouched). A body that does
     not say what its headers said (id, tenant, specialist, priority, reply topic, deadline) is
     rejected ``routing_mismatch``: the router's decisions were made on the headers.
     ``facts``: the task's headers as a dict (the last value of each)."""
@@ -178,12 +179,14 @@ def admit_routed(
             code=ROUTING_MISMATCH,
         )
     specialist, prompt = validate_body(request, rules, None, parsed)
-    task = dict(request)
-    task["specialist"] = specialist
-    task["prompt"] = prompt
-    meta = dict(task.get("metadata") or {})
+    # Filled in place: ``request`` is the worker's own, just decoded (no copy of it or of its
+    # metadata per task), and every check above raised before anything was written.
+    request["specialist"] = specialist
+    request["prompt"] = prompt
+    meta = request.get("metadata")
+    if meta is None:
+        meta = request["metadata"] = {}
     routed_at, _, route_ms = (_text(facts.get(h.ROUTED)) or "").partition(" ")
     meta["routed_at_ms"] = routed_at
     meta["route_ms"] = route_ms or "0"
-    task["metadata"] = meta
-    return task
+    return request

@@ -114,15 +114,16 @@ class LoopHistogram(Collector):
 class LoopHistogramChild:
     """One label set of a ``LoopHistogram``."""
 
-    __slots__ = ("_bounds", "counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
+        #: The family's finite bucket upper bounds (shared, never changed).
+        self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.sum = 0.0
 
     def observe(self, amount: float) -> None:
-        self.counts[bisect_left(self._bounds, amount)] += 1  # bucket le >= amount
+        self.counts[bisect_left(self.bounds, amount)] += 1  # bucket le >= amount
         self.sum += amount
 
 
@@ -361,11 +362,13 @@ class ResponseMetrics:
                 )
                 self._latency[label] = bound
             e2e, stages = bound
+            # LoopHistogramChild.observe written out: five observations a response, a call each.
             for stage, ms in latency_ms.items():
-                if stage == "total":
-                    e2e.observe(ms / 1000)
-                elif (hist := stages.get(stage)) is not None:
-                    hist.observe(ms / 1000)
+                hist = e2e if stage == "total" else stages.get(stage)
+                if hist is not None:
+                    seconds = ms / 1000
+                    hist.counts[bisect_left(hist.bounds, seconds)] += 1
+                    hist.sum += seconds
 
 
 class ModelMetrics:

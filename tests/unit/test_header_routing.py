@@ -6,8 +6,11 @@ refusals take the decoding path; a forged routing header cannot pass a signed te
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping
 from typing import Any
+
+import pytest
 
 from consumers.answered import AnsweredLedger
 from consumers.outcomes import Stage
@@ -16,9 +19,10 @@ from consumers.resilience.ratelimit import TenantLimiter
 from consumers.router import RouterRules
 from consumers.runtime.memory import MemoryRuntime, MemorySink
 from consumers.specialists.backends import Answer
-from consumers.validation import BodyRules
+from consumers.validation import ROUTING_MISMATCH, BodyRules, admit_routed
 from consumers.worker import SpecialistWorker
 from switchboard.core import headers as h
+from switchboard.core.errors import RequestInvalid
 from switchboard.core.routing import routing_headers, signed_routing
 from switchboard.core.serde import REQUEST, SingleObjectCodec
 from switchboard.core.settings import SPECIALISTS
@@ -27,6 +31,7 @@ from switchboard.core.tenants import TenantsConfig, TenantsSource, sign
 from tests.support import FakeClock
 
 from .memory_kit import (
+    CODEC,
     TOPICS,
     decoded_response,
     encoded,
@@ -379,3 +384,27 @@ def test_refusals_on_the_header_path_are_the_decoding_paths() -> None:
     stages.send(request("/backend size a pool", tenant="open", reply_to="__consumer_offsets"))
     codes = [r["error_code"] for r in responses(stages.sink)]
     assert codes == ["unknown_tenant", "forbidden_reply_to"] and stages.all_tasks() == 0
+
+
+def test_admit_routed_fills_the_decoded_request_in_place_and_leaves_a_refused_one_as_it_was() -> (
+    None
+):
+    body = decoded_request_of(request("/backend size a pool", tenant="open"))
+    facts = dict([*routing_headers(body), (h.ROUTED, b"1700000000000 3")])
+    admitted = admit_routed(body, facts, BodyRules())
+    assert admitted is body  # no copy per task
+    assert (body["specialist"], body["prompt"]) == ("backend", "size a pool")
+    assert body["metadata"] == {"routed_at_ms": "1700000000000", "route_ms": "3"}
+
+    other = decoded_request_of(request("/backend size a pool", tenant="open"))
+    before = copy.deepcopy(other)
+    lying = {**dict(routing_headers(other)), h.SPECIALIST: b"api", h.ROUTED: b"1 0"}
+    with pytest.raises(RequestInvalid) as refused:
+        admit_routed(other, lying, BodyRules())
+    assert refused.value.code == ROUTING_MISMATCH
+    assert other == before  # what the worker answers from: the body as it came
+
+
+def decoded_request_of(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as the worker decodes it from the bytes the client sent."""
+    return CODEC.decode(REQUEST, encoded(record, TOPICS.requests), TOPICS.requests)
