@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -213,10 +213,12 @@ class Pipeline:
         batch_topics: frozenset[str] = frozenset(),
         on_assign: Callable[[object], None] | None = None,
         follows_index: bool = False,
+        ready: Callable[[float], Awaitable[None]] | None = None,
     ) -> ConsumerRuntime:
         """The runtime of one consumer; ``role`` keys ``runtimes`` (``router``, ``relay``,
         ``worker.<specialist>``); ``failures`` writes what its handler's failures call for;
-        ``follows_index``: on each assignment the answered index follows its partitions."""
+        ``follows_index``: on each assignment the answered index follows its partitions;
+        ``ready``: what its handler waits for after an assignment (``ConsumerRuntime``)."""
         hook = on_assign or self._sync_index_now
         if follows_index:
             hook = self._following(role, hook)
@@ -240,9 +242,21 @@ class Pipeline:
             producer=self.producer,
             failures=failures,
             on_assign=hook,
+            ready=ready,
         )
         self.runtimes[role] = runtime
         return runtime
+
+    async def _index_ready(self, since: float) -> None:
+        """The answered index has read every answer that existed at ``since``."""
+        await self.index.sync(since)
+
+    async def _router_ready(self, since: float) -> None:
+        """``_index_ready``, and the group's usage read (with a tenants file): what the
+        router's records wait for after an assignment."""
+        await self.index.sync(since)
+        if self.usage is not None:
+            await self.usage.wait_ready()
 
     def _sync_index_now(self, _assigned: object) -> None:
         """On an assignment, start reading the answered index up to now at once: the first
@@ -313,6 +327,7 @@ class Pipeline:
             concurrency or ROUTER_CONCURRENCY,
             on_assign=on_assign,
             follows_index=self._router_follows,
+            ready=self._router_ready,
         )
 
     def _triage(self) -> ModelTriage | None:
@@ -373,6 +388,7 @@ class Pipeline:
             cap,
             batch_topics=frozenset({self.topics.batch_tasks(specialist)}),
             follows_index=True,
+            ready=self._index_ready,
         )
 
     def add_relay(self) -> ConsumerRuntime:

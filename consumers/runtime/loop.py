@@ -94,6 +94,10 @@ FAST_RESUME_BATCHES: Final = 4
 DEFAULT_REVOKE_TIMEOUT_S: Final = 10.0
 DEFAULT_BATCH_SIZE: Final = 500
 DEFAULT_POLL_TIMEOUT_S: Final = 0.05
+#: The longest a batch fetched after an assignment waits for the runtime's ``ready`` (the
+#: answered index's barrier): far below ``max.poll.interval.ms`` (no poll meanwhile), and past
+#: it the handlers wait per record as they would without the gate (a rebuild of a long horizon).
+READY_WAIT_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,14 @@ class ConsumerRuntime:
         producer: Sink,
         failures: FailurePath,
         on_assign: Callable[[list[TP]], None] | None = None,
+        ready: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_assign``: called on the event loop with each assignment's partitions.
+        ``ready``: what the handlers wait for on a new partition's records (the answered
+        index read up to the assignment), awaited once with the assignment's time before the
+        first batch after it is handled (at most ``READY_WAIT_S``): the records of a batch
+        fetched before it then take the fast path, not a task each waiting on the same barrier
+        (and pausing the partition at twice its share of the cap)."""
         # --- tracing and log-context hook (consumers.runtime.observe): a span per record when
         # tracing is on; handler and failure path untouched (and free) when it is off.
         handler, failures = observed(handler, failures, config.group_id)
@@ -206,6 +217,9 @@ class ConsumerRuntime:
         self._handler = handler
         self._failures = failures
         self._on_assign_hook = on_assign
+        self._ready = ready
+        #: The latest assignment ``ready`` was awaited for (monotonic; 0.0: none yet).
+        self._ready_for = 0.0
         self._producer = producer
         self._parts: dict[TP, Context] = {}
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
@@ -313,6 +327,8 @@ class ConsumerRuntime:
                     prefetched = self._loop.run_in_executor(
                         self._poll_thread, self._fetch, consumer, want
                     )
+                if batch and self._ready is not None and self._ready_for < self.assigned_at:
+                    await self._await_ready()
                 self._dispatch_all(batch)
                 if batch:
                     # The delivery reports that are in, served here between batches: on the
@@ -335,6 +351,23 @@ class ConsumerRuntime:
         if self._refused is not None:
             raise self._refused
         return self.stats
+
+    async def _await_ready(self) -> None:
+        """Wait (at most ``READY_WAIT_S``) for ``ready`` of the latest assignment; once per
+        assignment, whatever the outcome: the handlers still check on every record."""
+        assert self._ready is not None
+        since = self._ready_for = self.assigned_at
+        try:
+            async with asyncio.timeout(READY_WAIT_S):
+                await self._ready(since)
+        except TimeoutError:
+            log.info(
+                "%s: not ready %.1fs after its assignment; its records wait one by one",
+                self.config.group_id,
+                READY_WAIT_S,
+            )
+        except Exception as exc:  # the handlers meet it on their own wait, and decide there
+            log.warning("%s: readiness after assignment failed: %s", self.config.group_id, exc)
 
     def _fetch(self, consumer: Consumer, want: int) -> list[Message]:
         """On the poll thread: wait for the first record only, then take what is there.
