@@ -254,7 +254,7 @@ class Pipeline:
     async def _router_ready(self, since: float) -> None:
         """``_index_ready``, and the group's usage read (with a tenants file): what the
         router's records wait for after an assignment."""
-        await self.index.sync(since)
+        await self._index_ready(since)
         if self.usage is not None:
             await self.usage.wait_ready()
 

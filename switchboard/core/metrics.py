@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from switchboard.core.settings import SPECIALISTS
+
+_Child = TypeVar("_Child")
 
 #: Latency buckets, seconds: 5 ms to 60 s, straddling both the router's few milliseconds and
 #: the pipeline's SLO (e2e p99 under 30 s with model calls, see infra/prometheus/rules).
@@ -47,7 +49,38 @@ LATENCY_BUCKETS_S: Final = (
 TOKEN_BUCKETS: Final = tuple(float(4**n) for n in range(0, 14))
 
 
-class LoopHistogram(Collector):
+class _LoopFamily(Collector, Generic[_Child]):
+    """A metric family whose children are updated only by the thread that runs the event loop
+    and read by a scrape, without locks (``LoopHistogram``, ``LoopCounter``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Child] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def _new_child(self) -> _Child:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> _Child:
+        """The child of ``values`` (bind it once and keep it: this is a dict lookup)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
+            child = self._children.setdefault(values, self._new_child())
+        return child
+
+
+class LoopHistogram(_LoopFamily["LoopHistogramChild"]):
     """A histogram family for the hot path: observed from one event loop, without locks.
 
     prometheus_client's ``Histogram.observe`` takes a lock per bucket and sum update (about
@@ -66,22 +99,11 @@ class LoopHistogram(Collector):
         buckets: Sequence[float],
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
         self._bounds = tuple(float(b) for b in buckets)
-        self._children: dict[tuple[str, ...], LoopHistogramChild] = {}
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> LoopHistogramChild:
-        """The child of ``values`` (bind it once and keep it: this is a dict lookup)."""
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self._labelnames):
-                raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
-            child = self._children.setdefault(values, LoopHistogramChild(self._bounds))
-        return child
+    def _new_child(self) -> LoopHistogramChild:
+        return LoopHistogramChild(self._bounds)
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -127,7 +149,7 @@ class LoopHistogramChild:
         self.sum += amount
 
 
-class LoopCounter(Collector):
+class LoopCounter(_LoopFamily["LoopCounterChild"]):
     """A counter family for the hot path, with ``LoopHistogram``'s contract: incremented only
     by the thread that runs the event loop, read by a scrape, no lock.
 
@@ -144,21 +166,10 @@ class LoopCounter(Collector):
         *,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], LoopCounterChild] = {}
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> LoopCounterChild:
-        """The child of ``values`` (bind it once and keep it: this is a dict lookup)."""
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self._labelnames):
-                raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
-            child = self._children.setdefault(values, LoopCounterChild())
-        return child
+    def _new_child(self) -> LoopCounterChild:
+        return LoopCounterChild()
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
