@@ -86,8 +86,9 @@ async def _measure(pipeline: Pipeline, requests: list[list[Any]]) -> dict[str, A
 def run(records: int, reps: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """``records`` requests per repetition through each handler, ``reps`` times; ``config``:
     the broker's client settings (default: ``BenchKafka.connect()``)."""
-    bench = BenchKafka(config["bootstrap.servers"], started=False) if config else None
-    bench = bench or BenchKafka.connect()
+    bench = (
+        BenchKafka(config["bootstrap.servers"], started=False) if config else BenchKafka.connect()
+    )
     payloads = Payloads()
     requests = [payloads.requests(records, f"h{rep}-", headers=True) for rep in range(reps)]
     loadavg = os.getloadavg()
