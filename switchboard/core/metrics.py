@@ -438,14 +438,17 @@ class ModelChildren:
             self.cost.inc(cost_micro_usd / 1_000_000)
 
 
+#: The samples a family of each type exports whatever it holds; ``_created`` is not among
+#: them: prometheus_client's own counters and histograms write one per child, the loop families
+#: (``LoopCounter``, ``LoopHistogram``) none, so it is taken from the samples themselves.
+_TYPE_SUFFIXES: Final = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
 def exported_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
     """Every sample name the registry can export (``_total``, ``_bucket``, ``_sum``, ...)."""
     names: set[str] = set()
     for family in registry.collect():
         names.add(family.name)
-        match family.type:
-            case "counter":
-                names.update({family.name + "_total", family.name + "_created"})
-            case "histogram":
-                names.update(family.name + s for s in ("_bucket", "_sum", "_count", "_created"))
+        names.update(family.name + s for s in _TYPE_SUFFIXES.get(family.type, ()))
+        names.update(sample.name for sample in family.samples)
     return names

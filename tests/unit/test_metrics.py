@@ -163,3 +163,28 @@ def test_a_loop_counter_exports_what_a_prometheus_counter_would() -> None:
         answered.inc(-1)
     with pytest.raises(ValueError, match="takes labels"):
         counter.labels("answered", "extra")
+
+
+def test_exported_names_are_the_samples_a_scrape_writes() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    registry = CollectorRegistry()
+    metrics.LoopCounter("t_loop_total", "Loop.", ["x"], registry=registry).labels("a").inc()
+    metrics.LoopHistogram("t_hist", "Hist.", ["x"], buckets=[1.0], registry=registry).labels(
+        "a"
+    ).observe(0.5)
+    Counter("t_plain_total", "Plain.", registry=registry).inc()
+    Histogram("t_lat_seconds", "Latency.", ["x"], buckets=[1.0], registry=registry)  # no child
+    written = {
+        line.split("{")[0].split(" ")[0]
+        for line in generate_latest(registry).decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    exported = metrics.exported_names(registry)
+    assert written <= exported
+    # The loop families write no ``_created``: claiming one would let a rule use a series
+    # that never exists. prometheus_client's own counter writes it.
+    assert "t_loop_created" not in exported and "t_hist_created" not in exported
+    assert "t_plain_created" in written and "t_plain_created" in exported
+    # A labelled family with no child yet still names the samples it will write.
+    assert {"t_lat_seconds_bucket", "t_lat_seconds_sum", "t_lat_seconds_count"} <= exported
