@@ -7,12 +7,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import confluent_kafka
+import psutil
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
@@ -62,6 +64,30 @@ class BenchKafka:
             return cls(settings.bootstrap_servers, started=False)
         bootstrap, started, note = local_broker(settings).start()
         return cls(bootstrap, started=started, note=note)
+
+    def broker_cpu_s(self) -> float | None:
+        """The CPU seconds the broker's process has used so far, when the broker of this run is
+        the local one (``switchboard kafka start``, or the one the harness started); None for a
+        broker elsewhere, whose process this machine cannot see."""
+        status = local_broker(Settings()).status()
+        if status.pid is None or status.bootstrap != self.bootstrap:
+            return None
+        try:
+            times = psutil.Process(status.pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
+
+    def broker_idle_cores(self, seconds: float = 2.0) -> float | None:
+        """The broker's CPU while nothing of the run talks to it, in cores, over ``seconds``
+        (its own timers, the controller, GC; on these machines 0.05-0.16 of a core). A drain's
+        window includes it: ``capacity.broker_us_per_msg`` takes it out."""
+        before = self.broker_cpu_s()
+        if before is None:
+            return None
+        time.sleep(seconds)
+        after = self.broker_cpu_s()
+        return (after - before) / seconds if after is not None else None
 
     def stop_if_started(self) -> None:
         if self.started:

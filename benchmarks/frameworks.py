@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import venvs
-from benchmarks.capacity import PEERS, drain
+from benchmarks.capacity import PEERS, broker_us_per_msg, drain, median_or_none
 from benchmarks.env import BenchKafka, Payloads
 from benchmarks.measure import median, rounded
 from benchmarks.procs import PeerPython
@@ -49,6 +49,11 @@ def run(
     scale = 1 if quick else 4
     records = payloads.requests(max(_SIZES.values()) * scale, headers=True)
     rates: dict[str, list[float]] = {"switchboard": []}
+    # What each system's drain costs the machine: its own processes' CPU and the broker's
+    # (above its idle work), per response; reported, not judged.
+    cpu: dict[str, list[float]] = {}
+    broker: dict[str, list[float | None]] = {}
+    idle = bench.broker_idle_cores()
     # Two rounds in --quick too: one Quix Streams run drained anywhere from 10.2k to 18.9k msg/s
     # within an hour here, and the ratio took that whole spread (0.35-0.78).
     rounds = 2
@@ -70,6 +75,8 @@ def run(
                 f"{errors}"
             )
         rates.setdefault(system, []).append(result["rate"])
+        cpu.setdefault(system, []).append(result["cpu_us_per_msg"])
+        broker.setdefault(system, []).append(broker_us_per_msg(result, idle))
 
     for _ in range(rounds):
         one("switchboard")
@@ -90,5 +97,8 @@ def run(
             "peers_msg_s": {p: rounded(v, 0) for p, v in peers.items()},
             "runs_msg_s": {k: [rounded(x, 0) for x in v] for k, v in rates.items()},
             "peer_versions": {p: _versions(envs[p]) for p in PEERS},
+            "cpu_us_per_response": {k: rounded(median(v), 1) for k, v in cpu.items()},
+            "broker_cpu_us_per_response": {k: median_or_none(v) for k, v in broker.items()},
+            "broker_idle_cores": rounded(idle, 3) if idle is not None else None,
         },
     }
