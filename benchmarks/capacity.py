@@ -158,11 +158,9 @@ def drain(
         "rss_mb": rss,
         "threads_cpu_s": threads,
         # The broker shares this machine's cores: what a drain costs it, from "go" to the last
-        # output (its idle work in that window included; None for a broker elsewhere).
+        # output (its idle work in that window included, ``broker_us_per_msg`` takes it out;
+        # None for a broker elsewhere).
         "broker_cpu_s": broker_cpu,
-        "broker_cpu_us_per_msg": 1e6 * broker_cpu / max(1, count)
-        if broker_cpu is not None
-        else None,
         "stage_results": _slim(results),
     }
 
