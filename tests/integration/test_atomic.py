@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY
 
@@ -209,3 +209,47 @@ def test_a_group_the_broker_refuses_fails_alone(
     assert _transactions("aborted") - aborted_before == writer.aborted
     assert _values(kafka_config, ledger, 30) == sorted(f"copy-{i}".encode() for i in range(30))
     assert _values(kafka_config, reply, 30) == sorted(f"reply-{i}".encode() for i in range(30))
+
+
+def test_a_producer_the_broker_will_not_start_fails_its_groups_at_once(
+    kafka_config: dict[str, str], make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker refuses ``init_transactions`` (a transaction timeout above its
+    ``transaction.max.timeout.ms``, 15 minutes by default): every queued group fails with the
+    broker's error within seconds instead of waiting, a group sent later fails the same way
+    (the writer tries a new producer, not a dead one), nothing reaches the log, and close
+    returns."""
+    ledger, reply = make_topic("ledger"), make_topic("reply")
+    monkeypatch.setattr("switchboard.core.atomic.TRANSACTION_TIMEOUT_MS", 3_600_000)
+    writer = AtomicWriter(producer_config(kafka_config), f"test.txn.{uuid.uuid4().hex}")
+
+    async def main() -> tuple[list[BaseException | None], BaseException | None]:
+        first = await asyncio.wait_for(
+            asyncio.gather(
+                *(writer.send(_pair(ledger, reply, i)) for i in range(5)), return_exceptions=True
+            ),
+            timeout=20,
+        )
+        try:
+            await asyncio.wait_for(writer.send(_pair(ledger, reply, 99)), timeout=20)
+        except KafkaException as exc:
+            return first, exc
+        return first, None
+
+    began = time.monotonic()
+    try:
+        first, later = asyncio.run(main())
+    finally:
+        writer.close(timeout_s=10)
+    assert time.monotonic() - began < 25
+    for result in [*first, later]:
+        assert isinstance(result, KafkaException), result
+        assert result.args[0].code() == KafkaError.INVALID_TRANSACTION_TIMEOUT, result
+    assert writer.committed == 0
+    # Not even an uncommitted record: each topic's high watermark is still 0.
+    probe = Consumer({**kafka_config, "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        for topic in (ledger, reply):
+            assert probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 0)
+    finally:
+        probe.close()
