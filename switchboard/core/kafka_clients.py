@@ -139,6 +139,74 @@ def with_logger(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: librdkafka properties that only a producer reads, and only a consumer reads (aliases too:
+#: ``linger.ms`` is ``queue.buffering.max.ms``). ``SWITCHBOARD_KAFKA_CONFIG`` goes to every
+#: client, and librdkafka logs a CONFWARN line for each key of the other kind at every
+#: client's start (a worker of five specialists logged ten for the batching keys of
+#: docs/capacity.md): each factory leaves the other kind's keys out. Written by hand because
+#: librdkafka has no call that tells a property's scope (its CONFIGURATION.md's P/C column);
+#: ``tests/unit/test_kafka_clients.py`` checks every entry against librdkafka itself. A key in
+#: neither set goes to every client.
+PRODUCER_ONLY: Final = frozenset(
+    {
+        "acks",
+        "batch.num.messages",
+        "batch.size",
+        "compression.codec",
+        "compression.level",
+        "compression.type",
+        "delivery.report.only.error",
+        "delivery.timeout.ms",
+        "enable.gapless.guarantee",
+        "enable.idempotence",
+        "linger.ms",
+        "message.send.max.retries",
+        "message.timeout.ms",
+        "partitioner",
+        "queue.buffering.backpressure.threshold",
+        "queue.buffering.max.kbytes",
+        "queue.buffering.max.messages",
+        "queue.buffering.max.ms",
+        "request.required.acks",
+        "request.timeout.ms",
+        "retries",
+        "sticky.partitioning.linger.ms",
+        "transaction.timeout.ms",
+        "transactional.id",
+    }
+)
+CONSUMER_ONLY: Final = frozenset(
+    {
+        "auto.commit.interval.ms",
+        "auto.offset.reset",
+        "check.crcs",
+        "consume.callback.max.messages",
+        "coordinator.query.interval.ms",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.partition.eof",
+        "fetch.error.backoff.ms",
+        "fetch.max.bytes",
+        "fetch.message.max.bytes",
+        "fetch.min.bytes",
+        "fetch.queue.backoff.ms",
+        "fetch.wait.max.ms",
+        "heartbeat.interval.ms",
+        "isolation.level",
+        "max.partition.fetch.bytes",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "queued.max.messages.kbytes",
+        "queued.min.messages",
+        "session.timeout.ms",
+    }
+)
+
+
+def _without(config: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in keys}
+
+
 #: How every Switchboard producer maps a key to a partition, named rather than left to the
 #: client's default: CRC-32 of the key modulo the partition count (librdkafka's default; a
 #: Java client's is murmur2). Task and response topics are co-partitioned by request id on it:
@@ -159,7 +227,7 @@ def producer_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     not the guarantees or the partitioner the co-partitioned topics rely on."""
     return {
         **PRODUCER_TUNING,
-        **with_logger(base),
+        **with_logger(_without(base, CONSUMER_ONLY)),
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": PARTITIONER,
@@ -170,7 +238,7 @@ def producer_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 def consumer_config(base: dict[str, Any], group_id: str, **overrides: Any) -> dict[str, Any]:
     """At-least-once consumer: offsets are stored by the runtime only after outputs are delivered."""
     return {
-        **with_logger(base),
+        **with_logger(_without(base, PRODUCER_ONLY)),
         "group.id": group_id,
         "partition.assignment.strategy": "cooperative-sticky",
         "auto.offset.reset": "earliest",
@@ -190,7 +258,7 @@ def reader_config(base: dict[str, Any], name: str, **overrides: Any) -> dict[str
     commits (tails, scans, one-record fetches). librdkafka still wants a ``group.id``: a fresh
     one per reader, which no broker-side group ever holds."""
     return {
-        **with_logger(base),
+        **with_logger(_without(base, PRODUCER_ONLY)),
         "group.id": f"switchboard-{name}-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -201,4 +269,4 @@ def reader_config(base: dict[str, Any], name: str, **overrides: Any) -> dict[str
 def make_admin(base: dict[str, Any]) -> AdminClient:
     """An admin client; its log lines are forwarded only while it is polled (``admin.poll``),
     so a one-shot admin stays quiet rather than writing to stderr."""
-    return AdminClient(with_logger(base))
+    return AdminClient(with_logger(_without(base, CONSUMER_ONLY)))
