@@ -142,8 +142,8 @@ def with_logger(config: dict[str, Any]) -> dict[str, Any]:
 #: librdkafka properties that only a producer reads, and only a consumer reads (aliases too:
 #: ``linger.ms`` is ``queue.buffering.max.ms``). ``SWITCHBOARD_KAFKA_CONFIG`` goes to every
 #: client, and librdkafka logs a CONFWARN line for each key of the other kind at every
-#: client's start (a worker of five specialists logged ten for the batching keys of
-#: docs/capacity.md): each factory leaves the other kind's keys out. Written by hand because
+#: client's start (a benchmark pipeline of one router and one worker logged twelve for the
+#: batching keys of docs/capacity.md): each factory leaves the other kind's keys out. Written by hand because
 #: librdkafka has no call that tells a property's scope (its CONFIGURATION.md's P/C column);
 #: ``tests/unit/test_kafka_clients.py`` checks every entry against librdkafka itself. A key in
 #: neither set goes to every client.
